@@ -1,0 +1,29 @@
+"""miniai: a small PyTorch training framework in the fast.ai style. `from miniai import *` gives every public name.
+
+Heavy optional stacks (Hugging Face `datasets`, `matplotlib.pyplot`, fastprogress) load only when used.
+"""
+
+import warnings
+from importlib.metadata import PackageNotFoundError, version
+
+with warnings.catch_warnings():  # torcheval's import uses the deprecated torch.jit.script
+    warnings.simplefilter('ignore', FutureWarning)
+    import torcheval.metrics  # noqa: F401
+
+from .callbacks import *
+from .data import *
+from .device import *
+from .hooks import *
+from .learner import *
+from .metrics import *
+from .models import *
+from .plot import *
+from .progress import *
+from .sched import *
+from .schedulers import *
+
+try:
+    __version__ = version('miniai')
+except PackageNotFoundError:  # a source checkout that is not installed: read the single source of truth
+    from .settings import project_settings
+    __version__ = project_settings()['version']

@@ -1,0 +1,58 @@
+"""Core callbacks: training steps as a callback, device placement, a one-batch smoke run, batch transforms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .device import def_device, to_device
+from .learner import CancelFitException, Callback, Learner
+
+__all__ = ['TrainCB', 'DeviceCB', 'SingleBatchCB', 'BatchTransformCB']
+
+
+class TrainCB(Callback):
+    """Supplies the training steps to a plain `Learner` (`n_inp` inputs, then the target)."""
+    def __init__(self, n_inp: int = 1): self.n_inp = n_inp
+    def predict(self, learn: Learner) -> None: learn.preds = learn.model(*learn.batch[:self.n_inp])
+    def get_loss(self, learn: Learner) -> None: learn.loss = learn.loss_func(learn.preds, *learn.batch[self.n_inp:])
+    def backward(self, learn: Learner) -> None: learn.loss.backward()
+    def step(self, learn: Learner) -> None: learn.opt.step()
+    def zero_grad(self, learn: Learner) -> None: learn.opt.zero_grad()
+
+
+class DeviceCB(Callback):
+    """Puts the model on `device` before the fit and every batch on it before each batch."""
+    order = -10
+
+    def __init__(self, device: str | torch.device = def_device): self.device = torch.device(device)
+
+    def before_fit(self, learn: Learner) -> None:
+        learn.model.to(self.device)
+        # Optimizer state made on another device follows the model (e.g. after `load` on a CPU machine).
+        if learn.opt is not None:
+            for state in learn.opt.state.values():
+                for k, v in state.items():
+                    if isinstance(v, torch.Tensor) and k != 'step': state[k] = v.to(self.device)
+
+    def before_batch(self, learn: Learner) -> None:
+        learn.batch = to_device(learn.batch, self.device, non_blocking=self.device.type == 'cuda')
+
+
+class SingleBatchCB(Callback):
+    """Stops the fit after the first batch: a quick check that everything runs."""
+    order = 1
+    def after_batch(self, learn: Learner) -> None: raise CancelFitException()
+
+
+class BatchTransformCB(Callback):
+    """Applies `tfm` to each whole batch (e.g. normalisation or augmentation), on training and/or validation."""
+    order = DeviceCB.order + 1
+
+    def __init__(self, tfm: Callable, on_train: bool = True, on_val: bool = True):
+        self.tfm, self.on_train, self.on_val = tfm, on_train, on_val
+
+    def before_batch(self, learn: Learner) -> None:
+        if (self.on_train and learn.training) or (self.on_val and not learn.training):
+            learn.batch = self.tfm(learn.batch)

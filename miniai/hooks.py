@@ -1,0 +1,113 @@
+"""Forward hooks on modules, and `ActivationStats`: the means, stds and histograms of layer activations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import partial
+
+import torch
+from torch import nn
+
+from .learner import Callback, Learner
+
+__all__ = ['Hook', 'Hooks', 'HooksCallback', 'ActivationStats', 'append_stats', 'get_hist', 'get_min']
+
+
+class Hook:
+    """Registers `f(hook, module, inp, outp)` as a forward hook on `m`; `remove()` (or `with`) takes it off."""
+    def __init__(self, m: nn.Module, f: Callable): self.hook = m.register_forward_hook(partial(f, self))
+    def remove(self) -> None: self.hook.remove()
+    def __enter__(self) -> Hook: return self
+    def __exit__(self, *args) -> None: self.remove()
+    def __del__(self) -> None: self.remove()
+
+
+class Hooks(list):
+    """A `Hook` on each of `ms`, removed together."""
+    def __init__(self, ms: Iterable[nn.Module], f: Callable): super().__init__([Hook(m, f) for m in ms])
+    def __enter__(self) -> Hooks: return self
+    def __exit__(self, *args) -> None: self.remove()
+    def __del__(self) -> None: self.remove()
+
+    def __delitem__(self, i: int) -> None:
+        self[i].remove()
+        super().__delitem__(i)
+
+    def remove(self) -> None:
+        for h in self: h.remove()
+
+
+def append_stats(hook: Hook, mod: nn.Module, inp, outp: torch.Tensor) -> None:
+    """Hook function: keep the mean, std and a 40-bin histogram of |activation| for training batches."""
+    if not mod.training: return
+    if not hasattr(hook, 'stats'): hook.stats = ([], [], [])
+    acts = outp.detach().float()
+    hook.stats[0].append(acts.mean())
+    hook.stats[1].append(acts.std())
+    hook.stats[2].append(acts.abs().histc(40, 0, 10))
+
+
+def get_hist(h: Hook) -> torch.Tensor:
+    """The histograms of a hook as an image: bins × batches, log scaled."""
+    return torch.stack(h.stats[2]).t().float().log1p().cpu()
+
+
+def get_min(h: Hook) -> torch.Tensor:
+    """Per batch, the share of activations in the lowest histogram bin (near zero: 'dead')."""
+    h1 = torch.stack(h.stats[2]).t().float()
+    return (h1[0] / h1.sum(0)).cpu()
+
+
+class HooksCallback(Callback):
+    """Hooks `hookfunc` onto the modules chosen by `mod_filter` for the fit (and always removes them after)."""
+    def __init__(self, hookfunc: Callable, mod_filter: Callable[[nn.Module], bool] = lambda m: True,
+                 on_train: bool = True, on_valid: bool = False, mods: Iterable[nn.Module] | None = None):
+        self.hookfunc, self.mod_filter, self.on_train, self.on_valid = hookfunc, mod_filter, on_train, on_valid
+        self.mods = mods
+        self.hooks = Hooks([], hookfunc)
+
+    def before_fit(self, learn: Learner) -> None:
+        mods = self.mods or [m for m in learn.model.modules() if self.mod_filter(m)]
+        self.hooks = Hooks(mods, self._hookfunc)
+
+    def _hookfunc(self, *args, **kwargs) -> None:
+        training = args[1].training
+        if (self.on_train and training) or (self.on_valid and not training): self.hookfunc(*args, **kwargs)
+
+    def cleanup_fit(self, learn: Learner) -> None: self.hooks.remove()
+    def __iter__(self): return iter(self.hooks)
+    def __len__(self) -> int: return len(self.hooks)
+
+
+class ActivationStats(HooksCallback):
+    """Records activation statistics of the chosen modules (e.g. `fc.risinstance(GeneralRelu)`) and plots them."""
+    def __init__(self, mod_filter: Callable[[nn.Module], bool] = lambda m: True):
+        super().__init__(append_stats, mod_filter)
+
+    def color_dim(self, figsize: tuple[float, float] = (11, 5)):
+        """Histogram of activations over time, one panel per hooked module; returns the figure."""
+        from .plot import get_grid, show_image
+        fig, axes = get_grid(len(self), figsize=figsize)
+        for ax, h in zip(axes.flat, self):
+            show_image(get_hist(h), ax, origin='lower')
+        return fig
+
+    def dead_chart(self, figsize: tuple[float, float] = (11, 5)):
+        """Share of near-zero activations over time, per hooked module; returns the figure."""
+        from .plot import get_grid
+        fig, axes = get_grid(len(self), figsize=figsize)
+        for ax, h in zip(axes.flatten(), self):
+            ax.plot(get_min(h))
+            ax.set_ylim(0, 1)
+        return fig
+
+    def plot_stats(self, figsize: tuple[float, float] = (10, 4)):
+        """Mean and std of each hooked module's activations per batch; returns the figure."""
+        from .plot import subplots
+        fig, axs = subplots(1, 2, figsize=figsize)
+        for h in self:
+            for i in (0, 1): axs[i].plot(torch.stack(h.stats[i]).cpu())
+        axs[0].set_title('Means')
+        axs[1].set_title('Stdevs')
+        axs[0].legend(range(len(self)))
+        return fig

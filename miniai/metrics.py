@@ -1,0 +1,72 @@
+"""`MetricsCB`: torcheval metrics and the mean loss per epoch, kept on the training device until read."""
+
+from __future__ import annotations
+
+import time
+from copy import copy
+from typing import Any
+
+from torcheval.metrics import Mean, Metric
+
+from .learner import Callback, Learner
+
+__all__ = ['MetricsCB', 'format_time']
+
+
+def format_time(t: float) -> str:
+    """Seconds as `m:ss` (or `h:mm:ss`), as fastai prints them."""
+    t = int(t)
+    h, m, s = t // 3600, (t // 60) % 60, t % 60
+    return f'{h}:{m:02d}:{s:02d}' if h else f'{m:02d}:{s:02d}'
+
+
+class MetricsCB(Callback):
+    """Computes torcheval `metrics` and the loss mean each epoch and logs one row per train and per valid epoch.
+
+    `MetricsCB(MulticlassAccuracy())` names a metric after its class; `MetricsCB(accuracy=MulticlassAccuracy())`
+    names it yourself. Each row is also kept, with numbers rather than text, in `history` (a list of dicts
+    with the metrics, `loss`, `epoch`, `train` (bool) and `time` in seconds).
+    Metrics are updated on the training device and read back once per epoch: no sync per batch.
+    """
+    def __init__(self, *ms: Metric, **metrics: Metric):
+        for o in ms: metrics[type(o).__name__] = o
+        for k, m in metrics.items():
+            if not all(callable(getattr(m, a, None)) for a in ('update', 'compute', 'reset')):
+                raise TypeError(f"MetricsCB: metric {k!r} is a {type(m).__name__}, which lacks update/compute/reset; "
+                                "pass a torcheval metric such as MulticlassAccuracy().")
+        self.metrics = metrics
+        self.all_metrics = copy(metrics)
+        self.all_metrics['loss'] = self.loss = Mean()
+        self.history: list[dict[str, Any]] = []
+
+    def _log(self, d: dict[str, str]) -> None:
+        if self._first_row: print('  '.join(f'{k:>8}' for k in d))
+        print('  '.join(f'{v:>8}' for v in d.values()))
+        self._first_row = False
+
+    def before_fit(self, learn: Learner) -> None:
+        learn.metrics = self
+        self._first_row = True
+
+    def before_epoch(self, learn: Learner) -> None:
+        for m in self.all_metrics.values(): m.reset()
+        self._start = time.perf_counter()
+
+    def after_batch(self, learn: Learner) -> None:
+        x, y, *_ = learn.batch
+        preds, device = learn.preds.detach(), learn.preds.device
+        for m in self.all_metrics.values():
+            if m.device != device: m.to(device)
+        for m in self.metrics.values(): m.update(preds, y)
+        self.loss.update(learn.loss.detach(), weight=len(x))
+
+    def compute(self) -> dict[str, float]:
+        """The current value of every metric and of the loss, as Python floats (one device read)."""
+        return {k: m.compute().item() for k, m in self.all_metrics.items()}
+
+    def after_epoch(self, learn: Learner) -> None:
+        row = {**self.compute(), 'epoch': learn.epoch, 'train': learn.training,
+               'time': time.perf_counter() - self._start}
+        self.history.append(row)
+        self._log({**{k: f'{row[k]:.3f}' for k in self.all_metrics}, 'epoch': str(learn.epoch),
+                   'train': 'train' if learn.training else 'eval', 'time': format_time(row['time'])})

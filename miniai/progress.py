@@ -1,0 +1,76 @@
+"""`ProgressCB`: fastprogress bars with the running loss, the metrics table, and a live loss plot."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from .learner import Callback, Learner
+from .metrics import MetricsCB
+
+__all__ = ['ProgressCB', 'in_notebook']
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where bars and plots render as HTML)."""
+    shell = sys.modules.get('IPython') and sys.modules['IPython'].get_ipython()
+    return type(shell).__name__ == 'ZMQInteractiveShell'
+
+
+class ProgressCB(Callback):
+    """Shows an epoch bar and a batch bar with the running loss, and writes `MetricsCB`'s rows under them.
+
+    In a notebook, `plot=True` also draws the train and valid loss live. In a terminal the bars are
+    fastprogress's console bars; when output is not a terminal (a log file, CI) no bar is drawn and the
+    metrics are printed as plain lines, so logs get no carriage returns. The loss is read back from the
+    device at most once every `every` batches.
+    """
+    order = MetricsCB.order + 1
+
+    def __init__(self, plot: bool = False, every: int = 10):
+        self.plot, self.every = plot, every
+
+    def before_fit(self, learn: Learner) -> None:
+        self.bars = in_notebook() or sys.stdout.isatty()
+        self.losses: list[float] = []
+        self._pending: list[torch.Tensor] = []
+        self._first = True
+        if not self.bars: return
+        from fastprogress.fastprogress import master_bar, progress_bar
+        self._progress_bar = progress_bar
+        learn.epochs = self.mbar = master_bar(learn.epochs)
+        if hasattr(learn, 'metrics'): learn.metrics._log = self._log
+
+    def _log(self, d: dict[str, str]) -> None:
+        if self._first: self.mbar.write(list(d), table=True)
+        self.mbar.write(list(d.values()), table=True)
+        self._first = False
+
+    def before_epoch(self, learn: Learner) -> None:
+        if self.bars: learn.dl = self.pbar = self._progress_bar(learn.dl, leave=False, parent=self.mbar)
+
+    def after_batch(self, learn: Learner) -> None:
+        if not learn.training or not (self.bars or self.plot): return
+        self._pending.append(learn.loss.detach())
+        if len(self._pending) >= self.every: self._flush(learn)
+
+    def _flush(self, learn: Learner) -> None:
+        if not self._pending: return
+        self.losses += torch.stack(self._pending).float().cpu().tolist()
+        self._pending.clear()
+        if self.bars: self.pbar.comment = f'{self.losses[-1]:.3f}'
+        if self.bars and self.plot: self._update_graph(learn)
+
+    def after_epoch(self, learn: Learner) -> None:
+        if learn.training: self._flush(learn)
+        elif self.bars and self.plot: self._update_graph(learn)
+
+    def _update_graph(self, learn: Learner) -> None:
+        graphs = [[list(range(len(self.losses))), self.losses]]
+        hist = getattr(getattr(learn, 'metrics', None), 'history', [])
+        valid = [h['loss'] for h in hist if not h['train']]
+        if valid:
+            n = len(learn.dls.train)
+            graphs.append([[(i + 1) * n for i in range(len(valid))], valid])
+        self.mbar.update_graph(graphs)

@@ -1,0 +1,71 @@
+"""Callbacks that step a scheduler during training, and `RecorderCB`, which records hyperparameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .learner import Callback, Learner
+
+__all__ = ['BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'RecorderCB', 'rec_lr', 'rec_mom']
+
+
+class BaseSchedCB(Callback):
+    """Builds `sched(opt)` at the start of the fit; subclasses say when it steps.
+
+    `sched` is any callable taking the optimizer: a scheduler class of ours or of `torch.optim.lr_scheduler`,
+    usually through `functools.partial`, e.g. `partial(OneCycle, max_lr=6e-2, total_steps=n)`.
+    """
+    def __init__(self, sched: Callable[..., Any]): self.sched = sched
+    def before_fit(self, learn: Learner) -> None: self.schedo = self.sched(learn.opt)
+
+    def _step(self, learn: Learner) -> None:
+        if learn.training: self.schedo.step()
+
+
+class BatchSchedCB(BaseSchedCB):
+    """Steps the scheduler after every training batch."""
+    def after_batch(self, learn: Learner) -> None: self._step(learn)
+
+
+class EpochSchedCB(BaseSchedCB):
+    """Steps the scheduler after every training epoch."""
+    def after_epoch(self, learn: Learner) -> None: self._step(learn)
+
+
+def rec_lr(cb: RecorderCB) -> float:
+    """The first param group's learning rate (for `RecorderCB`)."""
+    return cb.pg['lr']
+
+
+def rec_mom(cb: RecorderCB) -> float:
+    """The first param group's momentum: SGD's `momentum` or Adam's beta1 (for `RecorderCB`)."""
+    return cb.pg['betas'][0] if 'betas' in cb.pg else cb.pg['momentum']
+
+
+class RecorderCB(Callback):
+    """Records `fn(self)` for each named function at every training step; `self.pg` is the first param group.
+
+    Values are read in `after_step`, so they are those the step just used, whatever the callbacks' order.
+
+    `rec = RecorderCB(lr=rec_lr, mom=rec_mom)`, then `rec.recs['lr']` or `rec.plot()`.
+    """
+    def __init__(self, **fns: Callable[[RecorderCB], float]): self.fns = fns
+
+    def before_fit(self, learn: Learner) -> None:
+        self.recs: dict[str, list[float]] = {k: [] for k in self.fns}
+        self.pg = learn.opt.param_groups[0]
+
+    def after_step(self, learn: Learner) -> None:
+        for k, fn in self.fns.items(): self.recs[k].append(float(fn(self)))
+
+    def plot(self, figsize: tuple[float, float] | None = None):
+        """Plot each recorded series in its own labelled panel against the training batch; returns the figure."""
+        from .plot import subplots
+        n = len(self.recs)
+        fig, axs = subplots(1, n, figsize=figsize or (4 * n, 3), squeeze=False)
+        for ax, (k, v) in zip(axs.flat, self.recs.items()):
+            ax.plot(v)
+            ax.set(title=k, xlabel='batch', ylabel=k)
+        fig.tight_layout()
+        return fig

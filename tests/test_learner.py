@@ -1,0 +1,286 @@
+"""The Learner's event loop: the exact event sequence, cancelling, order, temporary callbacks, core callbacks."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn, optim
+from torch.utils.data import DataLoader, TensorDataset
+from torcheval.metrics import MulticlassAccuracy
+
+from miniai import (BatchTransformCB, Callback, CancelBatchException, CancelEpochException, CancelFitException,
+                    DeviceCB, Learner, MetricsCB, MomentumLearner, SingleBatchCB, TrainCB, TrainLearner, run_cbs,
+                    to_cpu, to_device)
+
+EVENTS = ['before_fit', 'before_epoch', 'before_batch', 'after_predict', 'after_loss', 'after_backward',
+          'after_step', 'after_batch', 'after_epoch', 'after_fit', 'cleanup_fit', 'cleanup_epoch', 'cleanup_batch']
+
+
+def tiny_dls(n_train=6, n_valid=4, bs=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    def ds(n): return TensorDataset(torch.randn(n, 3, generator=g), torch.randint(0, 2, (n,), generator=g))
+    return SimpleNamespace(train=DataLoader(ds(n_train), bs), valid=DataLoader(ds(n_valid), bs))
+
+
+class EventLog(Callback):
+    """Logs every event with whether the model is training; optionally raises `exc` at event `at`."""
+    def __init__(self, at=None, exc=None, when=lambda learn: True):
+        self.log, self.at, self.exc, self.when = [], at, exc, when
+
+    def __getattr__(self, name):
+        if name not in EVENTS: raise AttributeError(name)
+        def handler(learn):
+            self.log.append(name if name.endswith('_fit') else (name, learn.training))
+            if name == self.at and self.when(learn): raise self.exc()
+        return handler
+
+
+def batch_events(training):
+    steps = ['after_predict', 'after_loss'] + (['after_backward', 'after_step'] if training else [])
+    return [(e, training) for e in ['before_batch', *steps, 'after_batch', 'cleanup_batch']]
+
+
+def epoch_events(training, n_batches):
+    return [('before_epoch', training), *batch_events(training) * n_batches,
+            ('after_epoch', training), ('cleanup_epoch', training)]
+
+
+def make_learner(cbs=(), **kw):
+    torch.manual_seed(0)
+    return TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=0.1, cbs=list(cbs), **kw)
+
+
+def test_exact_event_sequence_of_two_epochs():
+    log = EventLog()
+    make_learner([log]).fit(2)
+    expected = ['before_fit', *(epoch_events(True, 3) + epoch_events(False, 2)) * 2, 'after_fit', 'cleanup_fit']
+    assert log.log == expected
+
+
+def test_cancel_batch_skips_rest_of_batch_only():
+    log = EventLog('after_loss', CancelBatchException, when=lambda learn: learn.training and learn.iter == 1)
+    learn = make_learner([log])
+    w0 = learn.model.weight.detach().clone()
+    learn.fit(1, valid=False)
+    cancelled = [('before_batch', True), ('after_predict', True), ('after_loss', True), ('cleanup_batch', True)]
+    expected = ['before_fit', ('before_epoch', True), *batch_events(True), *cancelled, *batch_events(True),
+                ('after_epoch', True), ('cleanup_epoch', True), 'after_fit', 'cleanup_fit']
+    assert log.log == expected
+    assert not torch.equal(w0, learn.model.weight)  # the other batches trained
+    assert learn.train_iter == 2  # the cancelled batch took no step
+
+
+def test_cancel_epoch_skips_rest_of_epoch_and_goes_on():
+    log = EventLog('after_batch', CancelEpochException, when=lambda learn: learn.training)
+    make_learner([log]).fit(2)
+    one = [('before_epoch', True), *batch_events(True)[:-1], ('cleanup_batch', True), ('cleanup_epoch', True),
+           *epoch_events(False, 2)]
+    assert log.log == ['before_fit', *one * 2, 'after_fit', 'cleanup_fit']
+
+
+def test_cancel_fit_skips_after_fit_but_cleans_up():
+    log = EventLog('after_batch', CancelFitException)
+    learn = make_learner([log])
+    learn.fit(3)
+    assert log.log == ['before_fit', ('before_epoch', True), *batch_events(True)[:-1], ('cleanup_batch', True),
+                       ('cleanup_epoch', True), 'cleanup_fit']
+    assert learn.epoch == 0
+
+
+def test_other_exceptions_run_cleanups_and_propagate():
+    log = EventLog('after_loss', KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        make_learner([log]).fit(1)
+    assert log.log[-3:] == [('cleanup_batch', True), ('cleanup_epoch', True), 'cleanup_fit']
+
+
+def test_callbacks_run_sorted_by_order():
+    calls = []
+    class A(Callback):
+        order = 2
+        def before_fit(self, learn): calls.append('A')
+    class B(Callback):
+        order = -1
+        def before_fit(self, learn): calls.append('B')
+    class C(Callback):
+        def before_fit(self, learn): calls.append('C')
+    make_learner([A(), C(), B()]).fit(1)
+    assert calls == ['B', 'C', 'A']
+    calls.clear()
+    run_cbs([A(), B(), C()], 'before_fit')
+    assert calls == ['B', 'C', 'A']
+
+
+def test_callback_receives_the_learner():
+    seen = []
+    class CB(Callback):
+        def before_fit(self, learn): seen.append(learn)
+    learn = make_learner([CB()])
+    learn.fit(1)
+    assert seen == [learn]
+
+
+def test_fit_callbacks_are_temporary_even_when_fit_raises():
+    learn = make_learner()
+    keep = EventLog()
+    learn.add_cb(keep)
+    temp = EventLog('after_batch', RuntimeError)
+    with pytest.raises(RuntimeError):
+        learn.fit(1, cbs=[temp])
+    assert learn.cbs == [keep]
+    learn.fit(1, cbs=[EventLog()])
+    assert learn.cbs == [keep]
+    learn.remove_cb(keep)
+    assert learn.cbs == []
+
+
+def test_state_exposed_to_callbacks():
+    seen = []
+    class Spy(Callback):
+        def after_batch(self, learn):
+            seen.append((learn.epoch, learn.iter, learn.training, learn.n_epochs, learn.pct_train,
+                         learn.loss.shape, learn.preds.shape, len(learn.batch), learn.opt is not None))
+    make_learner([Spy()]).fit(2)
+    train = [s for s in seen if s[2]]
+    assert [s[:2] for s in train] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert [s[4] for s in train] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1])
+    assert all(s[3] == 2 and s[5] == () and s[6] == (2, 2) and s[7] == 2 and s[8] for s in seen)
+
+
+def test_trainlearner_equals_hand_written_sgd():
+    learn = make_learner()
+    torch.manual_seed(0)
+    ref = nn.Linear(3, 2)
+    opt = optim.SGD(ref.parameters(), lr=0.1)
+    learn.fit(1, valid=False)
+    for x, y in learn.dls.train:
+        F.cross_entropy(ref(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+    assert torch.equal(ref.weight, learn.model.weight)
+
+
+def test_plain_learner_with_traincb_matches_trainlearner():
+    a = make_learner()
+    torch.manual_seed(0)
+    b = Learner(nn.Linear(3, 2), a.dls, F.cross_entropy, lr=0.1, cbs=[TrainCB()])
+    a.fit(2)
+    b.fit(2)
+    assert torch.equal(a.model.weight, b.model.weight)
+
+
+def test_momentum_learner_accumulates_gradients():
+    torch.manual_seed(0)
+    learn = MomentumLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=0.1, mom=0.5)
+    torch.manual_seed(0)
+    ref = nn.Linear(3, 2)
+    learn.fit(1, valid=False)
+    acc = [torch.zeros_like(p) for p in ref.parameters()]
+    for x, y in learn.dls.train:
+        grads = torch.autograd.grad(F.cross_entropy(ref(x), y), list(ref.parameters()))
+        with torch.no_grad():
+            for p, a, g in zip(ref.parameters(), acc, grads):
+                a.mul_(0.5).add_(g)
+                p -= 0.1 * a
+    assert torch.allclose(ref.weight, learn.model.weight)
+
+
+def test_fit_rejects_bad_epoch_counts():
+    learn = make_learner()
+    for n in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match='n_epochs'):
+            learn.fit(n)
+
+
+def test_fit_lr_overrides_learning_rate_and_optimizer_persists():
+    learn = make_learner()
+    learn.fit(1)
+    opt = learn.opt
+    learn.fit(1, lr=0.01)
+    assert learn.opt is opt and opt.param_groups[0]['lr'] == 0.01
+
+
+def test_splitter_gives_discriminative_param_groups():
+    learn = make_learner(splitter=lambda m: [{'params': [m.weight], 'lr': 0.5}, {'params': [m.bias]}])
+    learn.fit(1)
+    assert [pg['lr'] for pg in learn.opt.param_groups] == [0.5, 0.1]
+
+
+def test_metricscb_equals_hand_computation(capsys):
+    metrics = MetricsCB(accuracy=MulticlassAccuracy())
+    learn = make_learner([metrics])
+    learn.fit(1, train=False)
+    xs, ys = zip(*learn.dls.valid)
+    x, y = torch.cat(xs), torch.cat(ys)
+    with torch.no_grad(): preds = learn.model(x)
+    row = metrics.history[-1]
+    assert row['accuracy'] == pytest.approx((preds.argmax(1) == y).float().mean().item())
+    assert row['loss'] == pytest.approx(F.cross_entropy(preds, y).item(), rel=1e-6)
+    assert row['epoch'] == 0 and row['train'] is False and row['time'] >= 0
+    out = capsys.readouterr().out.split('\n')
+    assert out[0].split() == ['accuracy', 'loss', 'epoch', 'train', 'time']
+    assert out[1].split()[:4] == [f"{row['accuracy']:.3f}", f"{row['loss']:.3f}", '0', 'eval']
+
+
+def test_metricscb_weights_loss_by_batch_size():
+    metrics = MetricsCB()
+    learn = make_learner([metrics])
+    learn.dls = tiny_dls(n_valid=5)  # batches of 2, 2, 1
+    learn.fit(1, train=False)
+    x, y = learn.dls.valid.dataset.tensors
+    with torch.no_grad(): expected = F.cross_entropy(learn.model(x), y).item()
+    assert metrics.history[-1]['loss'] == pytest.approx(expected, rel=1e-6)
+
+
+def test_metricscb_one_row_per_train_and_valid_epoch():
+    metrics = MetricsCB(MulticlassAccuracy())
+    make_learner([metrics]).fit(2)
+    assert [(r['epoch'], r['train']) for r in metrics.history] == [(0, True), (0, False), (1, True), (1, False)]
+    assert set(metrics.history[0]) == {'MulticlassAccuracy', 'loss', 'epoch', 'train', 'time'}
+
+
+def test_metricscb_rejects_objects_that_are_not_metrics():
+    with pytest.raises(TypeError, match="'acc'.*update/compute/reset"):
+        MetricsCB(acc=lambda p, y: 0)
+
+
+def test_devicecb_moves_model_and_batches():
+    seen = []
+    class Spy(Callback):
+        order = DeviceCB.order + 1
+        def before_batch(self, learn): seen.append(learn.batch[0].device)
+    learn = make_learner([DeviceCB('cpu'), Spy()])
+    learn.fit(1)
+    assert all(d.type == 'cpu' for d in seen) and next(learn.model.parameters()).device.type == 'cpu'
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_devicecb_on_cuda():
+    learn = make_learner([DeviceCB('cuda')])
+    learn.fit(1)
+    assert next(learn.model.parameters()).is_cuda
+
+
+def test_to_device_and_to_cpu_walk_containers():
+    b = {'x': torch.ones(2, dtype=torch.float16), 'y': [torch.zeros(1), 3]}
+    assert to_device(b, 'cpu')['y'][1] == 3
+    c = to_cpu(b)
+    assert c['x'].dtype == torch.float32 and isinstance(c['y'], list)
+
+
+def test_single_batch_cb_stops_after_one_batch():
+    log = EventLog()
+    make_learner([log, SingleBatchCB()]).fit(3)
+    assert sum(1 for e in log.log if e == ('before_batch', True)) == 1
+    assert log.log[-1] == 'cleanup_fit'
+
+
+def test_batch_transform_cb_respects_train_and_valid_flags():
+    seen = []
+    class Spy(Callback):
+        order = BatchTransformCB.order + 1
+        def before_batch(self, learn): seen.append((learn.training, float(learn.batch[0].abs().max())))
+    zero = lambda b: (b[0] * 0, b[1])
+    make_learner([BatchTransformCB(zero, on_train=True, on_val=False), Spy()]).fit(1)
+    assert all((m == 0) == t for t, m in seen)
