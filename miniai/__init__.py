@@ -10,9 +10,14 @@ with warnings.catch_warnings():  # torcheval's import uses the deprecated torch.
     warnings.simplefilter('ignore', FutureWarning)
     import torcheval.metrics  # noqa: F401
 
+from .accel import *
 from .callbacks import *
+from .checkpoint import *
+from .compare import *
 from .data import *
 from .device import *
+from .distributed import *
+from .guards import *
 from .hooks import *
 from .learner import *
 from .metrics import *
@@ -21,6 +26,8 @@ from .plot import *
 from .progress import *
 from .sched import *
 from .schedulers import *
+from .transfer import *
+from .vision import *
 
 try:
     __version__ = version('miniai')

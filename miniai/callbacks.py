@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from .device import def_device, to_device
+from .guards import call_loss, call_model, check_batch
 from .learner import CancelFitException, Callback, Learner
 
 __all__ = ['TrainCB', 'DeviceCB', 'SingleBatchCB', 'BatchTransformCB']
@@ -15,8 +16,14 @@ __all__ = ['TrainCB', 'DeviceCB', 'SingleBatchCB', 'BatchTransformCB']
 class TrainCB(Callback):
     """Supplies the training steps to a plain `Learner` (`n_inp` inputs, then the target)."""
     def __init__(self, n_inp: int = 1): self.n_inp = n_inp
-    def predict(self, learn: Learner) -> None: learn.preds = learn.model(*learn.batch[:self.n_inp])
-    def get_loss(self, learn: Learner) -> None: learn.loss = learn.loss_func(learn.preds, *learn.batch[self.n_inp:])
+
+    def predict(self, learn: Learner) -> None:
+        check_batch(learn.batch, self.n_inp)
+        learn.preds = call_model(learn.model, *learn.batch[:self.n_inp])
+
+    def get_loss(self, learn: Learner) -> None:
+        learn.loss = call_loss(learn.loss_func, learn.preds, *learn.batch[self.n_inp:])
+
     def backward(self, learn: Learner) -> None: learn.loss.backward()
     def step(self, learn: Learner) -> None: learn.opt.step()
     def zero_grad(self, learn: Learner) -> None: learn.opt.zero_grad()

@@ -14,21 +14,44 @@ Cancelling, exactly as in the fast.ai course and fastai: raising `CancelBatchExc
 the batch (its `after_batch` too) and goes on with the next batch; `CancelEpochException` skips the rest
 of the epoch (its `after_epoch` too) and goes on with the next one; `CancelFitException` ends the fit
 (skipping `after_fit`). The matching `cleanup_*` event always runs, also when any other exception
-(a `KeyboardInterrupt`, a bug in a callback) passes through, which is then re-raised.
+(a `KeyboardInterrupt`, a bug in a callback, a `NonFiniteLossError`) passes through, which is then re-raised.
+
+NaN guard: each training loss is checked after `after_loss` and before `backward` (`nan_guard=True`, the
+default): a NaN or infinite loss raises `NonFiniteLossError`, leaving the weights, optimizer state and
+BatchNorm running statistics as they were before that batch.
+
+Checkpoints (`save`, `load`, `fit(n, resume=path)`, `CheckpointCB`) hold the model, the optimizer, the
+counters, the state of every callback that has `state_dict`/`load_state_dict` (keyed by class name and index
+among the callbacks of that class, e.g. `RecorderCB_0`), the global random number generators and the
+loaders' own state (when they have `state_dict`). `fit(n, resume=path)` keeps `n` as the run's TOTAL number
+of epochs. It runs `before_fit` as usual (callbacks build their schedulers, reset their records), THEN
+restores the optimizer, counters and callback states, and starts at the saved position: a checkpoint saved
+between epochs resumes with the next epoch; one saved mid-epoch (e.g. after `InterruptCB` stopped a fit at a
+batch boundary) replays that epoch's data order past the batches already done. On CPU the resumed run is bit
+for bit the uninterrupted one.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import random
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable
+from itertools import islice
 from operator import attrgetter
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, optim
 
+from .guards import NonFiniteLossError, call_loss, call_model, check_batch
+
 __all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'run_cbs',
-           'with_cbs', 'Learner', 'TrainLearner', 'MomentumLearner']
+           'with_cbs', 'Learner', 'TrainLearner', 'MomentumLearner', 'get_rng_state', 'set_rng_state']
 
 
 class CancelFitException(Exception):
@@ -47,7 +70,8 @@ _cancels = {'fit': CancelFitException, 'epoch': CancelEpochException, 'batch': C
 
 
 class Callback:
-    """Base class: define methods named after events (`before_fit(self, learn)`, ...); lower `order` runs first."""
+    """Base class: define methods named after events (`before_fit(self, learn)`, ...); lower `order` runs
+    first. A callback with `state_dict()`/`load_state_dict(sd)` has that state saved in checkpoints."""
     order = 0
 
 
@@ -55,12 +79,14 @@ def run_cbs(cbs: Iterable[Callback], method_nm: str, learn: Learner | None = Non
     """Call `method_nm(learn)` on each callback that has it, in `order`."""
     for cb in sorted(cbs, key=attrgetter('order')):
         method = getattr(cb, method_nm, None)
-        if method is not None: method(learn)
+        if method is not None:
+            method(learn)
 
 
 class with_cbs:
     """Decorator: wrap a Learner method in the `before_`/`after_`/`cleanup_` events of one level."""
-    def __init__(self, nm: str): self.nm = nm
+    def __init__(self, nm: str):
+        self.nm = nm
 
     def __call__(self, f: Callable) -> Callable:
         nm, cancel = self.nm, _cancels[self.nm]
@@ -70,28 +96,63 @@ class with_cbs:
                 o.callback(f'before_{nm}')
                 f(o, *args, **kwargs)
                 o.callback(f'after_{nm}')
-            except cancel: pass
-            finally: o.callback(f'cleanup_{nm}')
+            except cancel:
+                pass
+            finally:
+                o.callback(f'cleanup_{nm}')
         return _f
+
+
+def get_rng_state() -> dict[str, Any]:
+    """The global RNGs' state (torch CPU, CUDA when in use, Python `random`, NumPy) as tensors and numbers."""
+    v, state, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {'torch': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            'random': {'version': v, 'state': torch.tensor(state), 'gauss': gauss},
+            'numpy': {'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': pos, 'has_gauss': has_gauss,
+                      'gauss': cached}}
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    """Restore the global RNGs from `get_rng_state()`."""
+    torch.set_rng_state(s['torch'])
+    if s['cuda'] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s['cuda'][:torch.cuda.device_count()])
+    r, n = s['random'], s['numpy']
+    random.setstate((r['version'], tuple(r['state'].tolist()), r['gauss']))
+    keys = n['keys'].numpy().astype(np.uint32)
+    np.random.set_state(('MT19937', keys, n['pos'], n['has_gauss'], n['gauss']))
 
 
 class Learner:
     """Runs `fit` over `dls` (with `.train` and `.valid` loaders), handing each step to callbacks.
 
-    The loop state is public for callbacks: `epoch`, `iter`, `batch`, `preds`, `loss`, `training`,
-    `n_epochs`, `opt`, `train_iter` (training batches done in this fit) and `pct_train` (fraction done).
-    `splitter(model)`, if given, returns the param groups handed to `opt_func` (discriminative lrs).
+    The loop state is public for callbacks: `epoch`, `iter`, `batch`, `preds`, `loss`, `training`, `phase`
+    ('train' or 'valid'), `phases` (those this fit runs), `n_epochs`, `opt`, `train_iter` (training batches
+    done in this fit), `pct_train` (fraction done) and `resume_iter` (batches of this epoch done before a
+    mid-epoch resume; else 0). `splitter(model)`, if given, returns the param groups handed to `opt_func`
+    (discriminative lrs). `nan_guard=False` turns off the check of each training loss (`NonFiniteLossError`).
     """
     def __init__(self, model: nn.Module, dls: Any = (0,), loss_func: Callable = F.mse_loss, lr: float = 0.1,
                  cbs: Iterable[Callback] | None = None, opt_func: Callable = optim.SGD,
-                 splitter: Callable | None = None):
+                 splitter: Callable | None = None, nan_guard: bool = True):
         self.model, self.dls, self.loss_func, self.lr = model, dls, loss_func, lr
-        self.opt_func, self.splitter = opt_func, splitter
+        self.opt_func, self.splitter, self.nan_guard = opt_func, splitter, nan_guard
         self.cbs: list[Callback] = []
         self.opt: optim.Optimizer | None = None
         self._handlers: dict[str, list[Callable]] = {}
         self.epoch, self.iter, self.train_iter, self.n_epochs, self.n_iter = 0, 0, 0, 0, 0
-        for cb in cbs or (): self.add_cb(cb)
+        self.phases, self.phase, self.resume_iter = ('train', 'valid'), 'train', 0
+        # The current phase's (epoch, phase, random state and train_iter at its start), whether it is done,
+        # the checkpoint being resumed (until its first phase starts), and the BatchNorm buffers (and a copy)
+        # that the NaN guard puts back.
+        self._at: tuple | None = None
+        self._phase_done, self._ck = False, None
+        self._norm_bufs: list[torch.Tensor] = []
+        self._norm_copy: list[torch.Tensor] = []
+        for cb in cbs or ():
+            self.add_cb(cb)
 
     # -- callbacks ---------------------------------------------------------------------------------
     def add_cb(self, cb: Callback) -> Learner:
@@ -112,16 +173,19 @@ class Learner:
         if handlers is None:
             cbs = sorted(self.cbs, key=attrgetter('order'))
             handlers = self._handlers[method_nm] = [m for cb in cbs if (m := getattr(cb, method_nm, None))]
-        for m in handlers: m(self)
+        for m in handlers:
+            m(self)
 
     def __getattr__(self, name: str):
         # `predict`, `get_loss`, ... of a plain Learner are events, so that e.g. `TrainCB` can supply them.
-        if name in ('predict', 'get_loss', 'backward', 'step', 'zero_grad'): return lambda: self.callback(name)
+        if name in ('predict', 'get_loss', 'backward', 'step', 'zero_grad'):
+            return lambda: self.callback(name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- the loop ----------------------------------------------------------------------------------
     @property
-    def training(self) -> bool: return self.model.training
+    def training(self) -> bool:
+        return self.model.training
 
     @property
     def pct_train(self) -> float:
@@ -134,47 +198,98 @@ class Learner:
         self.opt = self.opt_func(params, lr=self.lr if lr is None else lr)
         return self.opt
 
-    def fit(self, n_epochs: int = 1, train: bool = True, valid: bool = True, cbs: Iterable[Callback] | None = None,
-            lr: float | None = None) -> None:
-        """Train for `n_epochs`; `cbs` are added for this fit only (removed even if it raises)."""
+    def fit(self, n_epochs: int = 1, train: bool = True, valid: bool = True,
+            cbs: Iterable[Callback] | None = None, lr: float | None = None,
+            resume: str | os.PathLike | None = None) -> None:
+        """Train for `n_epochs`; `cbs` are added for this fit only (removed even if it raises).
+
+        `resume`: a checkpoint of this run (a file, or a folder with `checkpoint.pt`) to continue from;
+        `n_epochs` is still the run's total, and what the checkpoint had done is skipped."""
         if not isinstance(n_epochs, int) or isinstance(n_epochs, bool) or n_epochs < 1:
-            raise ValueError(f"fit(n_epochs={n_epochs!r}): n_epochs must be a positive whole number of epochs.")
+            raise ValueError(f"fit(n_epochs={n_epochs!r}): n_epochs must be a positive whole number of "
+                             "epochs.")
+        ck = None if resume is None else self._read_checkpoint(resume, n_epochs)
         cbs = list(cbs or ())
-        for cb in cbs: self.add_cb(cb)
+        for cb in cbs:
+            self.add_cb(cb)
         try:
-            if self.opt is None: self.create_opt(lr)
+            if self.opt is None:
+                self.create_opt(lr)
             elif lr is not None:
-                for pg in self.opt.param_groups: pg['lr'] = lr
-            self.n_epochs, self.epochs = n_epochs, range(n_epochs)
+                for pg in self.opt.param_groups:
+                    pg['lr'] = lr
+            self.phases = ('train',) * train + ('valid',) * valid
+            self._check_loaders()
+            self.n_epochs, self.epochs = n_epochs, range(ck['epoch'] if ck else 0, n_epochs)
             self.n_iter = n_epochs * len(self.dls.train) if train else 0
-            self.train_iter = 0
-            self._fit(train, valid)
+            self.train_iter, self._ck = 0, ck
+            self._fit()
         finally:
-            for cb in cbs: self.remove_cb(cb)
+            self._ck = None
+            for cb in cbs:
+                self.remove_cb(cb)
+
+    def _check_loaders(self) -> None:
+        for phase in self.phases:
+            dl = getattr(self.dls, phase)
+            if hasattr(dl, '__len__') and len(dl) == 0:
+                raise ValueError(f'dls.{phase} has no batches: its dataset is empty, or holds fewer items '
+                                 'than one batch with drop_last=True. Check the data (path, split, filters) '
+                                 'or lower the batch size.')
 
     @with_cbs('fit')
-    def _fit(self, train: bool, valid: bool) -> None:
-        for self.epoch in self.epochs:
-            if train: self.one_epoch(True)
-            if valid:
-                with torch.no_grad(): self.one_epoch(False)
+    def _fit(self) -> None:
+        if self._ck is not None:
+            self._restore(self._ck)  # after `before_fit`: see the module's docstring
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+        self._norm_bufs = [b for m in norms for b in m.buffers(recurse=False)]
+        self._norm_copy = [b.clone() for b in self._norm_bufs]
+        for epoch in self.epochs:
+            self.epoch = epoch
+            for phase in self.phases:
+                if phase == 'train':
+                    self.one_epoch(True)
+                else:
+                    with torch.no_grad():
+                        self.one_epoch(False)
 
     def one_epoch(self, training: bool) -> None:
+        self.phase, self.resume_iter, ck = ('train' if training else 'valid'), 0, self._ck
+        if ck is not None:  # the first phase of a resumed fit
+            if training and ck['phase'] == 'valid':
+                return  # this epoch's training was done before the checkpoint
+            self._set_random_state(ck['start'])
+            self.resume_iter, self._ck = ck['iter'], None
+        self._at = (self.epoch, self.phase, self._random_state(), self.train_iter - self.resume_iter)
+        self._phase_done = False
         self.model.train(training)
         self.dl = self.dls.train if training else self.dls.valid
-        self._one_epoch()
+        self._one_epoch(ck and ck['rng_now'])
 
     @with_cbs('epoch')
-    def _one_epoch(self) -> None:
-        for self.iter, self.batch in enumerate(self.dl): self._one_batch()
+    def _one_epoch(self, rng_now: dict | None = None) -> None:
+        batches = iter(self.dl)
+        if self.resume_iter:  # resuming mid-epoch: replay the data order past the batches done, then the RNGs
+            for _ in islice(batches, self.resume_iter):
+                pass
+            set_rng_state(rng_now)
+        for i, batch in enumerate(batches, self.resume_iter):
+            self.iter, self.batch = i, batch
+            self._one_batch()
+        self._phase_done = True
 
     @with_cbs('batch')
     def _one_batch(self) -> None:
+        guard = self.nan_guard and self.training
+        if guard and self._norm_bufs:
+            torch._foreach_copy_(self._norm_copy, self._norm_bufs)
         self.predict()
         self.callback('after_predict')
         self.get_loss()
         self.callback('after_loss')
         if self.training:
+            if guard:
+                self._check_loss()
             self.backward()
             self.callback('after_backward')
             self.step()
@@ -182,25 +297,148 @@ class Learner:
             self.zero_grad()
             self.train_iter += 1
 
+    def _check_loss(self) -> None:
+        """Raise `NonFiniteLossError` if the loss is NaN or infinite (one read of the loss)."""
+        loss = self.loss.detach()
+        if math.isfinite(loss.item()) if loss.numel() == 1 else bool(loss.isfinite().all()):
+            return
+        if self._norm_bufs:
+            torch._foreach_copy_(self._norm_bufs, self._norm_copy)  # undo this forward's running stats update
+        lrs = sorted({float(pg['lr']) for pg in self.opt.param_groups})
+        x = self.batch[0] if isinstance(self.batch, (tuple, list)) else self.batch
+        bad_x = isinstance(x, torch.Tensor) and x.is_floating_point() and not bool(x.isfinite().all())
+        why = ("This batch's inputs contain NaN or inf: check the data (and its normalisation)." if bad_x else
+               'Try a lower learning rate (e.g. a tenth, or learn.lr_find()), gradient clipping, or check '
+               'the data for NaN/inf and the loss for log(0) or division by zero.')
+        raise NonFiniteLossError(
+            f'The training loss is {loss.flatten()[:4].tolist()} at epoch {self.epoch}, batch {self.iter} '
+            f'(training step {self.train_iter}) with lr {lrs[0] if len(lrs) == 1 else lrs}. The fit stopped '
+            f'before backward, so the weights are as they were before this batch. {why} '
+            '(Learner(..., nan_guard=False) turns this check off.)')
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> os.PathLike:
+        """Write a checkpoint (see the module's docstring) to `path` atomically; returns the path."""
+        from .checkpoint import atomic_save
+        return atomic_save(self.state_dict(), path)
+
+    def load(self, path: str | os.PathLike) -> Learner:
+        """Restore a checkpoint: model, optimizer, counters, callback states and random state.
+        To continue the run it came from, use `fit(n_epochs, resume=path)` instead."""
+        ck = self._read_checkpoint(path)
+        if self.opt is None and ck['opt'] is not None:
+            self.create_opt()
+        self._restore(ck)
+        self._set_random_state(ck['start'])
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a checkpoint holds, as plain containers, numbers, strings and tensors."""
+        epoch, phase, n_done, start = self._resume_point()
+        now = self._random_state()
+        model = self.model
+        if isinstance(model, nn.parallel.DistributedDataParallel):  # during a `DDPCB` fit
+            model = model.module
+        return {'format': 'miniai.checkpoint', 'version': 1, 'model': model.state_dict(),
+                'opt': self.opt and self.opt.state_dict(), 'opt_type': type(self.opt).__name__,
+                'epoch': epoch, 'phase': phase, 'iter': n_done, 'train_iter': self.train_iter,
+                'n_epochs': self.n_epochs, 'start': start or now, 'rng_now': now['rng'] if n_done else None,
+                'cbs': {k: cb.state_dict() for k, cb in self._stateful_cbs().items()}}
+
+    def _resume_point(self) -> tuple[int, str, int, dict | None]:
+        """(epoch, phase, training batches of it done, random state at the phase's start or None for now)."""
+        if self._at is None:
+            return 0, self.phases[0], 0, None
+        epoch, phase, start, start_iter = self._at
+        if not self._phase_done:
+            return epoch, phase, (self.train_iter - start_iter if phase == 'train' else 0), start
+        i = self.phases.index(phase) + 1
+        if i < len(self.phases):
+            return epoch, self.phases[i], 0, None
+        return epoch + 1, self.phases[0], 0, None
+
+    def _random_state(self) -> dict[str, Any]:
+        dls = {k: dl.state_dict() for k in ('train', 'valid')
+               if callable(getattr(dl := getattr(self.dls, k, None), 'state_dict', None))}
+        return {'rng': get_rng_state(), 'dls': dls}
+
+    def _set_random_state(self, s: dict[str, Any]) -> None:
+        set_rng_state(s['rng'])
+        for k, sd in s['dls'].items():
+            getattr(self.dls, k).load_state_dict(sd)
+
+    def _stateful_cbs(self) -> dict[str, Callback]:
+        """The callbacks with `state_dict`, keyed by class name and index among those of that class."""
+        seen, res = Counter(), {}
+        for cb in self.cbs:
+            if callable(getattr(cb, 'state_dict', None)):
+                name = type(cb).__name__
+                res[f'{name}_{seen[name]}'] = cb
+                seen[name] += 1
+        return res
+
+    def _read_checkpoint(self, path: str | os.PathLike, n_epochs: int | None = None) -> dict[str, Any]:
+        """Read a checkpoint and load its weights into the model (which must be the same architecture)."""
+        from .checkpoint import check_model_state, load_checkpoint
+        ck = load_checkpoint(path)
+        if n_epochs is not None and ck['epoch'] > n_epochs:
+            raise ValueError(f"fit({n_epochs}, resume=...): the checkpoint has done {ck['epoch']} epochs; "
+                             f"n_epochs is the run's total number of epochs, so pass at least {ck['epoch']}.")
+        check_model_state(self.model, ck['model'], path)
+        self.model.load_state_dict(ck['model'])
+        return ck
+
+    def _restore(self, ck: dict[str, Any]) -> None:
+        """Restore the optimizer, the counters and the callback states of checkpoint `ck`."""
+        if ck['opt'] is not None:
+            if type(self.opt).__name__ != ck['opt_type']:
+                raise ValueError(f"The checkpoint's optimizer is {ck['opt_type']} but this Learner's is "
+                                 f"{type(self.opt).__name__}: build the Learner with the same opt_func.")
+            pgs = self.opt.param_groups
+            self.opt.load_state_dict(ck['opt'])
+            for old, new in zip(pgs, self.opt.param_groups, strict=True):
+                old.update(new)
+            self.opt.param_groups = pgs  # keep the param-group dicts, which callbacks (e.g. RecorderCB) hold
+        self.train_iter = ck['train_iter']
+        cbs = self._stateful_cbs()
+        for k, sd in ck['cbs'].items():
+            if k in cbs:
+                cbs[k].load_state_dict(sd)
+        lost, fresh = sorted(ck['cbs'].keys() - cbs.keys()), sorted(cbs.keys() - ck['cbs'].keys())
+        if lost or fresh:
+            warnings.warn(f'Checkpoint: callback states without a matching callback (ignored): {lost}; '
+                          f'callbacks without a saved state (starting fresh): {fresh}.', stacklevel=3)
+
 
 class TrainLearner(Learner):
     """A `Learner` whose training steps are methods: override them to change how a batch is trained."""
-    def predict(self) -> None: self.preds = self.model(self.batch[0])
-    def get_loss(self) -> None: self.loss = self.loss_func(self.preds, self.batch[1])
-    def backward(self) -> None: self.loss.backward()
-    def step(self) -> None: self.opt.step()
-    def zero_grad(self) -> None: self.opt.zero_grad()
+    def predict(self) -> None:
+        check_batch(self.batch)
+        self.preds = call_model(self.model, self.batch[0])
+
+    def get_loss(self) -> None:
+        self.loss = call_loss(self.loss_func, self.preds, self.batch[1])
+
+    def backward(self) -> None:
+        self.loss.backward()
+
+    def step(self) -> None:
+        self.opt.step()
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad()
 
 
 class MomentumLearner(TrainLearner):
     """The course's momentum by hand: instead of zeroing, gradients decay by `mom` and accumulate."""
     def __init__(self, model: nn.Module, dls: Any, loss_func: Callable, lr: float = 0.1,
                  cbs: Iterable[Callback] | None = None, opt_func: Callable = optim.SGD, mom: float = 0.85,
-                 splitter: Callable | None = None):
+                 splitter: Callable | None = None, nan_guard: bool = True):
         self.mom = mom
-        super().__init__(model, dls, loss_func, lr, cbs, opt_func, splitter)
+        super().__init__(model, dls, loss_func, lr, cbs, opt_func, splitter, nan_guard)
 
     def zero_grad(self) -> None:
         with torch.no_grad():
             for p in self.model.parameters():
-                if p.grad is not None: p.grad *= self.mom
+                if p.grad is not None:
+                    p.grad *= self.mom

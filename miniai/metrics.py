@@ -8,6 +8,7 @@ from typing import Any
 
 from torcheval.metrics import Mean, Metric
 
+from .distributed import is_main_process
 from .learner import Callback, Learner
 
 __all__ = ['MetricsCB', 'format_time']
@@ -38,8 +39,17 @@ class MetricsCB(Callback):
         self.all_metrics = copy(metrics)
         self.all_metrics['loss'] = self.loss = Mean()
         self.history: list[dict[str, Any]] = []
+        self._running: dict[str, dict] = {}  # the metrics' state mid-epoch, from a checkpoint
+
+    def state_dict(self) -> dict[str, Any]:
+        """The history, and the metrics' running state (used when a checkpoint was saved mid-epoch)."""
+        return {'history': self.history, 'running': {k: m.state_dict() for k, m in self.all_metrics.items()}}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.history, self._running = [dict(r) for r in sd['history']], sd['running']
 
     def _log(self, d: dict[str, str]) -> None:
+        if not is_main_process(): return
         if self._first_row: print('  '.join(f'{k:>8}' for k in d))
         print('  '.join(f'{v:>8}' for v in d.values()))
         self._first_row = False
@@ -50,6 +60,10 @@ class MetricsCB(Callback):
 
     def before_epoch(self, learn: Learner) -> None:
         for m in self.all_metrics.values(): m.reset()
+        if learn.resume_iter:  # resuming mid-epoch: go on from the batches done before the checkpoint
+            for k, m in self.all_metrics.items():
+                m.load_state_dict(self._running[k])
+                m.to(m.device)
         self._start = time.perf_counter()
 
     def after_batch(self, learn: Learner) -> None:

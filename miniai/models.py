@@ -60,6 +60,9 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
 
     On CPU a deterministic fit repeats bit for bit. On CUDA it also sets `CUBLAS_WORKSPACE_CONFIG` and turns
     off cuDNN autotuning; a few CUDA ops have no deterministic version and then raise an error naming the op.
+    Limits on CUDA: `CUBLAS_WORKSPACE_CONFIG` only counts if set before cuBLAS first runs (call `set_seed`
+    before anything runs on the GPU); runs repeat only on the same GPU model, driver, CUDA and torch versions;
+    and deterministic kernels can be slower.
     """
     torch.use_deterministic_algorithms(deterministic)
     if deterministic: os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')

@@ -6,10 +6,14 @@ import sys
 
 import torch
 
+from .distributed import is_main_process
 from .learner import Callback, Learner
 from .metrics import MetricsCB
 
 __all__ = ['ProgressCB', 'in_notebook']
+
+
+def _isatty() -> bool: return sys.stdout.isatty()
 
 
 def in_notebook() -> bool:
@@ -23,16 +27,34 @@ class ProgressCB(Callback):
 
     In a notebook, `plot=True` also draws the train and valid loss live. In a terminal the bars are
     fastprogress's console bars; when output is not a terminal (a log file, CI) no bar is drawn and the
-    metrics are printed as plain lines, so logs get no carriage returns. The loss is read back from the
-    device at most once every `every` batches.
+    metrics are printed as plain lines, so logs get no carriage returns. The training loss of every batch
+    is kept in `losses`, read back from the device at most once every `every` batches.
     """
     order = MetricsCB.order + 1
 
     def __init__(self, plot: bool = False, every: int = 10):
         self.plot, self.every = plot, every
+        self.bars, self.losses, self._pending = False, [], []
+
+    def state_dict(self) -> dict[str, list[float]]:
+        pending = torch.stack(self._pending).float().cpu().tolist() if self._pending else []
+        return {'losses': self.losses + pending}
+
+    def load_state_dict(self, sd: dict[str, list[float]]) -> None:
+        self.losses = list(sd['losses'])
+
+    def cleanup_fit(self, learn: Learner) -> None:
+        """Close the bars of a fit that stopped early, and let `MetricsCB` print for itself again."""
+        if not self.bars:
+            return
+        if hasattr(learn, 'metrics'):
+            vars(learn.metrics).pop('_log', None)
+        for bar in (getattr(self, 'pbar', None), self.mbar.main_bar):
+            if bar is not None and bar.last_v is not None:
+                bar.on_interrupt()
 
     def before_fit(self, learn: Learner) -> None:
-        self.bars = in_notebook() or sys.stdout.isatty()
+        self.bars = is_main_process() and (in_notebook() or _isatty())
         self.losses: list[float] = []
         self._pending: list[torch.Tensor] = []
         self._first = True
@@ -51,7 +73,7 @@ class ProgressCB(Callback):
         if self.bars: learn.dl = self.pbar = self._progress_bar(learn.dl, leave=False, parent=self.mbar)
 
     def after_batch(self, learn: Learner) -> None:
-        if not learn.training or not (self.bars or self.plot): return
+        if not learn.training: return
         self._pending.append(learn.loss.detach())
         if len(self._pending) >= self.every: self._flush(learn)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .guards import check_sched_steps
 from .learner import Callback, Learner
 
 __all__ = ['BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'RecorderCB', 'rec_lr', 'rec_mom']
@@ -14,10 +15,25 @@ class BaseSchedCB(Callback):
     """Builds `sched(opt)` at the start of the fit; subclasses say when it steps.
 
     `sched` is any callable taking the optimizer: a scheduler class of ours or of `torch.optim.lr_scheduler`,
-    usually through `functools.partial`, e.g. `partial(OneCycle, max_lr=6e-2, total_steps=n)`.
+    usually through `functools.partial`, e.g. `partial(OneCycle, max_lr=6e-2, total_steps=n)`. Warns when its
+    `total_steps` (or `T_max`) differs from the steps the fit takes. Its state goes into checkpoints.
     """
     def __init__(self, sched: Callable[..., Any]): self.sched = sched
-    def before_fit(self, learn: Learner) -> None: self.schedo = self.sched(learn.opt)
+
+    def before_fit(self, learn: Learner) -> None:
+        self.schedo = self.sched(learn.opt)
+        check_sched_steps(self.schedo, self.n_steps(learn), type(self).__name__)
+
+    def n_steps(self, learn: Learner) -> int:
+        """How many times this fit steps the scheduler (0: unknown, no check)."""
+        return 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {'sched': self.schedo.state_dict()} if hasattr(self, 'schedo') else {}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        if sd and hasattr(self, 'schedo'):
+            self.schedo.load_state_dict(sd['sched'])
 
     def _step(self, learn: Learner) -> None:
         if learn.training: self.schedo.step()
@@ -25,11 +41,17 @@ class BaseSchedCB(Callback):
 
 class BatchSchedCB(BaseSchedCB):
     """Steps the scheduler after every training batch."""
+    def n_steps(self, learn: Learner) -> int:
+        return learn.n_iter
+
     def after_batch(self, learn: Learner) -> None: self._step(learn)
 
 
 class EpochSchedCB(BaseSchedCB):
     """Steps the scheduler after every training epoch."""
+    def n_steps(self, learn: Learner) -> int:
+        return learn.n_epochs if 'train' in learn.phases else 0
+
     def after_epoch(self, learn: Learner) -> None: self._step(learn)
 
 
@@ -50,7 +72,14 @@ class RecorderCB(Callback):
 
     `rec = RecorderCB(lr=rec_lr, mom=rec_mom)`, then `rec.recs['lr']` or `rec.plot()`.
     """
-    def __init__(self, **fns: Callable[[RecorderCB], float]): self.fns = fns
+    def __init__(self, **fns: Callable[[RecorderCB], float]):
+        self.fns, self.recs = fns, {k: [] for k in fns}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {'recs': self.recs}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.recs = {k: list(v) for k, v in sd['recs'].items()}
 
     def before_fit(self, learn: Learner) -> None:
         self.recs: dict[str, list[float]] = {k: [] for k in self.fns}

@@ -14,5 +14,5 @@ def repo_root() -> Path:
 
 def project_settings():
     """The `[DEFAULT]` section of `settings.ini` as a fastcore `Config` (e.g. `['version']`, `.nbs_path`)."""
-    from fastcore.foundation import Config
+    from fastcore.xtras import Config
     return Config(repo_root(), 'settings.ini')

@@ -1,0 +1,122 @@
+"""Speed options for the `Learner`: mixed precision, the channels-last memory format and `torch.compile`.
+
+Each is a callback that works on its own or with the others (`speed_cbs` builds them from flags). On the CPU
+they are harmless: `MixedPrecision()` is a no-op there unless asked for a dtype, channels-last only changes
+strides, and `CompileCB` compiles for the CPU (slow to compile; pass `backend='eager'` to skip the codegen).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .callbacks import DeviceCB
+from .learner import Callback, Learner
+
+__all__ = ['amp_dtype', 'MixedPrecision', 'ChannelsLastCB', 'CompileCB', 'speed_cbs']
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device('cpu')
+
+
+def amp_dtype(device: str | torch.device) -> torch.dtype | None:
+    """The autocast dtype worth using on `device`: bfloat16 on CUDA GPUs that have it, float16 on older
+    ones, None (full float32) elsewhere: CPU autocast is correct but no faster on CPUs without bf16 units."""
+    device = torch.device(device)
+    if device.type != 'cuda':
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class MixedPrecision(Callback):
+    """Runs `predict` and `get_loss` under `torch.autocast`, as the course's `MixedPrecision(TrainCB)` does.
+
+    Autocast is entered in `before_batch` and left in `after_loss` (or `cleanup_batch`, if the batch stops
+    early), so the backward pass, the optimizer step and the metrics run outside it. `dtype=None` picks
+    `amp_dtype` of the model's device (a no-op on the CPU). With float16 a `torch.amp.GradScaler` scales the
+    loss: for the fit, the learner's `backward` and `step` become the scaler's (and `step` skips steps whose
+    gradients overflowed). bfloat16 has float32's range and needs no scaler.
+    """
+    order = DeviceCB.order + 10
+
+    def __init__(self, dtype: torch.dtype | None = None):
+        self.dtype = dtype
+        self.autocast: torch.autocast | None = None
+
+    def before_fit(self, learn: Learner) -> None:
+        dev = _model_device(learn.model)
+        self.device_type, self.fit_dtype = dev.type, self.dtype or amp_dtype(dev)
+        self.scaler = None
+        if self.fit_dtype != torch.float16:
+            return
+        self.scaler = torch.amp.GradScaler(self.device_type)
+
+        def step() -> None:
+            self.scaler.step(learn.opt)
+            self.scaler.update()
+        learn.backward, learn.step = lambda: self.scaler.scale(learn.loss).backward(), step
+
+    def before_batch(self, learn: Learner) -> None:
+        if self.fit_dtype is None:
+            return
+        self.autocast = torch.autocast(self.device_type, dtype=self.fit_dtype)
+        self.autocast.__enter__()
+
+    def after_loss(self, learn: Learner) -> None:
+        if self.autocast is not None:
+            self.autocast.__exit__(None, None, None)
+            self.autocast = None
+
+    cleanup_batch = after_loss
+
+    def cleanup_fit(self, learn: Learner) -> None:
+        if self.scaler is not None:
+            del learn.backward, learn.step
+
+
+class ChannelsLastCB(Callback):
+    """Puts the model's weights and every 4-d input batch in the `torch.channels_last` memory format,
+    which cuDNN's convolutions (and tensor cores) prefer, especially under mixed precision."""
+    order = DeviceCB.order + 5  # after DeviceCB and BatchTransformCB
+
+    def before_fit(self, learn: Learner) -> None: learn.model.to(memory_format=torch.channels_last)
+
+    def before_batch(self, learn: Learner) -> None:
+        x, *rest = learn.batch
+        if x.ndim == 4:
+            learn.batch = (x.contiguous(memory_format=torch.channels_last), *rest)
+
+
+class CompileCB(Callback):
+    """Compiles `learn.model` in place with `nn.Module.compile` before the first fit.
+
+    The model stays the same module, so `learn.model.state_dict()` keeps its keys (no `_orig_mod.` prefix)
+    and saved weights load into an uncompiled model. `dynamic=False` compiles one graph per batch shape
+    (a full and a last batch, for training and for validation) rather than shape-generic kernels. The other
+    arguments go to `torch.compile`, e.g. `mode='max-autotune'`, or `backend='eager'` for a quick check.
+    """
+    order = DeviceCB.order + 20  # after the model is on its device and in its memory format
+
+    def __init__(self, mode: str | None = None, dynamic: bool | None = False, **kwargs: Any):
+        self.kwargs = dict(mode=mode, dynamic=dynamic, **kwargs)
+
+    def before_fit(self, learn: Learner) -> None:
+        if learn.model._compiled_call_impl is None:
+            learn.model.compile(**self.kwargs)
+
+
+def speed_cbs(mixed_precision: bool = False, channels_last: bool = False,
+              compile: bool | str = False) -> list[Callback]:
+    """The speed callbacks chosen by flags (as `miniai fit`'s): `compile` may name a `torch.compile` mode."""
+    cbs: list[Callback] = []
+    if mixed_precision:
+        cbs.append(MixedPrecision())
+    if channels_last:
+        cbs.append(ChannelsLastCB())
+    if compile:
+        cbs.append(CompileCB(mode=None if compile is True or compile == 'default' else compile))
+    return cbs

@@ -1,0 +1,182 @@
+"""The `miniai` command: `miniai fit` trains the seed recipe on Fashion-MNIST and writes its results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import optim
+
+__all__ = ['main', 'fit_command', 'OPTIMIZERS', 'SCHEDULES']
+
+OPTIMIZERS = {'adamw': optim.AdamW, 'adam': optim.Adam, 'sgd': partial(optim.SGD, momentum=0.9),
+              'rmsprop': optim.RMSprop, 'adagrad': optim.Adagrad, 'adadelta': optim.Adadelta, 'adamax': optim.Adamax}
+SCHEDULES = ('onecycle', 'cosine', 'cyclic', 'none')
+
+
+def make_sched(name: str, lr: float, total_steps: int):
+    """The scheduler factory (taking the optimizer) for `--sched name`, or None for a constant lr."""
+    from .schedulers import CosineAnnealing, CyclicLR, OneCycle
+    if name == 'onecycle': return partial(OneCycle, max_lr=lr, total_steps=total_steps)
+    if name == 'cosine': return partial(CosineAnnealing, T_max=total_steps)
+    if name == 'cyclic':  # the first article's triangle: one cycle from lr/6 up to lr and back
+        def cyclic(opt):
+            has_mom = any('momentum' in pg or 'betas' in pg for pg in opt.param_groups)
+            return CyclicLR(opt, base_lr=lr / 6, max_lr=lr, step_size_up=max(1, total_steps // 2),
+                            cycle_momentum=has_mom)
+        return cyclic
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='miniai', description='miniai: train Fashion-MNIST CNNs with scheduled lr.')
+    sub = p.add_subparsers(dest='command', required=True)
+    f = sub.add_parser('fit', help='train the seed recipe (BatchNorm CNN, AdamW, one-cycle 6e-2, bs 1024, 5 epochs)',
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    f.add_argument('--epochs', type=int, default=5, help='number of epochs')
+    f.add_argument('--lr', type=float, default=None,
+                   help="(max) learning rate (default: the recipe's; seed: 6e-2)")
+    f.add_argument('--bs', type=int, default=None, help="batch size (default: the recipe's; seed: 1024)")
+    f.add_argument('--opt', choices=sorted(OPTIMIZERS), default='adamw', help='optimizer')
+    f.add_argument('--sched', choices=SCHEDULES, default='onecycle', help='learning-rate schedule')
+    f.add_argument('--data', default=None,
+                   help='folder with the four Fashion-MNIST IDX files (default: $MINIAI_DATA, then the cache)')
+    f.add_argument('--device', default=None, help='cuda, mps or cpu (default: the best available)')
+    f.add_argument('--seed', type=int, default=42, help='random seed')
+    f.add_argument('--out', default=None, help='output folder (default: runs/<timestamp>)')
+    f.add_argument('--resume', default=None, metavar='DIR',
+                   help="continue the run in DIR (its checkpoint.pt, with its args.json's options; only "
+                        "--device and --data may differ)")
+    f.add_argument('--limit-batches', type=int, default=None, metavar='N',
+                   help='use only the first N batches of each epoch (a quick smoke run)')
+    f.add_argument('--recipe', choices=('seed', 'best'), default='seed',
+                   help='seed: the BatchNorm CNN; best: a ResNet, augmentation, flip TTA (miniai.recipes)')
+    f.add_argument('--mixed-precision', action='store_true', help='autocast to bf16 (fp16 + scaler) on CUDA')
+    f.add_argument('--channels-last', action='store_true', help='channels-last memory format')
+    f.add_argument('--compile', nargs='?', const='default', default=None, metavar='MODE',
+                   help='torch.compile the model (MODE: default, reduce-overhead, max-autotune)')
+    from .compare import add_compare_args
+    add_compare_args(sub.add_parser('compare', help='compare optimizers over seeds (the second article)',
+                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    return p
+
+
+def fit_command(args: argparse.Namespace) -> dict:
+    """Train as `miniai fit` does; writes metrics.json, curves.png and model.pt to the output folder, and
+    args.json and checkpoint.pt (after every epoch, and on Ctrl-C) for `--resume`."""
+    from torcheval.metrics import MulticlassAccuracy
+
+    from .accel import speed_cbs
+    from .callbacks import DeviceCB
+    from .checkpoint import CheckpointCB, InterruptCB
+    from .data import get_dls
+    from .device import def_device
+    from .distributed import DDPCB, get_rank, get_world_size, init_distributed, is_main_process
+    from .learner import TrainLearner
+    from .metrics import MetricsCB
+    from .models import set_seed
+    from .progress import ProgressCB
+    from .recipes import RECIPES
+    from .sched import BatchSchedCB, RecorderCB, rec_lr, rec_mom
+
+    if args.resume:
+        args = resume_args(args)
+    recipe = RECIPES[args.recipe]
+    args.bs = recipe.bs if args.bs is None else args.bs
+    args.lr = recipe.lr if args.lr is None else args.lr
+    if args.epochs < 1: raise SystemExit(f'miniai fit: --epochs must be at least 1 (got {args.epochs}).')
+    if args.bs < 1: raise SystemExit(f'miniai fit: --bs must be at least 1 (got {args.bs}).')
+    distributed = init_distributed()  # under torchrun: join the group before anything goes on a GPU
+    device = torch.device(args.device or def_device)
+    out = Path(args.out or Path('runs') / time.strftime('%Y%m%d-%H%M%S'))
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'args.json').write_text(json.dumps(vars(args), indent=2))
+    set_seed(args.seed)
+    n = args.limit_batches and args.limit_batches * args.bs
+    dls = get_dls(bs=args.bs, path=args.data, device=device, n_train=n, n_valid=n, rank=get_rank(),
+                  world_size=get_world_size(), tfm=recipe.tfm)
+
+    model = recipe.model()
+    metrics, progress = MetricsCB(accuracy=MulticlassAccuracy()), ProgressCB()
+    rec = RecorderCB(lr=rec_lr, mom=rec_mom)
+    cbs = [DeviceCB(device), metrics, progress, rec, *recipe.cbs(),
+           *speed_cbs(args.mixed_precision, args.channels_last, args.compile or False)]
+    sched = make_sched(args.sched, args.lr, args.epochs * len(dls.train))
+    if sched: cbs.append(BatchSchedCB(sched))
+    if distributed: cbs.append(DDPCB())
+    ckpt = out / 'checkpoint.pt'
+    cbs += [CheckpointCB(ckpt), InterruptCB()]
+    learn = TrainLearner(model, dls, recipe.loss_func, lr=args.lr, cbs=cbs, opt_func=OPTIMIZERS[args.opt])
+    try:
+        learn.fit(args.epochs, resume=ckpt if args.resume else None)
+    except KeyboardInterrupt:
+        if is_main_process():
+            learn.save(ckpt)
+            print(f'Interrupted: saved {ckpt}; continue with: miniai fit --resume {out}')
+        raise SystemExit(130) from None
+
+    rows = epoch_rows(metrics.history)
+    if is_main_process():
+        (out / 'metrics.json').write_text(json.dumps(rows, indent=2))
+        save_curves(out / 'curves.png', progress.losses, [r['valid_loss'] for r in rows], len(dls.train),
+                    rec.recs)
+        torch.save(learn.model.state_dict(), out / 'model.pt')
+        print(f"valid accuracy {rows[-1]['accuracy']:.4f}; "
+              f"wrote metrics.json, curves.png and model.pt to {out}")
+    return {'out': out, 'rows': rows, 'learn': learn}
+
+
+def resume_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The options of the run saved in `args.resume` (its args.json), but `--device` and `--data` if given."""
+    saved = Path(args.resume) / 'args.json'
+    if not saved.is_file():
+        raise SystemExit(f'miniai fit --resume {args.resume}: no args.json there; give the output folder of '
+                         'a `miniai fit` run.')
+    keep = {k: getattr(args, k) for k in ('device', 'data') if getattr(args, k) is not None}
+    return argparse.Namespace(**{**json.loads(saved.read_text()), **keep, 'resume': args.resume,
+                                 'out': args.resume})
+
+
+def epoch_rows(history: list[dict]) -> list[dict]:
+    """Merge `MetricsCB` rows (one train, one valid per epoch) into one dict per epoch."""
+    rows: dict[int, dict] = {}
+    for h in history:
+        r = rows.setdefault(h['epoch'], {'epoch': h['epoch'], 'seconds': 0.})
+        split = 'train' if h['train'] else 'valid'
+        r[f'{split}_loss'] = h['loss']
+        r['seconds'] += h['time']
+        for k, v in h.items():
+            if k not in ('loss', 'epoch', 'train', 'time'): r[k if split == 'valid' else f'train_{k}'] = v
+    return list(rows.values())
+
+
+def save_curves(path: Path, losses: list[float], valid_losses: list[float], n_batches: int,
+                recs: dict[str, list[float]]) -> None:
+    """Write loss (per training batch, valid per epoch), lr and beta1/momentum panels to a PNG."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(1, 3, figsize=(14, 3.5))
+    axs[0].plot(losses, label='train')
+    axs[0].plot([(i + 1) * n_batches for i in range(len(valid_losses))], valid_losses, 'o-', label='valid')
+    axs[0].set(title='loss', xlabel='batch')
+    axs[0].legend()
+    for ax, k, title in ((axs[1], 'lr', 'learning rate'), (axs[2], 'mom', 'momentum (beta1)')):
+        ax.plot(recs[k])
+        ax.set(title=title, xlabel='batch')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == 'fit': fit_command(args)
+    if args.command == 'compare':
+        from .compare import compare_command
+        compare_command(args)

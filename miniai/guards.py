@@ -1,0 +1,113 @@
+"""Guards for the training loop: errors that name the problem and its fix instead of a deep torch traceback.
+
+`Learner` checks each training loss before `backward` (`NonFiniteLossError`); `TrainLearner` and `TrainCB`
+check each batch's format (`check_batch`) and turn a failing model or loss call into an error giving the
+shapes, dtypes and devices involved (`call_model`, `call_loss`); `BaseSchedCB` warns when a scheduler was
+built for another number of steps than the fit takes (`check_sched_steps`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+__all__ = ['NonFiniteLossError', 'BatchError', 'DeviceMismatchError', 'check_batch', 'call_model',
+           'call_loss', 'check_sched_steps']
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the fit stopped before `backward`: the weights are intact."""
+
+
+class BatchError(ValueError):
+    """A batch that the model or the loss cannot use; the message says what is wrong and how to fix it."""
+
+
+class DeviceMismatchError(RuntimeError):
+    """The model and the batch are on different devices."""
+
+
+def _desc(o: Any) -> str:
+    if isinstance(o, Tensor):
+        return f'{o.dtype} {list(o.shape)} on {o.device}'
+    return type(o).__name__
+
+
+def check_batch(batch: Any, n_inp: int = 1) -> None:
+    """Raise a `BatchError` unless `batch` is a tuple or list of `n_inp` inputs followed by the target(s)."""
+    if isinstance(batch, (tuple, list)) and len(batch) > n_inp:
+        return
+    if isinstance(batch, dict):
+        got = f'a dict with keys {list(batch)}'
+    elif isinstance(batch, Tensor):
+        got = f'a bare tensor ({_desc(batch)})'
+    elif isinstance(batch, (tuple, list)):
+        got = f'a {type(batch).__name__} of {len(batch)}'
+    else:
+        got = _desc(batch)
+    xs = ', '.join(['x'] * n_inp)
+    raise BatchError(f'Batches must be ({xs}, y) tuples, but the DataLoader gave {got}. Make the '
+                     'dataset return (input, target) pairs (e.g. TensorDataset(x, y)), collate dict items '
+                     'into tuples (DataLoaders.from_dd(..., as_tuple=True)), or convert each batch with a '
+                     'BatchTransformCB.')
+
+
+def _devices(xs: tuple) -> set:
+    return {o.device for o in xs if isinstance(o, Tensor)}
+
+
+def call_model(model: nn.Module, *xs: Any) -> Any:
+    """`model(*xs)`; if it fails because model and `xs` are on different devices, a `DeviceMismatchError`."""
+    try:
+        return model(*xs)
+    except RuntimeError as e:
+        p = next(model.parameters(), None)
+        if p is None or not (_devices(xs) - {p.device}):
+            raise
+        raise DeviceMismatchError(
+            f'The model is on {p.device} but the batch is on {", ".join(map(str, _devices(xs)))}: add '
+            "DeviceCB() to the Learner's cbs (it puts the model and every batch on one device), or move them "
+            'yourself.'
+        ) from e
+
+
+def _label_hints(preds: Any, y: Any) -> list[str]:
+    if not (isinstance(preds, Tensor) and isinstance(y, Tensor) and preds.ndim == 2):
+        return []
+    hints, c = [], preds.shape[1]
+    if y.ndim == 2 and y.shape[1] == 1 and c > 1:
+        hints.append(f'class-index targets must have shape [{len(y)}], not {list(y.shape)}: use y.squeeze(1)')
+    if y.is_floating_point() and y.shape != preds.shape:
+        hints.append('class-index targets must be integers: convert them with y.long()')
+    if not y.is_floating_point() and y.numel() and not 0 <= int(y.min()) <= int(y.max()) < c:
+        hints.append(f'labels range {int(y.min())}..{int(y.max())} but the model has {c} outputs (labels '
+                     f"must be 0..{c - 1}): check the labels or the model's last layer")
+    return hints
+
+
+def call_loss(loss_func: Callable, preds: Any, *ys: Any) -> Tensor:
+    """`loss_func(preds, *ys)`; if it fails, a `BatchError` with the shapes and dtypes and the likely fix."""
+    try:
+        return loss_func(preds, *ys)
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        name = getattr(loss_func, '__name__', type(loss_func).__name__)
+        hints = (_label_hints(preds, ys[0]) if len(ys) == 1 else []) or [
+            f'make the targets the dtype and shape that {name} expects for these predictions']
+        raise BatchError(f'{name}(preds, target) failed for preds {_desc(preds)} and target '
+                         f'{", ".join(map(_desc, ys))}: {e}. Fix: {"; ".join(hints)}.') from e
+
+
+def check_sched_steps(sched: Any, n_steps: int, who: str) -> None:
+    """Warn if `sched` was built for another number of steps (`total_steps` or `T_max`) than `n_steps`."""
+    attr = next((a for a in ('total_steps', 'T_max') if getattr(sched, a, None) is not None), None)
+    total = getattr(sched, attr, None) if attr else None
+    if total is None or not n_steps or total == n_steps:
+        return
+    what = ('ends early: stepped past its end it fails or stays at its last value' if total < n_steps
+            else 'does not finish: the lr never reaches the end of the schedule')
+    warnings.warn(f'{who}: {type(sched).__name__} has {attr}={total} but this fit takes {n_steps} scheduler '
+                  f'steps, so the schedule {what}. Build it with {attr}={n_steps} (for a per-batch schedule: '
+                  'epochs * len(dls.train)).', stacklevel=4)

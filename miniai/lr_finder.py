@@ -1,0 +1,236 @@
+"""The LR finder (Leslie Smith's LR range test, as in fastai): train briefly with an exponentially growing lr,
+watch the smoothed loss, and pick a learning rate from the curve.
+
+`learn.lr_find()` leaves no trace: weights, buffers, gradients, the optimizer, the RNGs, the training loader's
+position, the training mode, the device and the Learner's own attributes (counters, checkpoint position) are
+all put back, so `lr_find(); fit()` trains exactly as `fit()`, and a checkpoint saved after it is unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import chain
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointCB
+from .hooks import HooksCallback
+from .learner import Callback, CancelEpochException, CancelFitException, Learner
+from .metrics import MetricsCB
+from .sched import BaseSchedCB, RecorderCB
+
+__all__ = ['LRFinderCB', 'suggest_lrs', 'LRFindResult', 'lr_find', 'PAUSED_IN_LR_FIND']
+
+# Callbacks that `lr_find` takes off the learner while it runs (a callback's own `skip_in_lr_find` attribute,
+# True or False, overrides this): metrics and recorders would log the finder's batches into the real history,
+# hooks would drop the stats of the last fit, schedulers would fight the finder's lr (or run past their end),
+# and checkpoints would overwrite the run's with the finder's state.
+PAUSED_IN_LR_FIND: tuple[type, ...] = (MetricsCB, RecorderCB, BaseSchedCB, HooksCallback, CheckpointCB)
+
+
+class LRFinderCB(Callback):
+    """Trains batch `i` at lr `start_lr * (end_lr/start_lr)**(i/num_it)` (every param group), recording the lr
+    and the loss smoothed by a bias-corrected exponential moving average (`smooth`) in `lrs` and `losses`.
+
+    Ends the fit (`CancelFitException`) after `num_it` batches or, with `stop_div`, as soon as the smoothed
+    loss passes 4x its minimum or is not finite; validation epochs are skipped. Without `stop_div` the
+    Learner's `nan_guard` is off for the fit, so that a NaN loss does not stop it either. Used on its own
+    (`learn.fit(n, cbs=[LRFinderCB()])`) it is an ordinary training run; `lr_find` runs it leaving no trace.
+    """
+    order = 100  # set the lr in `before_batch` after every other callback: the finder's lr is the one used
+
+    def __init__(self, start_lr: float = 1e-7, end_lr: float = 10., num_it: int = 100, smooth: float = 0.98,
+                 stop_div: bool = True):
+        if not 0 < start_lr < end_lr:
+            raise ValueError(f"LRFinderCB: need 0 < start_lr < end_lr, got {start_lr=}, {end_lr=}")
+        if not isinstance(num_it, int) or num_it < 1:
+            raise ValueError(f"LRFinderCB: num_it is a number of batches, a positive int; got {num_it!r}")
+        if not 0 <= smooth < 1:
+            raise ValueError(f"LRFinderCB: smooth is the moving average's decay, in [0, 1); got {smooth!r}")
+        self.start_lr, self.end_lr, self.num_it = start_lr, end_lr, num_it
+        self.smooth, self.stop_div = smooth, stop_div
+
+    def before_fit(self, learn: Learner) -> None:
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self._avg, self._best = 0., math.inf
+        self._nan_guard = learn.nan_guard
+        learn.nan_guard = learn.nan_guard and self.stop_div
+
+    def cleanup_fit(self, learn: Learner) -> None:
+        learn.nan_guard = self._nan_guard
+
+    def before_epoch(self, learn: Learner) -> None:
+        if not learn.training:
+            raise CancelEpochException()
+
+    def before_batch(self, learn: Learner) -> None:
+        self.lr = self.start_lr * (self.end_lr / self.start_lr) ** (learn.train_iter / self.num_it)
+        for pg in learn.opt.param_groups:
+            pg['lr'] = self.lr
+
+    def after_loss(self, learn: Learner) -> None:
+        self._avg = self.smooth * self._avg + (1 - self.smooth) * learn.loss.item()
+        loss = self._avg / (1 - self.smooth ** (len(self.losses) + 1))
+        self.lrs.append(self.lr)
+        self.losses.append(loss)
+        self._best = min(self._best, loss)  # a NaN never becomes the best
+        if self.stop_div and (not math.isfinite(loss) or loss > 4 * self._best):
+            raise CancelFitException()
+
+    def after_batch(self, learn: Learner) -> None:
+        if learn.train_iter >= self.num_it:
+            raise CancelFitException()
+
+
+def _valley(losses: np.ndarray) -> tuple[int, int]:
+    """First and last index of the longest valley: the longest decreasing subsequence of `losses` (fastai)."""
+    n = len(losses)
+    size, first = [1] * n, list(range(n))  # longest decreasing run ending at i: length, start
+    for i in range(n):
+        for j in range(i):
+            if losses[j] > losses[i] and size[j] + 1 > size[i]:
+                size[i], first[i] = size[j] + 1, first[j]
+    end = max(range(n), key=size.__getitem__)
+    return first[end], end
+
+
+def suggest_lrs(lrs: Sequence[float], losses: Sequence[float], skip_start: int = 0,
+                skip_end: int = 0) -> dict[str, float]:
+    """Learning rates suggested by an LR-finder curve (`losses` smoothed), from the points before the first
+    non-finite loss, less `skip_start` and `skip_end` points at its ends:
+
+    - `minimum`: a tenth of the lr at the lowest loss (fastai's name; the rule of thumb "min lr / 10");
+    - `steep`: the lr where the loss falls fastest against log(lr) (central differences);
+    - `valley`: 2/3 of the way down the longest valley (the longest decreasing subsequence of the losses);
+    - `upper`, `lower`: bounds for cyclical lrs, `upper` = `minimum` and `lower` = `upper / 6`.
+    """
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    bad = np.flatnonzero(~np.isfinite(losses))
+    n = bad[0] if len(bad) else len(losses)
+    lrs, losses = lrs[skip_start:n - skip_end], losses[skip_start:n - skip_end]
+    if len(losses) < 2:
+        raise ValueError(f"suggest_lrs: needs at least 2 points with a finite loss, got {len(losses)}: "
+                         "if the loss diverged at once, try a smaller start_lr")
+    start, end = _valley(losses)
+    minimum = float(lrs[losses.argmin()]) / 10
+    return {'minimum': minimum, 'steep': float(lrs[np.gradient(losses, np.log(lrs)).argmin()]),
+            'valley': float(lrs[start + 2 * (end - start) // 3]), 'upper': minimum, 'lower': minimum / 6}
+
+
+@dataclass
+class LRFindResult:
+    """The lrs and smoothed losses an LR finder recorded, and the lrs `suggest_lrs` suggests from them
+    (leaving out, as fastai does, the first tenth of the points and the last 5: start-up and divergence)."""
+    lrs: list[float] = field(repr=False)
+    losses: list[float] = field(repr=False)
+    minimum: float = field(init=False)
+    steep: float = field(init=False)
+    valley: float = field(init=False)
+    upper: float = field(init=False)
+    lower: float = field(init=False)
+
+    def __post_init__(self):
+        k = len(self.lrs) // 10
+        vars(self).update(suggest_lrs(self.lrs, self.losses, skip_start=k, skip_end=min(5, k)))
+
+    def plot(self, ax=None):
+        """Smoothed loss against lr (log axis), each suggestion marked and labelled, the cyclical range
+        shaded; returns the figure."""
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots() if ax is None else (ax.figure, ax)
+        lrs, losses = np.asarray(self.lrs), np.asarray(self.losses)
+        ok = np.isfinite(losses)
+        ax.plot(lrs[ok], losses[ok])
+        for nm, marker in (('minimum', 'o'), ('steep', 's'), ('valley', '^')):
+            lr = getattr(self, nm)
+            ax.plot(lr, np.interp(np.log(lr), np.log(lrs[ok]), losses[ok]), marker, label=f'{nm}: {lr:.2e}')
+        ax.axvspan(self.lower, self.upper, alpha=0.15, color='gray',
+                   label=f'cyclical: {self.lower:.1e} to {self.upper:.1e}')
+        ax.set(xscale='log', xlabel='learning rate', ylabel='loss (smoothed)')
+        ax.legend()
+        return fig
+
+
+def _generators(dl) -> list[torch.Generator]:
+    """The generators of its own that a DataLoader shuffles with (`DataLoader(..., generator=g)`)."""
+    gs = (getattr(dl, 'generator', None), getattr(getattr(dl, 'sampler', None), 'generator', None))
+    return list({id(g): g for g in gs if isinstance(g, torch.Generator)}.values())
+
+
+@contextmanager
+def _no_trace(learn: Learner) -> Iterator[None]:
+    """Pauses the `PAUSED_IN_LR_FIND` callbacks; puts back what training changes, also if the block raises."""
+    model, opt, dl, cbs, attrs = learn.model, learn.opt, learn.dls.train, list(learn.cbs), dict(vars(learn))
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
+    devices = {t.device for t in chain(model.parameters(), model.buffers())}
+    opt_sd = None if opt is None else copy.deepcopy(opt.state_dict())
+    gens, dl_epoch = _generators(dl), getattr(dl, 'epoch', None)  # e.g. `DeviceLoader` counts its epochs
+    dl_sd = copy.deepcopy(dl.state_dict()) if callable(getattr(dl, 'state_dict', None)) else None
+    cuda = torch.cuda.is_available()
+    rngs = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+            torch.cuda.get_rng_state_all() if cuda else None, [g.get_state() for g in gens])
+    for cb in cbs:
+        if getattr(cb, 'skip_in_lr_find', isinstance(cb, PAUSED_IN_LR_FIND)):
+            learn.remove_cb(cb)
+    try:
+        yield
+    finally:
+        for cb in list(learn.cbs):
+            learn.remove_cb(cb)
+        for cb in cbs:  # all of them again, in their old order
+            learn.add_cb(cb)
+        if len(devices) == 1:
+            model.to(*devices)
+        model.load_state_dict(weights)
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p.grad = g
+        for m, t in zip(model.modules(), modes, strict=True):
+            m.training = t
+        if opt is not None:  # keeping the param-group dicts, which callbacks may hold
+            pgs = opt.param_groups
+            opt.load_state_dict(opt_sd)
+            for old, new in zip(pgs, opt.param_groups, strict=True):
+                old.clear()
+                old.update(new)
+            opt.param_groups = pgs
+        vars(learn).clear()  # the Learner's attributes (`opt` too, None if it was), none added
+        vars(learn).update(attrs)
+        if dl_sd is not None:
+            dl.load_state_dict(dl_sd)
+        if dl_epoch is not None:
+            dl.epoch = dl_epoch
+        random.setstate(rngs[0])
+        np.random.set_state(rngs[1])
+        torch.set_rng_state(rngs[2])
+        if cuda:
+            torch.cuda.set_rng_state_all(rngs[3])
+        for g, s in zip(gens, rngs[4], strict=True):
+            g.set_state(s)
+
+
+def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it: int = 100,
+            smooth: float = 0.98, stop_div: bool = True) -> LRFindResult:
+    """Runs an `LRFinderCB` (training only, looping over the training loader as needed); returns what it saw.
+
+    Leaves no trace (see the module's doc). Callbacks in `PAUSED_IN_LR_FIND`, or with `skip_in_lr_find`
+    True, do not run meanwhile; the others (training steps, device, batch transforms, progress bars) do.
+    """
+    n = len(learn.dls.train)
+    if n == 0:
+        raise ValueError("lr_find: the training loader has no batches")
+    cb = LRFinderCB(start_lr, end_lr, num_it, smooth, stop_div)
+    with _no_trace(learn):
+        learn.fit(math.ceil(num_it / n), valid=False, cbs=[cb])
+    return LRFindResult(cb.lrs, cb.losses)
+
+
+Learner.lr_find = lr_find

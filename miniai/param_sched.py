@@ -1,0 +1,161 @@
+"""Scheduling any hyperparameter, fastai's way: schedules are functions of training progress `pos` in [0, 1].
+
+`sched_cos(1e-3, 1e-2)(0.5)` is the value halfway along; `combine_scheds` glues schedules one after the other;
+`ParamScheduler` sets any hyperparameter of every param group from them before each training batch, and
+`fit_one_cycle` is the 1cycle policy built from those pieces.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from itertools import accumulate
+from typing import Any
+
+from .learner import Callback, Learner
+from .schedulers import get_mom, set_mom
+
+__all__ = ['Sched', 'annealer', 'sched_lin', 'sched_cos', 'sched_exp', 'sched_no', 'combine_scheds',
+           'ParamScheduler', 'fit_one_cycle']
+
+Sched = Callable[[float], float]
+
+
+def annealer(f: Callable[[float, float, float], float]) -> Callable[[float, float], Sched]:
+    """Decorator: `f(start, end, pos)` becomes `f(start, end)`, which returns the schedule `pos -> value`."""
+    def _inner(start: float, end: float) -> Sched: return partial(f, start, end)
+    _inner.__name__, _inner.__doc__ = f.__name__, f.__doc__
+    return _inner
+
+
+@annealer
+def sched_lin(start: float, end: float, pos: float) -> float:
+    """Linear from `start` to `end`."""
+    return start + pos * (end - start)
+
+
+@annealer
+def sched_cos(start: float, end: float, pos: float) -> float:
+    """Half a cosine from `start` to `end` (flat at both ends); the form of torch's `OneCycleLR`."""
+    return end + (start - end) / 2 * (1 + math.cos(math.pi * pos))
+
+
+@annealer
+def sched_exp(start: float, end: float, pos: float) -> float:
+    """Exponential (linear on a log scale) from `start` to `end`; both must be positive."""
+    return start * (end / start) ** pos
+
+
+@annealer
+def sched_no(start: float, end: float, pos: float) -> float:
+    """Constant `start`."""
+    return start
+
+
+def combine_scheds(pcts: Sequence[float], scheds: Sequence[Sched]) -> Sched:
+    """One schedule made of `scheds[i]` run over the fraction `pcts[i]` of training, in turn.
+
+    A position on a boundary belongs to the later piece; each piece sees its own position 0 → 1.
+    """
+    if len(pcts) != len(scheds):
+        raise ValueError(f"combine_scheds: pcts has {len(pcts)} fractions but scheds has {len(scheds)} "
+                         "schedules: give one fraction per schedule")
+    if not pcts or any(p <= 0 for p in pcts):
+        raise ValueError(f"combine_scheds: pcts must be positive fractions of training, got {list(pcts)}")
+    if abs(sum(pcts) - 1) > 1e-6:
+        raise ValueError(f"combine_scheds: pcts must sum to 1, got {list(pcts)} (sum {sum(pcts)})")
+    starts = [0., *accumulate(pcts)][:-1]
+
+    def _inner(pos: float) -> float:
+        i = min(max(bisect_right(starts, pos) - 1, 0), len(pcts) - 1)
+        return scheds[i]((pos - starts[i]) / pcts[i])
+    return _inner
+
+
+class ParamScheduler(Callback):
+    """Before each training batch, sets hyperparameters of every param group from schedules of the progress.
+
+    `scheds` maps a param-group key ('lr', 'weight_decay', 'eps', ...) or 'mom' (SGD's `momentum`, or Adam's
+    `betas[0]` with beta2 kept) to a schedule, or to a list of schedules, one per param group (discriminative
+    lrs). `hps[name]` records, per training batch, the value set in the last param group (as fastai does).
+
+    Where batch `i` of the fit's `n` training batches sits: by default `pos = i/n` (`learn.pct_train`,
+    fastai's convention: the last batch stops one step short of `f(1)`). With `endpoint=True`,
+    `pos = i/(n-1)` (like `np.linspace`): the first batch gets `f(0)` and the last `f(1)`. That is torch's
+    `OneCycleLR` convention (step `i` of `total_steps` at `i/(total_steps-1)`), so with it and matching `pcts`
+    a `ParamScheduler` reproduces that curve exactly (see the tests).
+    """
+    skip_in_lr_find = True  # `lr_find` sets the lr itself: pause this callback meanwhile
+
+    def __init__(self, scheds: dict[str, Sched | Sequence[Sched]], endpoint: bool = False):
+        for name, fs in scheds.items():
+            if not all(callable(f) for f in (fs if isinstance(fs, (list, tuple)) else [fs])):
+                raise TypeError(f"ParamScheduler: the schedule for {name!r} must be a function of pos (e.g. "
+                                f"sched_cos(1e-3, 1e-2)) or a list of them, one per param group; got {fs!r}")
+        self.scheds, self.endpoint = scheds, endpoint
+
+    def before_fit(self, learn: Learner) -> None:
+        pgs = learn.opt.param_groups
+        self._fs = {}
+        for name, fs in self.scheds.items():
+            if isinstance(fs, (list, tuple)) and len(fs) != len(pgs):
+                raise ValueError(f"ParamScheduler: {len(fs)} schedules for {name!r} but the optimizer has "
+                                 f"{len(pgs)} param groups: give one per group, or a single schedule")
+            for i, pg in enumerate(pgs):
+                if not (get_mom(pg) is not None if name == 'mom' else name in pg):
+                    keys = [k for k in pg if k != 'params']
+                    raise ValueError(f"ParamScheduler: param group {i} of {type(learn.opt).__name__} has no "
+                                     f"hyperparameter {name!r} ('mom' means `momentum` or `betas`); "
+                                     f"it has {keys}")
+            self._fs[name] = fs if isinstance(fs, (list, tuple)) else [fs] * len(pgs)
+        self.hps: dict[str, list[float]] = {name: [] for name in self.scheds}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The recorded values, for checkpoints (the position itself is the Learner's `train_iter`)."""
+        return {'hps': self.hps}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.hps = {k: list(v) for k, v in sd['hps'].items()}
+
+    def before_batch(self, learn: Learner) -> None:
+        if not learn.training:
+            return
+        pos = learn.train_iter / max(learn.n_iter - 1, 1) if self.endpoint else learn.pct_train
+        for name, fs in self._fs.items():
+            for pg, f in zip(learn.opt.param_groups, fs, strict=True):
+                v = f(pos)
+                if name == 'mom':
+                    set_mom(pg, v)
+                else:
+                    pg[name] = v
+            self.hps[name].append(v)
+
+
+def fit_one_cycle(learn: Learner, n_epochs: int, lr_max: float | Sequence[float], div: float = 25.,
+                  div_final: float = 1e5, pct_start: float = 0.25,
+                  moms: tuple[float, float, float] | None = (0.95, 0.85, 0.95),
+                  cbs: Iterable[Callback] | None = None, **kwargs) -> ParamScheduler:
+    """Fit with fastai's 1cycle policy; returns the `ParamScheduler` used (its `hps` hold the lr, mom curves).
+
+    The lr rises (cosine) from `lr_max/div` to `lr_max` over `pct_start` of the batches, then anneals to
+    `lr_max/div_final`; momentum goes the opposite way through `moms` (`None` leaves it alone). `lr_max` may
+    be a list, one per param group. `kwargs` go to `learn.fit`.
+    """
+    if not 0 < pct_start < 1:
+        raise ValueError(f"fit_one_cycle: pct_start is the fraction of training spent warming up, in (0, 1); "
+                         f"got {pct_start!r}")
+    pcts = [pct_start, 1 - pct_start]
+
+    def cycle(lr: float) -> Sched:
+        return combine_scheds(pcts, [sched_cos(lr / div, lr), sched_cos(lr, lr / div_final)])
+    scheds = {'lr': [cycle(lr) for lr in lr_max] if isinstance(lr_max, (list, tuple)) else cycle(lr_max)}
+    if moms is not None:
+        scheds['mom'] = combine_scheds(pcts, [sched_cos(moms[0], moms[1]), sched_cos(moms[1], moms[2])])
+    sched = ParamScheduler(scheds)
+    learn.fit(n_epochs, cbs=[sched, *(cbs or ())], **kwargs)
+    return sched
+
+
+Learner.fit_one_cycle = fit_one_cycle

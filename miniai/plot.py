@@ -1,0 +1,89 @@
+"""Course-style image plotting. `matplotlib.pyplot` is imported inside the functions, so `import miniai` stays
+light and matplotlib picks its own backend (Agg when there is no display)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ['show_image', 'subplots', 'get_grid', 'show_images']
+
+
+def _to_numpy(im: Any) -> np.ndarray:
+    """A tensor (CHW or HW, any dtype, any device), array or PIL image as an HW or HWC array for `imshow`."""
+    if hasattr(im, 'detach'):
+        im = im.detach().cpu()
+        if im.is_floating_point():
+            im = im.float()  # half/bfloat16 have no numpy equivalent
+        if im.ndim == 3 and im.shape[0] < 5:
+            im = im.permute(1, 2, 0)
+        im = im.numpy()
+    else:
+        im = np.asarray(im)
+    return im[..., 0] if im.ndim == 3 and im.shape[-1] == 1 else im
+
+
+def show_image(im: Any, ax: Axes | None = None, figsize: tuple[float, float] | None = None,
+               title: str | None = None, noframe: bool = True, **kwargs) -> Axes:
+    """Show a tensor (CHW or HW, float or uint8, any device), array or PIL image on `ax` (a new figure's if
+    None); `kwargs` go to `ax.imshow` (e.g. `cmap`)."""
+    if ax is None:
+        import matplotlib.pyplot as plt
+        _, ax = plt.subplots(figsize=figsize)
+    ax.imshow(_to_numpy(im), **kwargs)
+    if title is not None:
+        ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if noframe:
+        ax.axis('off')
+    return ax
+
+
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None, imsize: float = 3,
+             suptitle: str | None = None, **kwargs) -> tuple[Figure, np.ndarray]:
+    """A figure and an array of its `nrows` x `ncols` axes, each `imsize` inches square unless `figsize` is
+    given; `kwargs` go to `plt.subplots`."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(nrows, ncols, figsize=figsize or (ncols * imsize, nrows * imsize), **kwargs)
+    if suptitle is not None:
+        fig.suptitle(suptitle)
+    return fig, np.asarray(ax)
+
+
+def get_grid(n: int, nrows: int | None = None, ncols: int | None = None, title: str | None = None,
+             weight: str = 'bold', size: int = 14, **kwargs) -> tuple[Figure, np.ndarray]:
+    """A figure with a grid of at least `n` axes (about square unless `nrows`/`ncols` are given), the unused
+    ones turned off; `kwargs` go to `subplots`."""
+    if nrows is None and ncols is None:
+        nrows = max(1, math.isqrt(n))
+    if ncols is None:
+        ncols = max(1, math.ceil(n / nrows))
+    elif nrows is None:
+        nrows = max(1, math.ceil(n / ncols))
+    if nrows * ncols < n:
+        raise ValueError(f'a {nrows}x{ncols} grid cannot hold {n} images')
+    fig, axs = subplots(nrows, ncols, **kwargs)
+    for ax in axs.flat[n:]:
+        ax.set_axis_off()
+    if title is not None:
+        fig.suptitle(title, weight=weight, size=size)
+    return fig, axs
+
+
+def show_images(ims: Sequence[Any], nrows: int | None = None, ncols: int | None = None,
+                titles: Sequence[Any] | None = None, **kwargs) -> Figure:
+    """Show `ims` (a list or a batch of images, see `show_image`) in a grid, with optional `titles`;
+    `kwargs` go to `get_grid`. Returns the figure."""
+    fig, axs = get_grid(len(ims), nrows, ncols, **kwargs)
+    for i, (im, ax) in enumerate(zip(ims, axs.flat, strict=False)):
+        show_image(im, ax=ax, title=titles[i] if titles is not None and i < len(titles) else None)
+    return fig

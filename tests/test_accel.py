@@ -1,0 +1,127 @@
+"""The speed options of `miniai.accel`: each runs a tiny fit on the CPU close to plain float32 (GPU checks
+run only where CUDA is)."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn, optim
+from torch.utils.data import DataLoader, TensorDataset
+
+from miniai import (
+    Callback,
+    CancelBatchException,
+    ChannelsLastCB,
+    CompileCB,
+    DeviceCB,
+    MixedPrecision,
+    TrainLearner,
+    amp_dtype,
+    conv,
+    speed_cbs,
+)
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+
+
+def dls(n: int = 32, bs: int = 8):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 1, 12, 12, generator=g), torch.randint(0, 4, (n,), generator=g)
+    ds = TensorDataset(x, y)
+    return SimpleNamespace(train=DataLoader(ds, bs), valid=DataLoader(ds, bs))
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(conv(1, 8, norm=nn.BatchNorm2d), conv(8, 16, norm=nn.BatchNorm2d),
+                         conv(16, 4, act=None), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+class Losses(Callback):
+    """Keeps every training loss (as a float) and the dtype of the predictions."""
+    def before_fit(self, learn): self.losses, self.dtypes = [], set()
+
+    def after_loss(self, learn):
+        self.dtypes.add(learn.preds.dtype)
+        if learn.training:
+            self.losses.append(learn.loss.item())
+
+
+def fit(*cbs: Callback, device: str = 'cpu', epochs: int = 1) -> tuple[TrainLearner, Losses]:
+    rec = Losses()
+    learn = TrainLearner(model(), dls(), F.cross_entropy, lr=1e-2, opt_func=optim.Adam,
+                         cbs=[DeviceCB(device), rec, *cbs])
+    learn.fit(epochs)
+    return learn, rec
+
+
+@pytest.fixture(scope='module')
+def plain() -> tuple[TrainLearner, Losses]: return fit()
+
+
+def close(a: list[float], b: list[float], rtol: float) -> bool:
+    return torch.allclose(torch.tensor(a), torch.tensor(b), rtol=rtol, atol=rtol)
+
+
+def test_amp_dtype():
+    assert amp_dtype('cpu') is None
+    if torch.cuda.is_available():
+        assert amp_dtype('cuda') in (torch.bfloat16, torch.float16)
+
+
+def test_mixed_precision_default_is_a_noop_on_cpu(plain):
+    _, rec = fit(MixedPrecision())
+    assert rec.losses == plain[1].losses and rec.dtypes == {torch.float32}
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_mixed_precision_on_cpu_stays_close(plain, dtype):
+    learn, rec = fit(MixedPrecision(dtype))
+    assert rec.dtypes == {dtype}  # the model ran under autocast
+    assert all(map(torch.isfinite, map(torch.tensor, rec.losses)))
+    assert close(rec.losses, plain[1].losses, 0.1)
+    assert not torch.is_autocast_enabled('cpu')
+    assert 'backward' not in vars(learn) and 'step' not in vars(learn)  # the scaler's steps are gone
+
+
+def test_mixed_precision_leaves_autocast_when_a_batch_is_cancelled():
+    class CancelAfterPredict(Callback):
+        def after_predict(self, learn): raise CancelBatchException()
+    seen = []
+
+    class Spy(Callback):
+        order = 100
+        def cleanup_batch(self, learn): seen.append(torch.is_autocast_enabled('cpu'))
+    fit(MixedPrecision(torch.bfloat16), CancelAfterPredict(), Spy())
+    assert seen and not any(seen) and not torch.is_autocast_enabled('cpu')
+
+
+def test_channels_last_stays_close(plain):
+    learn, rec = fit(ChannelsLastCB())
+    assert learn.model[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert close(rec.losses, plain[1].losses, 1e-4)
+
+
+def test_compile_keeps_the_module_and_its_state_dict_keys(plain):
+    learn, rec = fit(CompileCB(backend='eager'))
+    assert learn.model._compiled_call_impl is not None
+    assert list(learn.model.state_dict()) == list(plain[0].model.state_dict())
+    assert close(rec.losses, plain[1].losses, 1e-4)
+    torch._dynamo.reset()
+
+
+def test_speed_cbs():
+    assert speed_cbs() == []
+    cbs = speed_cbs(mixed_precision=True, channels_last=True, compile='max-autotune')
+    assert [type(cb) for cb in cbs] == [MixedPrecision, ChannelsLastCB, CompileCB]
+    assert cbs[2].kwargs['mode'] == 'max-autotune' and speed_cbs(compile=True)[0].kwargs['mode'] is None
+
+
+@cuda
+def test_all_options_on_cuda_stay_close():
+    _, ref = fit(device='cuda')
+    learn, rec = fit(*speed_cbs(mixed_precision=True, channels_last=True, compile=True), device='cuda')
+    assert rec.dtypes == {amp_dtype('cuda')}
+    assert close(rec.losses, ref.losses, 0.1)
+    torch._dynamo.reset()

@@ -1,0 +1,134 @@
+"""ProgressCB, RecorderCB, the schedule callbacks and the hooks, on tiny data."""
+
+import matplotlib
+
+matplotlib.use('Agg')
+from functools import partial  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from torch import nn, optim  # noqa: E402
+from torch.optim import lr_scheduler  # noqa: E402
+from torcheval.metrics import MulticlassAccuracy  # noqa: E402
+
+import miniai.progress  # noqa: E402
+from miniai import (ActivationStats, BatchSchedCB, EpochSchedCB, GeneralRelu, Hook, Hooks, MetricsCB,  # noqa: E402
+                    ProgressCB, RecorderCB, TrainLearner, get_model, rec_lr, rec_mom)
+from tests.test_learner import tiny_dls  # noqa: E402
+
+
+def img_dls(n=32, bs=8):
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader, TensorDataset
+    g = torch.Generator().manual_seed(0)
+    def ds(): return TensorDataset(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
+    return SimpleNamespace(train=DataLoader(ds(), bs), valid=DataLoader(ds(), bs))
+
+
+def learner(cbs, opt_func=optim.SGD, **kw):
+    torch.manual_seed(0)
+    return TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=0.1, cbs=cbs, opt_func=opt_func, **kw)
+
+
+def test_progress_without_terminal_prints_plain_rows(capsys):
+    prog = ProgressCB(plot=True, every=2)
+    learner([MetricsCB(accuracy=MulticlassAccuracy()), prog]).fit(2)
+    out = capsys.readouterr().out
+    assert '\r' not in out and '\x1b' not in out
+    lines = out.strip().split('\n')
+    assert lines[0].split() == ['accuracy', 'loss', 'epoch', 'train', 'time'] and len(lines) == 5
+    assert len(prog.losses) == 6  # every training batch, read back in groups of `every`
+
+
+def test_progress_in_terminal_uses_bars_and_table(monkeypatch, capsys):
+    monkeypatch.setattr(miniai.progress, '_isatty', lambda: True)
+    metrics, prog = MetricsCB(), ProgressCB()
+    learn = learner([metrics, prog])
+    learn.fit(2)
+    out = capsys.readouterr().out
+    assert 'loss' in out and 'eval' in out
+    assert len(prog.losses) == 6 and prog.mbar is not None
+
+
+def test_progress_losses_match_the_batches():
+    losses = []
+    class Spy(miniai.Callback):
+        def after_loss(self, learn):
+            if learn.training: losses.append(learn.loss.item())
+    prog = ProgressCB(every=4)
+    learner([prog, Spy()]).fit(2)
+    assert prog.losses == pytest.approx(losses)
+
+
+def test_recorder_records_lr_and_momentum_used_by_each_step():
+    sched = partial(lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=6)
+    rec = RecorderCB(lr=rec_lr, mom=rec_mom)
+    learner([BatchSchedCB(sched), rec], opt_func=optim.AdamW).fit(2)
+    opt = optim.AdamW(nn.Linear(1, 1).parameters(), lr=0.1)
+    ref = lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=6)
+    lrs, moms = [], []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]['lr'])
+        moms.append(opt.param_groups[0]['betas'][0])
+        opt.step()
+        ref.step()
+    assert rec.recs['lr'] == pytest.approx(lrs) and rec.recs['mom'] == pytest.approx(moms)
+    fig = rec.plot()
+    assert isinstance(fig, Figure) and [ax.get_title() for ax in fig.axes] == ['lr', 'mom']
+
+
+def test_recorder_reads_sgd_momentum():
+    rec = RecorderCB(mom=rec_mom)
+    learner([rec], opt_func=partial(optim.SGD, momentum=0.9)).fit(1)
+    assert rec.recs['mom'] == [0.9] * 3
+
+
+def test_epoch_sched_steps_once_per_training_epoch():
+    cb = EpochSchedCB(partial(lr_scheduler.StepLR, step_size=1, gamma=0.5))
+    learn = learner([cb])
+    learn.fit(3)
+    assert cb.schedo.last_epoch == 3 and learn.opt.param_groups[0]['lr'] == pytest.approx(0.1 / 8)
+
+
+def test_batch_sched_steps_once_per_training_batch():
+    cb = BatchSchedCB(partial(lr_scheduler.LambdaLR, lr_lambda=lambda i: 1.))
+    learner([cb]).fit(2)
+    assert cb.schedo.last_epoch == 6
+
+
+def test_activation_stats_and_hooks_removed():
+    torch.manual_seed(0)
+    model = get_model(partial(GeneralRelu, leak=0.1, sub=0.4), norm=nn.BatchNorm2d)
+    stats = ActivationStats(lambda m: isinstance(m, GeneralRelu))
+    learn = TrainLearner(model, img_dls(), F.cross_entropy, lr=0.1, cbs=[stats])
+    learn.fit(1)
+    assert len(stats) == 4
+    assert all(len(h.stats[0]) == 4 for h in stats)  # training batches only
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+    for fig in (stats.color_dim(), stats.dead_chart(), stats.plot_stats()): assert isinstance(fig, Figure)
+
+
+def test_hooks_removed_when_fit_raises():
+    class Boom(miniai.Callback):
+        def after_batch(self, learn): raise RuntimeError('boom')
+    model = get_model()
+    learn = TrainLearner(model, img_dls(), F.cross_entropy, cbs=[ActivationStats()])
+    with pytest.raises(RuntimeError):
+        learn.fit(1, cbs=[Boom()])
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_hook_and_hooks_context_managers():
+    lin = nn.Linear(2, 2)
+    def f(hook, mod, inp, out): hook.out = out
+    with Hook(lin, f) as h:
+        lin(torch.ones(1, 2))
+        assert h.out.shape == (1, 2)
+    assert len(lin._forward_hooks) == 0
+    seq = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    with Hooks(seq, f) as hs:
+        assert len(hs) == 2 and all(len(m._forward_hooks) == 1 for m in seq)
+    assert all(len(m._forward_hooks) == 0 for m in seq)

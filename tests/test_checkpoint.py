@@ -1,0 +1,305 @@
+"""Checkpoints: atomic writes, safe reads, `CheckpointCB`, and resuming bit for bit (after an epoch,
+mid-epoch, on Ctrl-C, from the CLI)."""
+
+import json
+import os
+import signal
+import threading
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn, optim
+from torch.utils.data import DataLoader, TensorDataset
+from torcheval.metrics import MulticlassAccuracy
+
+from miniai.checkpoint import CheckpointCB, CheckpointError, InterruptCB, atomic_save, load_checkpoint
+from miniai.learner import Callback, CancelFitException, Learner, TrainLearner
+from miniai.metrics import MetricsCB
+from miniai.progress import ProgressCB
+from miniai.sched import BatchSchedCB, RecorderCB, rec_lr, rec_mom
+from miniai.schedulers import OneCycle
+
+N_EPOCHS, N_BATCHES = 3, 4
+main_thread_only = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                                      reason='signals are handled in the main thread only')
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (on a busy machine, two threads make BatchNorm ~100x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_dls():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 6, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    return SimpleNamespace(train=DataLoader(TensorDataset(x[:32], y[:32]), 8, shuffle=True),
+                           valid=DataLoader(TensorDataset(x[32:], y[32:]), 8))
+
+
+def make_learner(sched='miniai', cbs=(), epochs=N_EPOCHS):
+    """A shuffled loader, BatchNorm, dropout (so the RNGs matter), AdamW and a one-cycle schedule."""
+    model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
+    cls = OneCycle if sched == 'miniai' else optim.lr_scheduler.OneCycleLR
+    one_cycle = partial(cls, max_lr=0.05, total_steps=epochs * N_BATCHES)
+    cbs = [MetricsCB(acc=MulticlassAccuracy()), ProgressCB(every=3), RecorderCB(lr=rec_lr, mom=rec_mom),
+           BatchSchedCB(one_cycle), *cbs]
+    return TrainLearner(model, make_dls(), F.cross_entropy, lr=0.05, cbs=cbs, opt_func=optim.AdamW)
+
+
+def cb_of(learn, cls): return next(cb for cb in learn.cbs if isinstance(cb, cls))
+
+
+def reference(sched='miniai'):
+    torch.manual_seed(0)
+    learn = make_learner(sched)
+    learn.fit(N_EPOCHS)
+    return learn
+
+
+def resume(path, sched='miniai', cbs=()):
+    """A fresh learner (other initial weights, other RNG state) that resumes the run saved at `path`."""
+    torch.manual_seed(1234)
+    learn = make_learner(sched, cbs)
+    learn.fit(N_EPOCHS, resume=path)
+    return learn
+
+
+def assert_same_run(a, b):
+    for (k, v), w in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
+    ra, rb = cb_of(a, RecorderCB).recs, cb_of(b, RecorderCB).recs
+    assert ra == rb and len(ra['lr']) == N_EPOCHS * N_BATCHES
+    strip = lambda learn: [
+        {k: v for k, v in r.items() if k != 'time'}
+        for r in cb_of(learn, MetricsCB).history]
+    assert strip(a) == strip(b) and len(strip(a)) == 2 * N_EPOCHS
+    assert cb_of(a, ProgressCB).losses == cb_of(b, ProgressCB).losses
+
+
+class StopAfterEpoch(Callback):
+    order = CheckpointCB.order + 1  # after the epoch's checkpoint
+
+    def __init__(self, epoch, exc): self.epoch, self.exc = epoch, exc
+
+    def after_epoch(self, learn):
+        if not learn.training and learn.epoch == self.epoch:
+            raise self.exc()
+
+
+@pytest.mark.parametrize('sched', ['miniai', 'torch'])
+@pytest.mark.parametrize('exc', [CancelFitException, KeyboardInterrupt])
+def test_resume_after_an_epoch_is_bit_identical(tmp_path, sched, exc):
+    torch.manual_seed(0)
+    learn = make_learner(sched, [CheckpointCB(tmp_path), StopAfterEpoch(1, exc)])
+    with pytest.raises(exc) if exc is KeyboardInterrupt else nullcontext():
+        learn.fit(N_EPOCHS)
+    ck = load_checkpoint(tmp_path)
+    assert (ck['epoch'], ck['phase'], ck['iter'], ck['train_iter']) == (2, 'train', 0, 2 * N_BATCHES)
+    assert_same_run(reference(sched), resume(tmp_path, sched, [CheckpointCB(tmp_path)]))
+
+
+class SigintWhen(Callback):
+    """Sends this process a Ctrl-C in `after_loss` when `when(learn)`."""
+    def __init__(self, when): self.when = when
+
+    def after_loss(self, learn):
+        if self.when(learn):
+            signal.raise_signal(signal.SIGINT)
+
+
+@main_thread_only
+@pytest.mark.parametrize('when, pos', [
+    (lambda learn: learn.training and learn.train_iter == 5, (1, 'train', 2)),  # mid-epoch
+    (lambda learn: learn.training and learn.train_iter == 7, (1, 'train', 4)),  # the epoch's last batch
+    (lambda learn: not learn.training and learn.epoch == 1, (1, 'valid', 0))])  # during validation
+def test_ctrl_c_stops_at_the_batch_end_and_resumes_bit_identical(tmp_path, when, pos):
+    torch.manual_seed(0)
+    learn = make_learner(cbs=[InterruptCB(), SigintWhen(when)])
+    old = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        learn.fit(N_EPOCHS)
+    assert signal.getsignal(signal.SIGINT) is old  # InterruptCB put the handler back
+    learn.save(tmp_path / 'checkpoint.pt')
+    ck = load_checkpoint(tmp_path / 'checkpoint.pt')
+    assert (ck['epoch'], ck['phase'], ck['iter']) == pos
+    assert_same_run(reference(), resume(tmp_path))
+
+
+def test_checkpoint_holds_only_plain_data_and_rng_tensors(tmp_path):
+    torch.manual_seed(0)
+    learn = make_learner(cbs=[CheckpointCB(tmp_path / 'ck.pt')], epochs=1)
+    learn.fit(1)
+    ck = torch.load(tmp_path / 'ck.pt', weights_only=True)
+    rng = ck['start']['rng']
+    assert all(isinstance(t, torch.Tensor) for t in (rng['torch'], rng['random']['state'],
+                                                     rng['numpy']['keys']))
+    assert set(ck['cbs']) == {'MetricsCB_0', 'ProgressCB_0', 'RecorderCB_0', 'BatchSchedCB_0',
+                              'CheckpointCB_0'}
+    assert ck['opt_type'] == 'AdamW' and ck['epoch'] == 1
+
+
+def test_save_then_load_restores_model_optimizer_and_rngs(tmp_path):
+    torch.manual_seed(0)
+    learn = make_learner(epochs=1)
+    learn.fit(1)
+    learn.save(tmp_path / 'ck.pt')
+    expected = torch.rand(3)
+    other = make_learner()
+    other.load(tmp_path / 'ck.pt')
+    assert torch.equal(torch.rand(3), expected)
+    assert all(torch.equal(a, b) for a, b in zip(learn.model.state_dict().values(),
+                                                 other.model.state_dict().values(), strict=True))
+    sa, sb = learn.opt.state_dict()['state'], other.opt.state_dict()['state']
+    assert all(torch.equal(sa[i]['exp_avg'], sb[i]['exp_avg']) for i in sa)
+    assert cb_of(other, RecorderCB).recs == cb_of(learn, RecorderCB).recs
+
+
+def test_crash_mid_save_keeps_the_old_checkpoint_and_no_temp_file(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    learn = make_learner(epochs=1)
+    learn.fit(1)
+    path = learn.save(tmp_path / 'ck.pt')
+    good = path.read_bytes()
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(good[:100])  # part of a file, then the disk fills up
+        raise OSError('No space left on device')
+    monkeypatch.setattr(torch, 'save', crash)
+    learn.fit(1)
+    for p in (path, tmp_path / 'new.pt'):
+        with pytest.raises(OSError, match='No space'):
+            learn.save(p)
+    assert path.read_bytes() == good and os.listdir(tmp_path) == ['ck.pt']
+    assert load_checkpoint(path)['epoch'] == 1
+
+
+def test_atomic_save_replaces_the_file(tmp_path):
+    atomic_save({'a': 1}, tmp_path / 'x.pt')
+    atomic_save({'a': 2}, tmp_path / 'x.pt')
+    assert torch.load(tmp_path / 'x.pt', weights_only=True) == {'a': 2} and os.listdir(tmp_path) == ['x.pt']
+
+
+def test_loading_into_another_model_names_the_keys(tmp_path):
+    torch.manual_seed(0)
+    learn = make_learner()
+    learn.save(tmp_path / 'ck.pt')
+    model = nn.Sequential(nn.Linear(6, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 3))
+    before = [p.clone() for p in model.parameters()]
+    other = TrainLearner(model, make_dls(), F.cross_entropy)
+    for load in (lambda: other.load(tmp_path / 'ck.pt'), lambda: other.fit(1, resume=tmp_path / 'ck.pt')):
+        with pytest.raises(CheckpointError) as e:
+            load()
+        msg = str(e.value)
+        assert 'missing keys: 3.weight, 3.bias' in msg and 'unexpected keys: 4.weight, 4.bias' in msg
+        assert '0.weight (checkpoint [16, 6], model [32, 6])' in msg and 'different model' in msg
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_unreadable_checkpoints_say_why(tmp_path):
+    with pytest.raises(FileNotFoundError, match='No checkpoint'):
+        load_checkpoint(tmp_path / 'nope.pt')
+    torch.save(nn.Linear(2, 2).state_dict(), tmp_path / 'bare.pt')
+    with pytest.raises(CheckpointError, match='not a miniai checkpoint'):
+        load_checkpoint(tmp_path / 'bare.pt')
+    (tmp_path / 'cut.pt').write_bytes((tmp_path / 'bare.pt').read_bytes()[:50])
+    with pytest.raises(CheckpointError, match='truncated or corrupt'):
+        load_checkpoint(tmp_path / 'cut.pt')
+
+
+def test_resume_checks_the_epoch_count_and_a_finished_run_stays_finished(tmp_path):
+    torch.manual_seed(0)
+    learn = make_learner(cbs=[CheckpointCB(tmp_path)])
+    learn.fit(N_EPOCHS)
+    with pytest.raises(ValueError, match='pass at least 3'):
+        make_learner().fit(2, resume=tmp_path)
+    assert_same_run(learn, resume(tmp_path, cbs=[CheckpointCB(tmp_path)]))
+
+
+def test_checkpointcb_keeps_the_best_and_saves_every_n_epochs(tmp_path):
+    torch.manual_seed(0)
+    saved = []
+    learn = make_learner(cbs=[CheckpointCB(tmp_path / 'run.pt', every=2, monitor='valid_loss'),
+                              CheckpointCB(tmp_path / 'acc', every=0, monitor='acc', mode='max')])
+    learn.save = lambda p: saved.append((learn.epoch, Path(p).name)) or Learner.save(learn, p)
+    learn.fit(N_EPOCHS)
+    rows = cb_of(learn, MetricsCB).history
+    valid_losses = [r['loss'] for r in rows if not r['train']]
+    regular = [e for e, name in saved if name == 'run.pt']
+    assert regular == [1, 2]  # every 2 epochs, and after the last
+    best = load_checkpoint(tmp_path / 'run_best.pt')
+    assert best['cbs']['CheckpointCB_0']['best'] == min(valid_losses)
+    assert best['epoch'] == valid_losses.index(min(valid_losses)) + 1
+    best_acc = max(r['acc'] for r in rows if not r['train'])
+    assert load_checkpoint(tmp_path / 'acc' / 'best.pt')['cbs']['CheckpointCB_1']['best'] == best_acc
+    assert not (tmp_path / 'acc' / 'checkpoint.pt').exists()
+
+
+def test_lr_find_leaves_the_checkpoints_alone(tmp_path):
+    lr_finder = pytest.importorskip('miniai.lr_finder')
+    torch.manual_seed(0)
+    learn = make_learner(cbs=[CheckpointCB(tmp_path, monitor='valid_loss')])
+    learn.fit(N_EPOCHS)
+    files = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    lr_finder.lr_find(learn, num_it=6)
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == files
+
+
+def test_checkpointcb_rejects_unknown_monitors_and_modes(tmp_path):
+    with pytest.raises(ValueError, match="'valid_loss', 'train_loss'|valid_loss"):
+        make_learner(cbs=[CheckpointCB(tmp_path, monitor='accuracy')]).fit(N_EPOCHS)
+    with pytest.raises(ValueError, match="'min' or 'max'"):
+        CheckpointCB(tmp_path, mode='lowest')
+    with pytest.raises(ValueError, match='needs a MetricsCB'):
+        TrainLearner(nn.Linear(6, 3), make_dls(), F.cross_entropy,
+                     cbs=[CheckpointCB(tmp_path, monitor='valid_loss')]).fit(1)
+
+
+def test_callback_states_are_keyed_by_class_and_index_and_mismatches_warn(tmp_path):
+    torch.manual_seed(0)
+    learn = make_learner(cbs=[RecorderCB(lr=rec_lr)], epochs=1)
+    learn.fit(1)
+    learn.save(tmp_path / 'ck.pt')
+    ck = load_checkpoint(tmp_path / 'ck.pt')
+    assert ck['cbs']['RecorderCB_1'] == {'recs': {'lr': cb_of(learn, RecorderCB).recs['lr']}}
+    with pytest.warns(UserWarning, match=r"\(ignored\): \['RecorderCB_1'\]"):
+        make_learner(epochs=1).fit(1, resume=tmp_path / 'ck.pt')
+
+
+def test_cli_resumes_after_ctrl_c_bit_identical(fmnist_dir, tmp_path, monkeypatch, capsys):
+    from miniai.cli import main
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip('signals are handled in the main thread only')
+    run = ['fit', '--epochs', '2', '--limit-batches', '2', '--bs', '64', '--device', 'cpu',
+           '--data', str(fmnist_dir), '--out']
+    main([*run, str(tmp_path / 'a')])
+    assert (tmp_path / 'a' / 'checkpoint.pt').is_file()
+
+    after_step = RecorderCB.after_step
+    def ctrl_c_at_step_1(self, learn):
+        after_step(self, learn)
+        if learn.train_iter == 1:
+            signal.raise_signal(signal.SIGINT)
+    monkeypatch.setattr(RecorderCB, 'after_step', ctrl_c_at_step_1)
+    with pytest.raises(SystemExit) as e:
+        main([*run, str(tmp_path / 'b')])
+    assert e.value.code == 130
+    assert f"continue with: miniai fit --resume {tmp_path / 'b'}" in capsys.readouterr().out
+    assert not (tmp_path / 'b' / 'model.pt').exists()
+    monkeypatch.undo()
+
+    main(['fit', '--resume', str(tmp_path / 'b')])
+    a, b = (torch.load(tmp_path / d / 'model.pt', weights_only=True) for d in 'ab')
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [[{k: v for k, v in r.items() if k != 'seconds'}
+             for r in json.loads((tmp_path / d / 'metrics.json').read_text())] for d in 'ab']
+    assert rows[0] == rows[1] and len(rows[0]) == 2

@@ -1,0 +1,207 @@
+"""Data-parallel training: 2 CPU processes (gloo) launched by torchrun run an unchanged Learner with `DDPCB`.
+
+Run as a script (`torchrun --nproc_per_node 2 tests/test_distributed.py OUT`), this file is the worker: each
+process trains on synthetic data and writes what it saw to OUT/rank<r>.pt for the tests to check.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn, optim
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, TensorDataset
+
+from miniai import (
+    DDPCB,
+    FMNIST_MEAN,
+    FMNIST_STD,
+    Callback,
+    DeviceCB,
+    DeviceLoader,
+    MetricsCB,
+    TrainLearner,
+    get_rank,
+    get_world_size,
+    is_main_process,
+    shard_loader,
+)
+
+N_TRAIN, N_VALID, BS = 96, 50, 8
+
+
+def synthetic(n: int, seed: int) -> TensorDataset:
+    """`(x, y, index)` items; the index tells which items each process saw."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    return TensorDataset(x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long(), torch.arange(n))
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+
+
+class SeenCB(Callback):
+    """Logs each batch: (training, epoch, item ids, summed loss, correct predictions)."""
+    def before_fit(self, learn):
+        self.log, self.n_iter = [], learn.n_iter
+
+    def after_batch(self, learn):
+        x, y, ids = learn.batch
+        self.log.append((learn.training, learn.epoch, ids.tolist(), learn.loss.item() * len(y),
+                         (learn.preds.argmax(1) == y).sum().item()))
+
+
+def fit(dls, model, n_epochs=2):
+    from torcheval.metrics import MulticlassAccuracy
+    metrics, seen = MetricsCB(accuracy=MulticlassAccuracy()), SeenCB()
+    learn = TrainLearner(model, dls, F.cross_entropy, lr=0.1, opt_func=optim.SGD,
+                         cbs=[DeviceCB('cpu'), DDPCB(), metrics, seen])
+    learn.fit(n_epochs)
+    return learn, metrics, seen
+
+
+class IdsLoader(DeviceLoader):
+    """A `DeviceLoader` whose batches also carry the item ids (coded in each image's first pixel)."""
+    def __iter__(self):
+        for x, y in super().__iter__():
+            yield x, y, ((x[:, 0, 0, 0] * FMNIST_STD + FMNIST_MEAN) * 255).round().long()
+
+
+def worker(out: Path) -> None:
+    """One process of the torchrun launch: a torch DataLoader fit, then a DeviceLoader fit."""
+    dls = SimpleNamespace(train=DataLoader(synthetic(N_TRAIN, 0), BS, shuffle=True),
+                          valid=DataLoader(synthetic(N_VALID, 1), BS))
+    learn, metrics, seen = fit(dls, mlp())
+    res = dict(rank=get_rank(), world_size=get_world_size(), main=is_main_process(), history=metrics.history,
+               seen=seen.log, n_iter=seen.n_iter, wrapped=isinstance(learn.model, DistributedDataParallel),
+               state=learn.model.state_dict())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8, generator=g)
+    x[:, 0, 0] = torch.arange(64)
+    y = torch.randint(0, 10, (64,), generator=g)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    # Shuffle seeds differ per process: DDPCB must give all rank 0's, or the shares would overlap.
+    dls = SimpleNamespace(train=IdsLoader(x, y, bs=8, shuffle=True, device='cpu', seed=get_rank()),
+                          valid=IdsLoader(x[:20], y[:20], bs=8, device='cpu'))
+    _, metrics, seen = fit(dls, model, n_epochs=1)
+    res['fast'] = dict(seen=seen.log, n_iter=seen.n_iter, history=metrics.history)
+    torch.save(res, out / f'rank{get_rank()}.pt')
+
+
+def n_tables(out: str) -> int:
+    """How many `MetricsCB` tables (header lines) were printed."""
+    return sum(line.split() == ['accuracy', 'loss', 'epoch', 'train', 'time'] for line in out.splitlines())
+
+
+def torchrun(*args, timeout=120) -> subprocess.CompletedProcess:
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res
+
+
+@pytest.fixture(scope='module')
+def launched(tmp_path_factory):
+    out = tmp_path_factory.mktemp('ddp')
+    proc = torchrun(__file__, str(out))
+    return proc, [torch.load(out / f'rank{r}.pt', weights_only=False) for r in range(2)]
+
+
+def items(log, training, epoch=None):
+    return [o for o in log if o[0] == training and (epoch is None or o[1] == epoch)]
+
+
+def test_both_finish_and_only_main_prints(launched):
+    proc, (r0, r1) = launched
+    assert (r0['rank'], r0['world_size'], r0['main'], r1['rank'], r1['main']) == (0, 2, True, 1, False)
+    assert n_tables(proc.stdout) == 2  # one table per fit, from rank 0 only
+    assert not r0['wrapped'] and not any(k.startswith('module.') for k in r0['state'])  # unwrapped after fit
+
+
+def test_each_process_sees_half_the_data(launched):
+    _, ranks = launched
+    for epoch in (0, 1):
+        ids = [sum((o[2] for o in items(r['seen'], True, epoch)), []) for r in ranks]
+        assert [len(items(r['seen'], True, epoch)) for r in ranks] == [N_TRAIN // BS // 2] * 2
+        assert sorted(ids[0] + ids[1]) == list(range(N_TRAIN))
+        vids = [sum((o[2] for o in items(r['seen'], False, epoch)), []) for r in ranks]
+        assert sorted(vids[0] + vids[1]) == list(range(N_VALID))  # no padding: each item once
+    assert ranks[0]['n_iter'] == 2 * N_TRAIN // BS // 2  # schedules see the sharded length
+    e0, e1 = ([o[2] for o in items(ranks[0]['seen'], True, e)] for e in (0, 1))
+    assert e0 != e1  # reshuffled each epoch (DistributedSampler.set_epoch)
+
+
+def test_models_stay_identical(launched):
+    _, (r0, r1) = launched
+    for k, v in r0['state'].items():
+        torch.testing.assert_close(v, r1['state'][k])
+
+
+def test_metrics_are_global(launched):
+    _, ranks = launched
+    for r in ranks:
+        for h in r['history']:
+            seen = [o for rk in ranks for o in items(rk['seen'], h['train'], h['epoch'])]
+            n = sum(len(o[2]) for o in seen)
+            assert h['loss'] == pytest.approx(sum(o[3] for o in seen) / n, rel=1e-5)
+            assert h['accuracy'] == pytest.approx(sum(o[4] for o in seen) / n, rel=1e-6)
+    # The last validation row equals a single-process evaluation of the final model on the whole valid set.
+    model = mlp()
+    model.load_state_dict(ranks[0]['state'])
+    x, y, _ = synthetic(N_VALID, 1).tensors
+    with torch.no_grad():
+        preds = model.eval()(x)
+    last = ranks[0]['history'][-1]
+    assert last['loss'] == pytest.approx(F.cross_entropy(preds, y).item(), rel=1e-5)
+    assert last['accuracy'] == pytest.approx((preds.argmax(1) == y).float().mean().item())
+
+
+def test_device_loader_sharded_by_ddpcb(launched):
+    _, ranks = launched
+    ids = [sum((o[2] for o in items(r['fast']['seen'], True)), []) for r in ranks]
+    assert [len(i) for i in ids] == [32, 32] and sorted(ids[0] + ids[1]) == list(range(64))
+    assert [r['fast']['n_iter'] for r in ranks] == [4, 4]
+    vids = [sum((o[2] for o in items(r['fast']['seen'], False)), []) for r in ranks]
+    assert sorted(vids[0] + vids[1]) == list(range(20))
+    rows = [[(h['loss'], h['accuracy']) for h in r['fast']['history']] for r in ranks]
+    assert rows[0] == rows[1]  # every process reports the same, global, values
+
+
+def test_single_process_is_unchanged():
+    dls = SimpleNamespace(train=DataLoader(synthetic(16, 0), 8), valid=DataLoader(synthetic(8, 1), 8))
+    learn, metrics, seen = fit(dls, mlp(), n_epochs=1)
+    assert (get_rank(), get_world_size(), is_main_process()) == (0, 1, True)
+    assert isinstance(learn.dls.train, DataLoader) and learn.dls.train is dls.train
+    assert len(items(seen.log, True)) == 2 and not isinstance(learn.model, DistributedDataParallel)
+
+
+def test_shard_loader():
+    ds = synthetic(10, 0)
+    shards = [shard_loader(DataLoader(ds, 2), r, 3, train=False) for r in range(3)]
+    assert [len(s.sampler) for s in shards] == [4, 3, 3]  # validation: every item once, no padding
+    train = [shard_loader(DataLoader(ds, 2, shuffle=True), r, 3) for r in range(3)]
+    assert [len(s.sampler) for s in train] == [4, 4, 4] and train[0].sampler.shuffle
+    dl = DeviceLoader(torch.zeros(10, 2, 2, dtype=torch.uint8), torch.zeros(10).long(), bs=2, device='cpu')
+    assert shard_loader(dl, 1, 2) is dl and (dl.rank, dl.world_size, len(dl)) == (1, 2, 3)
+    with pytest.raises(TypeError, match='cannot shard'):
+        shard_loader([1, 2], 0, 2)
+
+
+def test_miniai_fit_under_torchrun(fmnist_dir, tmp_path):
+    proc = torchrun('-m', 'miniai', 'fit', '--epochs', '1', '--limit-batches', '2', '--bs', '64',
+                    '--device', 'cpu', '--data', str(fmnist_dir), '--out', str(tmp_path))
+    assert n_tables(proc.stdout) == 1 and proc.stdout.count('valid accuracy') == 1
+    assert {p.name for p in tmp_path.iterdir()} >= {'metrics.json', 'curves.png', 'model.pt'}
+    assert not any(k.startswith('module.') for k in torch.load(tmp_path / 'model.pt'))
+
+
+if __name__ == '__main__':
+    worker(Path(sys.argv[1]))

@@ -1,0 +1,330 @@
+"""The LR finder: its lr sequence and smoothed loss, early stopping, suggestions and plot, and that `lr_find`
+leaves no trace (weights, buffers, optimizer, RNGs, callbacks, modes, device), also when it raises."""
+
+import copy
+import math
+import random
+from functools import partial
+from types import SimpleNamespace
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn, optim
+from torch.utils.data import DataLoader, TensorDataset
+from torcheval.metrics import MulticlassAccuracy
+
+from miniai.callbacks import DeviceCB
+from miniai.checkpoint import CheckpointCB
+from miniai.data import DeviceLoader
+from miniai.learner import Callback, TrainLearner
+from miniai.lr_finder import LRFinderCB, LRFindResult, lr_find, suggest_lrs
+from miniai.metrics import MetricsCB
+from miniai.sched import BatchSchedCB, RecorderCB, rec_lr
+
+matplotlib.use('Agg')
+SGD = partial(optim.SGD, momentum=0.9)
+OPTS = {'sgd': SGD, 'adamw': partial(optim.AdamW, betas=(0.9, 0.99), weight_decay=0.1)}
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """Tiny models train fastest on one thread (which also does not fight other processes for cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_dls(n=64, bs=8, generator=None):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    ds = TensorDataset(x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long())
+    train = DataLoader(ds, bs, shuffle=True, generator=generator)
+    return SimpleNamespace(train=train, valid=DataLoader(ds, bs))
+
+
+def make_learner(opt_func=SGD, cbs=(), own_generator=False, dls=None, n_in=4):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(n_in, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2),
+                          nn.Linear(16, 3))
+    dls = dls or tiny_dls(generator=torch.Generator().manual_seed(1) if own_generator else None)
+    return TrainLearner(model, dls, F.cross_entropy, lr=0.05, cbs=list(cbs), opt_func=opt_func)
+
+
+def weights(learn): return {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
+def hypers(opt): return [{k: v for k, v in pg.items() if k != 'params'} for pg in opt.param_groups]
+
+
+def assert_equal_tensors(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def assert_same_opt(a, b):
+    """Optimizer state dicts (as returned by `state_dict()`) equal exactly."""
+    assert a['param_groups'] == b['param_groups'] and a['state'].keys() == b['state'].keys()
+    for k in a['state']:
+        assert_equal_tensors(a['state'][k], b['state'][k])
+
+
+class Noisy(Callback):
+    """Draws from Python's and NumPy's RNGs every batch, as augmentations may."""
+    def before_batch(self, learn): self.draw = (random.random(), np.random.rand())
+
+
+class Counter(Callback):
+    def __init__(self, skip=None):
+        self.n = 0
+        if skip is not None:
+            self.skip_in_lr_find = skip
+    def after_batch(self, learn): self.n += 1
+
+
+class FixLR(Callback):
+    """Sets its own lr before each batch, late (high `order`): the finder's lr must still be the one used."""
+    order = 10
+    def before_batch(self, learn): learn.opt.param_groups[0]['lr'] = 0.5
+
+
+class PoisonLoss(Callback):
+    """Makes the loss NaN from step `at` on (before the finder and the Learner's NaN guard see it)."""
+    order = 50
+
+    def __init__(self, at): self.at = at
+
+    def after_loss(self, learn):
+        if learn.train_iter >= self.at:
+            learn.loss = learn.loss * float('nan')
+
+
+class RawLoss(Callback):
+    def before_fit(self, learn): self.losses = []
+    def after_loss(self, learn): self.losses.append(learn.loss.item())
+
+
+@pytest.mark.parametrize('opt', OPTS)
+@pytest.mark.parametrize('warm', [False, True], ids=['no_opt', 'warm_opt'])
+@pytest.mark.parametrize('own_generator', [False, True], ids=['global_rng', 'own_generator'])
+def test_lr_find_then_fit_equals_fit(opt, warm, own_generator):
+    def run(find):
+        learn = make_learner(OPTS[opt], cbs=[Noisy()], own_generator=own_generator)
+        if warm:
+            learn.fit(1)
+        if find:
+            opt_obj = learn.opt
+            before = None if opt_obj is None else (hypers(opt_obj), copy.deepcopy(opt_obj.state_dict()))
+            w = weights(learn)
+            res = learn.lr_find(num_it=20, end_lr=1.)  # 8 batches an epoch: loops over the loader
+            assert len(res.lrs) == 20 and learn.opt is opt_obj
+            assert_equal_tensors(w, weights(learn))
+            if before is not None:
+                assert hypers(learn.opt) == before[0]
+                assert_same_opt(learn.opt.state_dict(), before[1])
+        learn.fit(2)
+        return weights(learn)
+    assert_equal_tensors(run(True), run(False))
+
+
+def test_lr_find_restores_rngs_modes_grads_and_callbacks():
+    counted, skipped, noisy = Counter(), Counter(skip=True), Noisy()
+    learn = make_learner(cbs=[noisy, counted, skipped])
+    learn.fit(1)
+    learn.model.eval()
+    learn.model[2].train()  # a mixed mode: only the BatchNorm trains
+    modes = [m.training for m in learn.model.modules()]
+    for p in learn.model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    cbs, n_counted = list(learn.cbs), counted.n
+    states = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    learn.lr_find(num_it=12)
+    assert [m.training for m in learn.model.modules()] == modes
+    assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in learn.model.parameters())
+    assert learn.cbs == cbs and not any(isinstance(cb, LRFinderCB) for cb in learn.cbs)
+    assert random.getstate() == states[0] and np.array_equal(np.random.get_state()[1], states[1])
+    assert torch.equal(torch.get_rng_state(), states[2])
+    assert counted.n == n_counted + 12 and skipped.n == n_counted  # `skip_in_lr_find` True pauses it
+
+
+def test_other_callbacks_are_not_corrupted_and_schedulers_do_not_fight():
+    def run(find):
+        metrics, rec = MetricsCB(MulticlassAccuracy()), RecorderCB(lr=rec_lr)
+        # OneCycleLR raises when stepped past total_steps: the 30 lr_find batches would break it if it ran
+        sched = BatchSchedCB(partial(optim.lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=16))
+        learn = make_learner(cbs=[metrics, rec, sched])
+        learn.fit(2)
+        if find:
+            hist, recs, cbs = copy.deepcopy(metrics.history), copy.deepcopy(rec.recs), list(learn.cbs)
+            res = learn.lr_find(num_it=30, end_lr=1.)
+            assert len(res.lrs) == 30 and learn.cbs == cbs
+            assert metrics.history == hist and rec.recs == recs
+        learn.fit(2)
+        return weights(learn), [h['loss'] for h in metrics.history], rec.recs['lr']
+    (w1, losses1, lrs1), (w2, losses2, lrs2) = run(True), run(False)
+    assert_equal_tensors(w1, w2)
+    assert losses1 == losses2 and lrs1 == lrs2
+
+
+def test_device_loader_epoch_counter_is_restored():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 2, 2), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 3, (64,), generator=g)
+
+    def run(find):
+        dls = SimpleNamespace(train=DeviceLoader(x, y, bs=8, shuffle=True, device='cpu', seed=0),
+                              valid=DeviceLoader(x, y, bs=8, device='cpu'))
+        learn = make_learner(dls=dls)
+        if find:
+            learn.lr_find(num_it=20)
+        learn.fit(2)
+        return weights(learn)
+    assert_equal_tensors(run(True), run(False))
+
+
+def test_lr_sequence_and_smoothed_loss_follow_the_formulas():
+    learn, rec, raw = make_learner(), RecorderCB(lr=rec_lr), RawLoss()
+    finder = LRFinderCB(start_lr=1e-5, end_lr=1e-1, num_it=20, smooth=0.9, stop_div=False)
+    learn.fit(5, cbs=[finder, rec, raw, FixLR()])  # usable on its own; skips validation, stops at num_it
+    expected = [1e-5 * (1e-1 / 1e-5) ** (i / 20) for i in range(20)]
+    assert finder.lrs == expected and rec.recs['lr'] == expected and learn.train_iter == 20
+    avg, smoothed = 0., []
+    for i, loss in enumerate(raw.losses):
+        avg = 0.9 * avg + 0.1 * loss
+        smoothed.append(avg / (1 - 0.9 ** (i + 1)))
+    assert len(raw.losses) == 20 and finder.losses == pytest.approx(smoothed, rel=1e-12)
+
+
+def test_stops_early_on_divergence_unless_told_not_to():
+    learn = make_learner()
+    res = learn.lr_find(end_lr=1e10, num_it=100)
+    assert 2 < len(res.lrs) < 100
+    *before, last = res.losses
+    assert not math.isfinite(last) or last > 4 * min(before)
+    best = math.inf
+    for v in before:  # it went on while the loss stayed finite and below 4x its minimum so far
+        best = min(best, v)
+        assert v <= 4 * best
+    full = learn.lr_find(end_lr=1e10, num_it=100, stop_div=False)
+    assert len(full.lrs) == 100 and full.lrs[:len(res.lrs)] == res.lrs
+    assert not all(math.isfinite(v) and v <= 4 * min(full.losses) for v in full.losses)
+
+
+def test_a_nan_loss_stops_it_unless_told_not_to():
+    learn = make_learner(cbs=[PoisonLoss(at=30)])
+    res = learn.lr_find(num_it=60)
+    assert len(res.lrs) == 31 and math.isnan(res.losses[-1]) and all(map(math.isfinite, res.losses[:-1]))
+    full = learn.lr_find(num_it=60, stop_div=False)  # the Learner's NaN guard is off meanwhile
+    assert len(full.lrs) == 60 and all(map(math.isnan, full.losses[30:]))
+    assert full.losses[:30] == res.losses[:30] and learn.nan_guard  # the same run up to the NaN
+    finder = LRFinderCB(num_it=40, stop_div=False)
+    learn.fit(5, cbs=[finder])  # on its own too, it puts the guard back
+    assert len(finder.lrs) == 40 and learn.nan_guard
+
+
+def same(a, b):
+    """Nested containers of tensors, arrays and plain values equal exactly."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same, a, b))
+    return a == b
+
+
+def test_the_learners_state_and_checkpoint_are_unchanged(tmp_path):
+    learn = make_learner(OPTS['adamw'], cbs=[MetricsCB(), RecorderCB(lr=rec_lr), CheckpointCB(tmp_path)])
+    learn.fit(1)
+    saved = (tmp_path / 'checkpoint.pt').read_bytes()
+    attrs, ck, pgs = dict(vars(learn)), copy.deepcopy(learn.state_dict()), list(learn.opt.param_groups)
+    learn.lr_find(num_it=20)
+    assert all(a is b for a, b in zip(learn.opt.param_groups, pgs, strict=True))  # callbacks may hold them
+    assert vars(learn).keys() == attrs.keys()
+    assert all(v is attrs[k] for k, v in vars(learn).items() if k != '_handlers')
+    assert same(learn.state_dict(), ck)  # what a checkpoint saved now would hold
+    assert (tmp_path / 'checkpoint.pt').read_bytes() == saved  # CheckpointCB did not overwrite it
+
+
+LRS = 10 ** np.linspace(-7, 1, 81)  # a point every 0.1 decade; index 50 is 1e-2, index 30 is 1e-4
+
+
+def test_suggestions_on_a_synthetic_curve():
+    losses = (np.log10(LRS) + 2) ** 2  # minimum at 1e-2
+    s = suggest_lrs(LRS, losses)
+    assert s['minimum'] == pytest.approx(1e-3) and s['upper'] == s['minimum']
+    assert s['lower'] == pytest.approx(1e-3 / 6)
+    assert s['steep'] == LRS[0]  # a parabola falls fastest at its left end
+    assert s['valley'] == LRS[33]  # the valley runs from index 0 to 50: 2/3 of the way down
+    assert suggest_lrs(LRS, [*losses[:-1], np.nan]) == s  # non-finite losses (and what follows) are dropped
+    x = np.log10(LRS)
+    cliff = 2 - np.tanh(2 * (x + 4)) + np.maximum(x + 1, 0) ** 2  # falls fastest at 1e-4, minimum near 1e-1
+    s = suggest_lrs(LRS, cliff)
+    assert s['steep'] == pytest.approx(1e-4) and s['minimum'] == pytest.approx(LRS[60] / 10)
+    assert LRS[0] < s['valley'] < LRS[60]
+    assert suggest_lrs(LRS, cliff, skip_start=40)['steep'] == LRS[40]
+    with pytest.raises(ValueError, match='at least 2'):
+        suggest_lrs(LRS[:3], [1., np.inf, 1.])
+
+
+def test_result_and_plot():
+    losses = list((np.log10(LRS) + 2) ** 2)
+    res = LRFindResult(list(LRS), losses)
+    assert res.minimum == pytest.approx(1e-3) and res.lower == pytest.approx(1e-3 / 6)
+    assert 'minimum=' in repr(res) and 'lrs' not in repr(res)
+    fig = res.plot()
+    ax = fig.axes[0]
+    assert isinstance(fig, matplotlib.figure.Figure) and ax.get_xscale() == 'log'
+    labels = ' '.join(t.get_text() for t in ax.get_legend().get_texts())
+    assert all(nm in labels for nm in ('minimum', 'steep', 'valley', 'cyclical'))
+    matplotlib.pyplot.close(fig)
+
+
+@pytest.mark.parametrize('warm', [False, True], ids=['no_opt', 'warm_opt'])
+def test_restores_everything_when_the_fit_raises(warm):
+    class Boom(Callback):
+        def after_step(self, learn):
+            if learn.train_iter == 3:
+                raise RuntimeError('boom')
+
+    learn = make_learner(OPTS['adamw'], cbs=[MetricsCB()])
+    if warm:
+        learn.fit(1)
+    opt, sd = learn.opt, None if learn.opt is None else copy.deepcopy(learn.opt.state_dict())
+    w, cbs, rng, mode = weights(learn), list(learn.cbs), torch.get_rng_state(), learn.model.training
+    boom = Boom()
+    learn.add_cb(boom)
+    with pytest.raises(RuntimeError, match='boom'):
+        learn.lr_find(num_it=20)
+    learn.remove_cb(boom)
+    assert_equal_tensors(w, weights(learn))
+    assert learn.opt is opt and learn.cbs == cbs and learn.model.training == mode
+    assert torch.equal(torch.get_rng_state(), rng)
+    if warm:
+        assert_same_opt(learn.opt.state_dict(), sd)
+
+
+def test_argument_checks():
+    for nm, kw in (('start_lr', {'start_lr': 1., 'end_lr': 1e-3}), ('num_it', {'num_it': 0}),
+                   ('smooth', {'smooth': 1.})):
+        with pytest.raises(ValueError, match=nm):
+            LRFinderCB(**kw)
+    assert lr_find is TrainLearner.lr_find
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_device_and_rng_restored():
+    def run(find):
+        learn = make_learner(OPTS['adamw'], cbs=[DeviceCB('cuda')])
+        learn.fit(1)  # the model and the optimizer state now live on the GPU
+        learn.model.cpu()
+        if find:
+            cuda_rng = torch.cuda.get_rng_state()
+            learn.lr_find(num_it=20)
+            assert all(p.device.type == 'cpu' for p in learn.model.parameters())
+            assert torch.equal(torch.cuda.get_rng_state(), cuda_rng)
+        learn.fit(2)  # dropout on the GPU draws from the CUDA RNG
+        return {k: v.cpu() for k, v in weights(learn).items()}
+    assert_equal_tensors(run(True), run(False))

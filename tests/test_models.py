@@ -1,0 +1,51 @@
+"""The seed's model pieces and seeding."""
+
+from functools import partial
+
+import torch
+from torch import nn
+
+from miniai.models import GeneralRelu, conv, get_model, init_weights, set_seed
+
+
+def test_get_model_shapes_and_bias():
+    model = get_model(partial(GeneralRelu, leak=0.1, sub=0.4), norm=nn.BatchNorm2d)
+    model.apply(partial(init_weights, leaky=0.1))
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16, 32, 64, 10]
+    assert [c.bias is not None for c in convs] == [False] * 4 + [True]  # no bias before BatchNorm
+    assert all(c.bias is not None for c in get_model().modules() if isinstance(c, nn.Conv2d))
+
+
+def test_conv_layers():
+    layers = conv(1, 8, act=None, norm=None)
+    assert len(layers) == 1 and layers[0].stride == (2, 2) and layers[0].padding == (1, 1)
+
+
+def test_general_relu():
+    x = torch.tensor([-1., 0., 2., 10.])
+    assert torch.allclose(GeneralRelu(leak=0.1, sub=0.4, maxv=5.)(x), torch.tensor([-0.5, -0.4, 1.6, 5.]))
+    assert torch.equal(GeneralRelu()(x), torch.relu(x))
+
+
+def test_init_weights_is_kaiming():
+    set_seed(0)
+    lin = nn.Linear(1000, 1000)
+    init_weights(lin, leaky=0.)
+    assert abs(lin.weight.std().item() - (2 / 1000) ** 0.5) < 2e-3
+
+
+def test_set_seed_repeats_random_streams():
+    set_seed(1)
+    a = torch.randn(3), torch.randint(0, 10, (3,))
+    set_seed(1)
+    b = torch.randn(3), torch.randint(0, 10, (3,))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_set_seed_deterministic_flag():
+    set_seed(0, deterministic=True)
+    try: assert torch.are_deterministic_algorithms_enabled()
+    finally: set_seed(0)
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -1,0 +1,200 @@
+"""Schedule functions, `combine_scheds`, `ParamScheduler` (against OneCycle exactly) and `fit_one_cycle`."""
+
+import math
+from functools import partial
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn, optim
+from torch.utils.data import DataLoader, TensorDataset
+
+from miniai.checkpoint import CheckpointCB
+from miniai.learner import Callback, CancelFitException, Learner, TrainLearner
+from miniai.param_sched import (
+    ParamScheduler,
+    combine_scheds,
+    fit_one_cycle,
+    sched_cos,
+    sched_exp,
+    sched_lin,
+    sched_no,
+)
+from miniai.schedulers import OneCycle
+
+SGD = partial(optim.SGD, momentum=0.9)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """Tiny models train fastest on one thread (which also does not fight other processes for cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_dls(n=40, bs=8):
+    g = torch.Generator().manual_seed(0)
+    ds = TensorDataset(torch.randn(n, 4, generator=g), torch.randint(0, 3, (n,), generator=g))
+    return SimpleNamespace(train=DataLoader(ds, bs), valid=DataLoader(ds, bs))
+
+
+def two_groups(model): return [{'params': model[0].parameters()}, {'params': model[1].parameters()}]
+
+
+def make_learner(opt_func=SGD, splitter=None, n=40):
+    torch.manual_seed(0)
+    return TrainLearner(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 3)), tiny_dls(n), F.cross_entropy, lr=0.1,
+                        opt_func=opt_func, splitter=splitter)
+
+
+class GroupsRec(Callback):
+    """Records every param group's hyperparameters at each step (the values the step used)."""
+    def before_fit(self, learn): self.recs = []
+
+    def after_step(self, learn):
+        self.recs.append([{k: v for k, v in pg.items() if k != 'params'} for pg in learn.opt.param_groups])
+
+
+def test_sched_functions_endpoints_and_midpoints():
+    assert [sched_lin(1, 3)(p) for p in (0, 0.5, 1)] == [1, 2, 3]
+    cos = sched_cos(1, 3)
+    assert (cos(0), cos(0.5), cos(1)) == pytest.approx((1, 2, 3))
+    assert cos(0.25) == pytest.approx(2 - math.sqrt(2) / 2)  # slow start: below the straight line
+    assert sched_cos(1e-3, 1e-2)(0.5) == pytest.approx(5.5e-3)
+    assert [sched_exp(1, 100)(p) for p in (0, 0.5, 1)] == pytest.approx([1, 10, 100])
+    assert [sched_no(1, 3)(p) for p in (0, 0.5, 1)] == [1, 1, 1]
+
+
+def test_combine_scheds_pieces():
+    f = combine_scheds([0.3, 0.7], [sched_lin(0, 1), sched_lin(1, 0)])
+    assert [f(p) for p in (0, 0.15, 0.3, 0.65, 1)] == pytest.approx([0, 0.5, 1, 0.5, 0])
+    g = combine_scheds([0.5, 0.5], [sched_no(2, 2), sched_lin(1, 0)])
+    assert (g(0.49), g(0.5), g(1)) == pytest.approx((2, 1, 0))  # a boundary belongs to the later piece
+    assert combine_scheds([0.1] * 10, [sched_no(i, i) for i in range(10)])(0.95) == 9  # sum 0.999...9: fine
+
+
+@pytest.mark.parametrize('pcts,n,msg', [([0.5, 0.5], 3, 'one fraction per schedule'), ([], 0, 'positive'),
+                                        ([1.2, -0.2], 2, 'positive'), ([0.5, 0.4], 2, 'sum to 1')])
+def test_combine_scheds_validates_pcts(pcts, n, msg):
+    with pytest.raises(ValueError, match=msg) as e:
+        combine_scheds(pcts, [sched_no(1, 1)] * n)
+    assert 'pcts' in str(e.value)
+
+
+def matching_one_cycle(total, pct_start=0.3, max_lr=0.1, div=25., div_final=1e4, moms=(0.95, 0.85)):
+    """ParamScheduler args reproducing `OneCycle`/`OneCycleLR`: their warm-up ends at step
+    `pct_start*total - 1` of `total - 1`, so that is the first piece's fraction, and `endpoint=True` puts step
+    i at i/(total-1)."""
+    pcts = [(pct_start * total - 1) / (total - 1), (total - pct_start * total) / (total - 1)]
+    lr = combine_scheds(pcts, [sched_cos(max_lr / div, max_lr), sched_cos(max_lr, max_lr / div / div_final)])
+    mom = combine_scheds(pcts, [sched_cos(moms[0], moms[1]), sched_cos(moms[1], moms[0])])
+    return ParamScheduler({'lr': lr, 'mom': mom}, endpoint=True)
+
+
+def reference_curve(sched_cls, opt, total):
+    sched, lrs, moms = sched_cls(opt, max_lr=0.1, total_steps=total), [], []
+    for _ in range(total):
+        pg = opt.param_groups[0]
+        lrs.append(pg['lr'])
+        moms.append(pg['betas'][0] if 'betas' in pg else pg['momentum'])
+        opt.step()
+        sched.step()
+    return lrs, moms
+
+
+@pytest.mark.parametrize('sched_cls', [OneCycle, optim.lr_scheduler.OneCycleLR])
+@pytest.mark.parametrize('opt_func', [SGD, optim.AdamW])
+@pytest.mark.parametrize('n_batches', [10, 37])
+def test_param_scheduler_reproduces_one_cycle_exactly(sched_cls, opt_func, n_batches):
+    learn, rec = make_learner(opt_func, n=8 * n_batches), GroupsRec()
+    learn.fit(1, valid=False, cbs=[matching_one_cycle(n_batches), rec])
+    ref_opt = opt_func([nn.Parameter(torch.zeros(1))], lr=0.1)
+    ref_lrs, ref_moms = reference_curve(sched_cls, ref_opt, n_batches)
+    lrs = [r[0]['lr'] for r in rec.recs]
+    moms = [r[0]['betas'][0] if 'betas' in r[0] else r[0]['momentum'] for r in rec.recs]
+    assert lrs == pytest.approx(ref_lrs, rel=1e-9, abs=0)
+    assert moms == pytest.approx(ref_moms, rel=1e-9, abs=0)
+
+
+def test_positions_default_and_endpoint():
+    for endpoint, last in ((False, 4 / 5), (True, 1.)):
+        learn, ps = make_learner(), ParamScheduler({'lr': sched_lin(0., 1.)}, endpoint=endpoint)
+        learn.fit(1, cbs=[ps])  # 5 training batches; validation batches leave the lr alone
+        assert ps.hps['lr'] == pytest.approx([i * last / 4 for i in range(5)])
+
+
+def test_per_group_schedules():
+    learn, rec = make_learner(splitter=two_groups), GroupsRec()
+    ps = ParamScheduler({'lr': [sched_no(0.01, 0), sched_lin(0.1, 0.2)], 'weight_decay': sched_no(1e-4, 0)})
+    learn.fit(1, valid=False, cbs=[ps, rec])
+    assert [r[0]['lr'] for r in rec.recs] == [0.01] * 5
+    assert [r[1]['lr'] for r in rec.recs] == pytest.approx([0.1 + 0.02 * i for i in range(5)])
+    assert all(g['weight_decay'] == 1e-4 for r in rec.recs for g in r)
+    assert ps.hps['lr'] == [r[1]['lr'] for r in rec.recs]  # `hps` records the last group
+    with pytest.raises(ValueError, match="3 schedules for 'lr'.*2 param groups"):
+        learn.fit(1, cbs=[ParamScheduler({'lr': [sched_no(1, 1)] * 3})])
+
+
+@pytest.mark.parametrize('opt_func', [SGD, partial(optim.AdamW, betas=(0.9, 0.99))])
+def test_mom_sets_sgd_momentum_or_adam_beta1(opt_func):
+    learn, rec = make_learner(opt_func), GroupsRec()
+    learn.fit(1, valid=False, cbs=[ParamScheduler({'mom': sched_lin(0.95, 0.85)}), rec])
+    pgs = [r[0] for r in rec.recs]
+    moms = [pg['betas'][0] if 'betas' in pg else pg['momentum'] for pg in pgs]
+    assert moms == pytest.approx([0.95 - 0.02 * i for i in range(5)])
+    assert all(pg['betas'][1] == 0.99 for pg in pgs if 'betas' in pg)  # beta2 kept
+    assert ('betas' in pgs[0]) == (opt_func is not SGD)
+
+
+def test_unknown_hyperparameter_is_named_with_the_groups_keys():
+    with pytest.raises(ValueError, match=r"no hyperparameter 'lrr'.*'lr'.*'momentum'"):
+        make_learner().fit(1, cbs=[ParamScheduler({'lrr': sched_no(1, 1)})])
+    with pytest.raises(ValueError, match="'mom'"):
+        make_learner(optim.Adagrad).fit(1, cbs=[ParamScheduler({'mom': sched_no(.9, .9)})])
+    with pytest.raises(TypeError, match="'lr'"):
+        ParamScheduler({'lr': 1e-3})
+
+
+def test_fit_one_cycle_goes_up_then_down():
+    learn, rec = make_learner(n=80), GroupsRec()
+    w0 = learn.model[0].weight.detach().clone()
+    assert Learner.fit_one_cycle is fit_one_cycle
+    ps = learn.fit_one_cycle(2, lr_max=0.1, cbs=[rec])
+    lrs, moms = ps.hps['lr'], ps.hps['mom']
+    assert lrs == [r[0]['lr'] for r in rec.recs] and len(lrs) == 20
+    top = max(range(20), key=lrs.__getitem__)
+    assert lrs[0] == pytest.approx(0.1 / 25) and 0 < top < 19 and lrs[top] <= 0.1
+    assert all(a < b for a, b in zip(lrs[:top], lrs[1:top + 1], strict=True))
+    assert all(a > b for a, b in zip(lrs[top:], lrs[top + 1:], strict=False))
+    assert lrs[-1] < 0.1 / 25 and min(range(20), key=moms.__getitem__) == top  # momentum the opposite way
+    assert not torch.equal(w0, learn.model[0].weight)
+    assert ParamScheduler not in map(type, learn.cbs)  # a temporary callback
+
+
+def test_fit_one_cycle_per_group_lr_max_and_no_moms():
+    learn, rec = make_learner(splitter=two_groups), GroupsRec()
+    ps = fit_one_cycle(learn, 1, lr_max=[0.01, 0.1], moms=None, valid=False, cbs=[rec])
+    assert max(r[0]['lr'] for r in rec.recs) <= 0.01 < max(r[1]['lr'] for r in rec.recs) <= 0.1
+    assert set(ps.hps) == {'lr'} and {r[0]['momentum'] for r in rec.recs} == {0.9}
+    with pytest.raises(ValueError, match='pct_start'):
+        fit_one_cycle(learn, 1, 0.1, pct_start=1)
+
+
+class StopAfter(Callback):
+    order = 20  # after CheckpointCB has saved the epoch
+
+    def __init__(self, epoch): self.epoch = epoch
+
+    def after_epoch(self, learn):
+        if learn.epoch == self.epoch and not learn.training:
+            raise CancelFitException()
+
+
+def test_fit_one_cycle_resumes_from_a_checkpoint(tmp_path):
+    full = fit_one_cycle(make_learner(), 3, 0.1)
+    fit_one_cycle(make_learner(), 3, 0.1, cbs=[CheckpointCB(tmp_path), StopAfter(1)])  # stops after 2
+    resumed = fit_one_cycle(make_learner(), 3, 0.1, cbs=[CheckpointCB(tmp_path)], resume=tmp_path)
+    assert resumed.hps == full.hps and len(full.hps['lr']) == 15

@@ -1,0 +1,58 @@
+"""The `best` recipe's model, its flip TTA, and a 2-batch `miniai fit --recipe best` on tiny IDX files."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from miniai.cli import build_parser, fit_command
+from miniai.recipes import RECIPES, FlipTTACB, ResBlock, resnet
+
+
+@pytest.mark.parametrize('ni, nf, stride, size, out',
+                         [(1, 16, 1, 28, 28), (16, 32, 2, 28, 14), (32, 32, 2, 7, 4)])
+def test_resblock_shapes(ni, nf, stride, size, out):
+    assert ResBlock(ni, nf, stride)(torch.randn(2, ni, size, size)).shape == (2, nf, out, out)
+
+
+def test_resnet_shapes():
+    m = resnet((8, 16, 32, 64))
+    assert m(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    assert isinstance(m[-1], nn.BatchNorm1d) and sum(isinstance(o, ResBlock) for o in m) == 4
+
+
+def test_flip_tta_averages_the_mirror():
+    m = resnet((8, 16)).eval()
+    x = torch.randn(4, 1, 28, 28)
+    learn = type('L', (), dict(training=False, model=m, batch=(x, None), preds=m(x)))()
+    FlipTTACB().after_predict(learn)
+    torch.testing.assert_close(learn.preds, (m(x) + m(x.flip(-1))) / 2)
+
+
+@pytest.fixture
+def tiny_fmnist(tmp_path):
+    rng = np.random.default_rng(0)
+    for stem, n in (('train', 64), ('t10k', 32)):
+        x, y = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
+        header = struct.pack('>4I', 0x803, n, 28, 28)
+        (tmp_path / f'{stem}-images-idx3-ubyte').write_bytes(header + x.tobytes())
+        (tmp_path / f'{stem}-labels-idx1-ubyte').write_bytes(struct.pack('>2I', 0x801, n) + y.tobytes())
+    return tmp_path
+
+
+def test_fit_best_recipe_two_batches(tiny_fmnist, tmp_path):
+    args = build_parser().parse_args(['fit', '--recipe', 'best', '--epochs', '1', '--bs', '4',
+                                      '--limit-batches', '2', '--device', 'cpu', '--data', str(tiny_fmnist),
+                                      '--out', str(tmp_path / 'run')])
+    res = fit_command(args)
+    assert args.lr == RECIPES['best'].lr and isinstance(res['learn'].model[0], ResBlock)
+    rows = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
+    assert len(rows) == 1 and np.isfinite(rows[0]['valid_loss'])
+
+
+def test_seed_recipe_stays_the_default():
+    args = build_parser().parse_args(['fit'])
+    assert args.recipe == 'seed' and RECIPES['seed'].bs == 1024 and RECIPES['seed'].lr == 6e-2
