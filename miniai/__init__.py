@@ -1,4 +1,6 @@
-"""miniai: a small PyTorch training framework in the fast.ai style. `from miniai import *` gives every public name.
+"""miniai: a small PyTorch training framework in the fast.ai style.
+
+`from miniai import *` gives every public name.
 
 Heavy optional stacks (Hugging Face `datasets`, `matplotlib.pyplot`, fastprogress) load only when used.
 """
@@ -20,8 +22,10 @@ from .distributed import *
 from .guards import *
 from .hooks import *
 from .learner import *
+from .lr_finder import *
 from .metrics import *
 from .models import *
+from .param_sched import *
 from .plot import *
 from .progress import *
 from .sched import *

@@ -8,7 +8,7 @@ import torch
 
 from .device import def_device, to_device
 from .guards import call_loss, call_model, check_batch
-from .learner import CancelFitException, Callback, Learner
+from .learner import Callback, CancelFitException, Learner
 
 __all__ = ['TrainCB', 'DeviceCB', 'SingleBatchCB', 'BatchTransformCB']
 

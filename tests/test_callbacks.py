@@ -14,8 +14,21 @@ from torch.optim import lr_scheduler  # noqa: E402
 from torcheval.metrics import MulticlassAccuracy  # noqa: E402
 
 import miniai.progress  # noqa: E402
-from miniai import (ActivationStats, BatchSchedCB, EpochSchedCB, GeneralRelu, Hook, Hooks, MetricsCB,  # noqa: E402
-                    ProgressCB, RecorderCB, TrainLearner, get_model, rec_lr, rec_mom)
+from miniai import (  # noqa: E402
+    ActivationStats,
+    BatchSchedCB,
+    EpochSchedCB,
+    GeneralRelu,
+    Hook,
+    Hooks,
+    MetricsCB,
+    ProgressCB,
+    RecorderCB,
+    TrainLearner,
+    get_model,
+    rec_lr,
+    rec_mom,
+)
 from tests.test_learner import tiny_dls  # noqa: E402
 
 

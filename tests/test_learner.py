@@ -9,9 +9,23 @@ from torch import nn, optim
 from torch.utils.data import DataLoader, TensorDataset
 from torcheval.metrics import MulticlassAccuracy
 
-from miniai import (BatchTransformCB, Callback, CancelBatchException, CancelEpochException, CancelFitException,
-                    DeviceCB, Learner, MetricsCB, MomentumLearner, SingleBatchCB, TrainCB, TrainLearner, run_cbs,
-                    to_cpu, to_device)
+from miniai import (
+    BatchTransformCB,
+    Callback,
+    CancelBatchException,
+    CancelEpochException,
+    CancelFitException,
+    DeviceCB,
+    Learner,
+    MetricsCB,
+    MomentumLearner,
+    SingleBatchCB,
+    TrainCB,
+    TrainLearner,
+    run_cbs,
+    to_cpu,
+    to_device,
+)
 
 EVENTS = ['before_fit', 'before_epoch', 'before_batch', 'after_predict', 'after_loss', 'after_backward',
           'after_step', 'after_batch', 'after_epoch', 'after_fit', 'cleanup_fit', 'cleanup_epoch', 'cleanup_batch']
