@@ -2,9 +2,9 @@
 
 Seed: `get_dls(fast=False)`, i.e. `load_fashion_mnist` (a `datasets` DatasetDict), `with_transform` running
 `TF.to_tensor` + normalise per item, a torch `DataLoader` with the dict collate and the best `num_workers`
-(probed first). Fast: `get_dls(fast=True)`, the uint8 arrays kept on the device. Runs alternate A B A B.
+(probed first). Fast: `get_dls(fast=True)`, the uint8 arrays kept on the device. Runs take turns (A B B A ...).
 
-    python bench/data_pipeline.py            # full epoch, 2 rounds, CPU
+    python bench/data_pipeline.py            # full epoch, 3 rounds, CPU
     python bench/data_pipeline.py --quick    # a few batches (the smoke test)
 """
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument('--data', default=None, help='Fashion-MNIST IDX folder (default: $MINIAI_DATA)')
     p.add_argument('--device', default='cpu')
     p.add_argument('--bs', type=int, default=1024)
-    p.add_argument('--rounds', type=int, default=2, help='A B rounds')
+    p.add_argument('--rounds', type=int, default=3, help='rounds of A and B')
     p.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2], help='num_workers to try')
     p.add_argument('--probe-batches', type=int, default=10, help='training batches timed per num_workers')
     args = p.parse_args(argv)

@@ -1,4 +1,4 @@
-"""The `Learner`'s cost over a hand-written PyTorch loop doing the same work, run A B A B.
+"""The `Learner`'s cost over a hand-written PyTorch loop doing the same work, run in turns (A B B A ...).
 
 Both train the same model on the same batches with AdamW and a one-cycle schedule, update a torcheval
 accuracy and a weighted loss mean per batch (printed per epoch), keep every training loss (read back every
@@ -6,7 +6,11 @@ accuracy and a weighted loss mean per batch (printed per epoch), keep every trai
 `MetricsCB`, `ProgressCB`, `BatchSchedCB(OneCycle)` and `RecorderCB(lr, mom)`.
 
 - `seed`: the seed recipe (BatchNorm CNN, bs 1024) for one epoch of Fashion-MNIST from `get_dls(fast=True)`.
-- `tiny`: one `nn.Linear(16, 4)` on batches of 16 random rows, where the per-batch dispatch dominates.
+- `tiny`: one `nn.Linear(16, 4)` on batches of 16 random rows, where the per-batch dispatch dominates; on
+  one thread (a second would only spin), so its CPU time is the time the work itself took.
+
+Times are wall-clock and CPU (all threads of the process; unlike wall time, it leaves out time spent
+descheduled while other jobs ran).
 
     python bench/overhead.py                  # both cases, on CPU
     python bench/overhead.py --quick          # a few batches (the smoke test)
@@ -115,6 +119,7 @@ def tiny_case(args) -> tuple[Callable[[], nn.Module], SimpleNamespace, float]:
 
 
 def bench(name: str, case, args) -> None:
+    torch.set_num_threads(1 if name == 'tiny' else args.threads)
     fits = {'learner': fit_learner, 'by hand': fit_by_hand}
     warm = argparse.Namespace(**{**vars(args), 'quick': True})
     for fit in fits.values():  # warm-up: first-call costs would otherwise fall on the first run
@@ -132,7 +137,6 @@ def bench(name: str, case, args) -> None:
             cpu[k].append(time.process_time() - c)
             print(f'{name} round {r}  {k:8}: {wall[k][-1]:8.3f} s wall, {cpu[k][-1]:8.3f} s cpu  '
                   f'({wall[k][-1] / n_batches * 1e6:9.1f} us/batch wall over {n_batches} batches)')
-    # CPU time (all threads of this process) does not count time spent descheduled by other jobs.
     for what, t in (('wall', wall), ('cpu', cpu)):
         a, b = t['learner'], t['by hand']
         ratios = [x / y for x, y in zip(a, b, strict=True)]
@@ -159,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.quick:
         args.rounds = 1
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}')
+    args.threads = torch.get_num_threads()
+    print(f'torch {torch.__version__}, {args.threads} threads (tiny: 1), device {args.device}')
     for name in args.cases:
         bench(name, {'tiny': tiny_case, 'seed': seed_case}[name], args)
 

@@ -35,18 +35,17 @@ def make_sched(name: str, lr: float, total_steps: int):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='miniai', description='miniai: train Fashion-MNIST CNNs with scheduled lr.')
     sub = p.add_subparsers(dest='command', required=True)
-    f = sub.add_parser('fit', help='train the seed recipe (BatchNorm CNN, AdamW, one-cycle 6e-2, bs 1024, 5 epochs)',
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    f.add_argument('--epochs', type=int, default=5, help='number of epochs')
+    f = sub.add_parser('fit', help='train the seed recipe (BatchNorm CNN, AdamW, one-cycle 6e-2, bs 1024, 5 epochs)')
+    f.add_argument('--epochs', type=int, default=5, help='number of epochs (default: 5)')
     f.add_argument('--lr', type=float, default=None,
                    help="(max) learning rate (default: the recipe's; seed: 6e-2)")
     f.add_argument('--bs', type=int, default=None, help="batch size (default: the recipe's; seed: 1024)")
-    f.add_argument('--opt', choices=sorted(OPTIMIZERS), default='adamw', help='optimizer')
-    f.add_argument('--sched', choices=SCHEDULES, default='onecycle', help='learning-rate schedule')
+    f.add_argument('--opt', choices=sorted(OPTIMIZERS), default='adamw', help='optimizer (default: adamw)')
+    f.add_argument('--sched', choices=SCHEDULES, default='onecycle', help='learning-rate schedule (default: onecycle)')
     f.add_argument('--data', default=None,
                    help='folder with the four Fashion-MNIST IDX files (default: $MINIAI_DATA, then the cache)')
     f.add_argument('--device', default=None, help='cuda, mps or cpu (default: the best available)')
-    f.add_argument('--seed', type=int, default=42, help='random seed')
+    f.add_argument('--seed', type=int, default=42, help='random seed (default: 42)')
     f.add_argument('--out', default=None, help='output folder (default: runs/<timestamp>)')
     f.add_argument('--resume', default=None, metavar='DIR',
                    help="continue the run in DIR (its checkpoint.pt, with its args.json's options; only "

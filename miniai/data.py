@@ -263,6 +263,13 @@ class DeviceLoader:
         n = len(range(self.rank, self._stop(), self.world_size))  # this rank's items
         return n // self.bs if self.drop_last else math.ceil(n / self.bs)
 
+    def state_dict(self) -> dict[str, int]:
+        """What a checkpoint needs to resume the same shuffles: the seed and the epoch counter."""
+        return {'seed': self.seed, 'epoch': self.epoch}
+
+    def load_state_dict(self, sd: dict[str, int]) -> None:
+        self.seed, self.epoch = int(sd['seed']), int(sd['epoch'])
+
     def indices(self, epoch: int) -> Tensor:
         """This rank's item order for `epoch`, on the CPU."""
         if self.shuffle:

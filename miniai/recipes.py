@@ -3,15 +3,19 @@
 The `best` recipe, and why each choice:
 
 - Model (`resnet`): the course's `ResBlock`s (two `conv`s with BatchNorm and `GeneralRelu`; the shortcut is
-  an average pool and a 1×1 conv where the shape changes), a stride-1 stem block at 28×28 with 5×5 kernels,
-  then three stride-2 blocks (28 → 14 → 7 → 4) widening 32 → 256, global average pooling (no spatial
-  Flatten, so the head is small) and a linear layer with BatchNorm1d, as in the course.
-- Data: random crop (4 px reflect padding) and horizontal flip, drawn per image but done for the whole batch
-  on the training device (`vision.BatchAugment` as the `DeviceLoader`'s `tfm`), so augmentation costs no
-  per-item Python. Batch size 256: four times the updates of the seed's 1024 per epoch, which matters most
-  in short runs.
+  an average pool and a 1×1 conv where the shape changes): a stride-1 stem block at 28×28 with 5×5 kernels,
+  then three stride-2 blocks (28 → 14 → 7 → 4) widening 64 → 512, global average pooling (a small head)
+  and a linear layer with BatchNorm1d, as in the course. On an H100 a step is bound by Python, not the GPU
+  (the 32 → 256 version took as long), so the width costs nothing there.
+- Data: random crop (2 px reflect padding) and horizontal flip, drawn per image but done for the whole
+  batch on the training device (`vision.BatchAugment` as the `DeviceLoader`'s `tfm`): no per-item Python.
+  Batch size 256 (four times the seed's updates per epoch).
 - Optimisation: AdamW (`--opt`), one-cycle to 1e-2 (`--sched`), label smoothing 0.1.
 - Validation: flip test-time augmentation (`FlipTTACB`): logits averaged over each image and its mirror.
+
+Augmentation pays off in longer runs: `--epochs 21` (55 s on one H100 with `--mixed-precision`) reached
+0.9517. In 5 epochs it does not: there, no augmentation, no TTA, no label smoothing and bs 128 did best
+(0.941).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ class ResBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor: return self.act(self.convs(x) + self.idconv(self.pool(x)))
 
 
-def resnet(nfs: Sequence[int] = (32, 64, 128, 256), act: Callable[[], nn.Module] = act_gr,
+def resnet(nfs: Sequence[int] = (64, 128, 256, 512), act: Callable[[], nn.Module] = act_gr,
            norm: Callable[[int], nn.Module] = nn.BatchNorm2d, n_classes: int = 10) -> nn.Sequential:
     """A ResNet for 28×28 images: a 5×5 stem `ResBlock` to `nfs[0]`, stride-2 blocks through `nfs`, global
     average pool, linear + BatchNorm1d head; Kaiming-initialised for the leaky `GeneralRelu`."""
@@ -89,5 +93,5 @@ class Recipe:
 RECIPES = {
     'seed': Recipe(seed_model, bs=1024, lr=6e-2),
     'best': Recipe(resnet, bs=256, lr=1e-2, loss_func=partial(F.cross_entropy, label_smoothing=0.1),
-                   tfm=BatchAugment(pad=4), cbs=lambda: [FlipTTACB()]),
+                   tfm=BatchAugment(pad=2), cbs=lambda: [FlipTTACB()]),
 }

@@ -37,4 +37,4 @@ def test_bench_quick(script, expect, tiny_fmnist):
     for s in expect:
         assert s in res.stdout
     ratios = re.findall(r'ratio [^:]+: (\d+\.\d+)x', res.stdout)
-    assert len(ratios) == 2 and all(float(r) > 0 for r in ratios)
+    assert len(ratios) >= 2 and all(float(r) > 0 for r in ratios)

@@ -303,3 +303,24 @@ def test_cli_resumes_after_ctrl_c_bit_identical(fmnist_dir, tmp_path, monkeypatc
     rows = [[{k: v for k, v in r.items() if k != 'seconds'}
              for r in json.loads((tmp_path / d / 'metrics.json').read_text())] for d in 'ab']
     assert rows[0] == rows[1] and len(rows[0]) == 2
+
+
+def test_resume_with_the_device_loader_replays_its_shuffles(tmp_path):
+    """`DeviceLoader` draws each epoch's order from its own seed and epoch counter, which checkpoints keep."""
+    from miniai.data import DataLoaders, DeviceLoader
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 256, (40, 4, 4), dtype=torch.uint8, generator=g), torch.randint(0, 3, (40,), generator=g)
+
+    def run(cbs, seed, resume=None):
+        torch.manual_seed(seed)
+        dls = DataLoaders(DeviceLoader(x[:32], y[:32], bs=8, shuffle=True, device='cpu'),
+                          DeviceLoader(x[32:], y[32:], bs=8, device='cpu'))
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        learn = TrainLearner(model, dls, F.cross_entropy, lr=0.1, cbs=cbs)
+        learn.fit(N_EPOCHS, resume=resume)
+        return learn
+
+    ref = run([], 0)
+    run([CheckpointCB(tmp_path), StopAfterEpoch(1, CancelFitException)], 0)
+    res = run([], 1234, resume=tmp_path)  # another seed: the loader's own seed must come from the checkpoint
+    assert torch.equal(ref.model[1].weight, res.model[1].weight)
