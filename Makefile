@@ -8,7 +8,7 @@ ifneq ($(MINIAI_DATA),)
 export MINIAI_DATA
 endif
 
-.PHONY: setup train test lint soak bench clean
+.PHONY: setup train test lint soak notebooks bench clean
 
 $(STAMP): pyproject.toml settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,13 @@ lint: setup
 
 soak: setup
 	$(PY) -m pytest -m soak -q
+
+notebooks: setup
+	$(VENV)/bin/jupyter-execute --inplace --timeout=3600 nbs/01_schedulers.ipynb nbs/02_cyclical_lr.ipynb
+
+bench: setup
+	$(PY) bench/data_pipeline.py
+	$(PY) bench/overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -52,15 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "--device and --data may differ)")
     f.add_argument('--limit-batches', type=int, default=None, metavar='N',
                    help='use only the first N batches of each epoch (a quick smoke run)')
-    f.add_argument('--recipe', choices=('seed', 'best'), default='seed',
-                   help='seed: the BatchNorm CNN; best: a ResNet, augmentation, flip TTA (miniai.recipes)')
+    f.add_argument('--recipe', choices=('seed', 'best', 'cpu'), default='seed',
+                   help='seed: the BatchNorm CNN; best: a ResNet, augmentation, flip TTA; cpu: a wider CNN with '
+                        'the same extras, for CPUs (miniai.recipes)')
     f.add_argument('--mixed-precision', action='store_true', help='autocast to bf16 (fp16 + scaler) on CUDA')
     f.add_argument('--channels-last', action='store_true', help='channels-last memory format')
     f.add_argument('--compile', nargs='?', const='default', default=None, metavar='MODE',
                    help='torch.compile the model (MODE: default, reduce-overhead, max-autotune)')
     from .compare import add_compare_args
-    add_compare_args(sub.add_parser('compare', help='compare optimizers over seeds (the second article)',
-                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    add_compare_args(sub.add_parser('compare', help='compare optimizers over seeds (the second article)'))
     return p
 
 

@@ -220,10 +220,11 @@ def _seeds(s: str) -> list[int]:
 
 def add_compare_args(p: argparse.ArgumentParser) -> None:
     """The `miniai compare` flags."""
-    p.add_argument('--epochs', type=int, default=5, help='epochs per run')
-    p.add_argument('--seeds', default='3', help='a count N (seeds 0..N-1) or a comma list of seeds')
-    p.add_argument('--opts', default=','.join(COMPARE_OPTS), help='comma list of optimizers to compare')
-    p.add_argument('--bs', type=int, default=256, help='batch size')
+    p.add_argument('--epochs', type=int, default=5, help='epochs per run (default: 5)')
+    p.add_argument('--seeds', default='3', help='a count N (seeds 0..N-1) or a comma list of seeds (default: 3)')
+    p.add_argument('--opts', default=','.join(COMPARE_OPTS),
+                   help='comma list of optimizers to compare (default: all six)')
+    p.add_argument('--bs', type=int, default=256, help='batch size (default: 256)')
     p.add_argument('--data', default=None,
                    help='folder with the Fashion-MNIST IDX files (default: $MINIAI_DATA, then the cache)')
     p.add_argument('--device', default=None, help='cuda, mps or cpu (default: the best available)')
@@ -231,7 +232,7 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--limit-batches', type=int, default=None, metavar='N',
                    help='use only the first N batches of each epoch (a quick smoke run)')
     p.add_argument('--augment', action=argparse.BooleanOptionalAction, default=True,
-                   help='random crop (pad 4) and horizontal flip of training batches')
+                   help='random crop (pad 4) and horizontal flip of training batches (default: on)')
 
 
 def compare_command(args: argparse.Namespace) -> list[dict]:

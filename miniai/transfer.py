@@ -25,7 +25,8 @@ _BLOCKS = ('layer1', 'layer2', 'layer3', 'layer4')
 def _resnet34_imagenet_state() -> dict[str, torch.Tensor]:
     """torchvision's ImageNet weights for resnet34, from the torch hub cache or downloaded (quietly)."""
     from torchvision.models import ResNet34_Weights
-    with contextlib.redirect_stderr(io.StringIO()):  # torch hub writes 'Downloading: ...' even on failure
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):  # hub says 'Downloading' even offline
         return ResNet34_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
 
 

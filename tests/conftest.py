@@ -20,3 +20,14 @@ def fmnist_dir() -> Path:
         pytest.skip(f'Fashion-MNIST IDX files not found in {folder} (missing {", ".join(missing)}); '
                     f'set MINIAI_DATA to the folder that holds them')
     return folder
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test on one torch thread: tiny models train fastest so, and do not fight other processes for
+    the cores (on a busy machine two threads made BatchNorm ~100x slower)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -29,13 +29,7 @@ main_thread_only = pytest.mark.skipif(threading.current_thread() is not threadin
                                       reason='signals are handled in the main thread only')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (on a busy machine, two threads make BatchNorm ~100x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def make_dls():
@@ -322,5 +316,6 @@ def test_resume_with_the_device_loader_replays_its_shuffles(tmp_path):
 
     ref = run([], 0)
     run([CheckpointCB(tmp_path), StopAfterEpoch(1, CancelFitException)], 0)
-    res = run([], 1234, resume=tmp_path)  # another seed: the loader's own seed must come from the checkpoint
+    # another seed: the loader's own seed must come from the checkpoint
+    res = run([CheckpointCB(tmp_path)], 1234, resume=tmp_path)
     assert torch.equal(ref.model[1].weight, res.model[1].weight)

@@ -4,8 +4,6 @@ import gzip
 import math
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -355,10 +353,3 @@ def test_show_images():
     fig, axs = get_grid(4)
     assert axs.shape == (2, 2) and show_image(ims[0], ax=axs[0, 0], title='t') is axs[0, 0]
     plt.close('all')
-
-
-def test_import_miniai_stays_light():
-    code = ("import sys, miniai, miniai.data, miniai.plot; "
-            "print(sorted(m for m in ('datasets', 'matplotlib.pyplot') if m in sys.modules))")
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == '[]'

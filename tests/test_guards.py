@@ -25,13 +25,7 @@ from miniai.schedulers import CosineAnnealing, OneCycle
 FIT_EVENTS = ('before_fit', 'after_fit', 'cleanup_fit', 'cleanup_epoch', 'cleanup_batch')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (on a busy machine, two threads make BatchNorm ~100x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def dls_of(x, y, bs=4, shuffle=False):

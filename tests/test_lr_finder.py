@@ -29,13 +29,7 @@ SGD = partial(optim.SGD, momentum=0.9)
 OPTS = {'sgd': SGD, 'adamw': partial(optim.AdamW, betas=(0.9, 0.99), weight_decay=0.1)}
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny models train fastest on one thread (which also does not fight other processes for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def tiny_dls(n=64, bs=8, generator=None):

@@ -25,7 +25,8 @@ def test_star_import_gives_every_public_name():
 
 
 def test_import_defers_datasets_and_pyplot():
-    out = run_py('import sys, miniai; print("datasets" in sys.modules, "matplotlib.pyplot" in sys.modules, '
+    out = run_py('import sys, miniai, miniai.data, miniai.plot; '
+                 'print("datasets" in sys.modules, "matplotlib.pyplot" in sys.modules, '
                  '"fastprogress" in sys.modules)')
     assert out.split() == ['False', 'False', 'False']
 

@@ -26,13 +26,7 @@ from miniai.schedulers import OneCycle
 SGD = partial(optim.SGD, momentum=0.9)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny models train fastest on one thread (which also does not fight other processes for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def tiny_dls(n=40, bs=8):

@@ -1,4 +1,4 @@
-"""The `best` recipe's model, its flip TTA, and a 2-batch `miniai fit --recipe best` on tiny IDX files."""
+"""The recipes: the `best` model and its flip TTA, and 2-batch `miniai fit --recipe best|cpu` runs on tiny IDX files."""
 
 import dataclasses
 import json
@@ -60,3 +60,19 @@ def test_fit_best_recipe_two_batches(tiny_fmnist, tmp_path, monkeypatch):
 def test_seed_recipe_stays_the_default():
     args = build_parser().parse_args(['fit'])
     assert args.recipe == 'seed' and RECIPES['seed'].bs == 1024 and RECIPES['seed'].lr == 6e-2
+
+
+def test_cpu_recipe_two_batches(tiny_fmnist, tmp_path):
+    args = build_parser().parse_args(['fit', '--recipe', 'cpu', '--epochs', '1', '--limit-batches', '2',
+                                      '--device', 'cpu', '--data', str(tiny_fmnist), '--out', str(tmp_path / 'run')])
+    res = fit_command(args)
+    assert (args.bs, args.lr) == (RECIPES['cpu'].bs, RECIPES['cpu'].lr)
+    assert any(isinstance(cb, FlipTTACB) for cb in res['learn'].cbs)
+    rows = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
+    assert len(rows) == 1 and np.isfinite(rows[0]['valid_loss'])
+
+
+def test_every_recipe_is_a_cli_choice():
+    recipe_flag = next(a for a in build_parser()._subparsers._group_actions[0].choices['fit']._actions
+                       if a.dest == 'recipe')
+    assert set(recipe_flag.choices) == set(RECIPES)

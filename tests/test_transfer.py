@@ -98,6 +98,18 @@ def test_offline_prints_one_line_and_goes_on(monkeypatch, capsys):
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
 
 
+def test_hub_chatter_is_hidden_when_the_download_fails(tmp_path, monkeypatch, capsys):
+    """The real path through torch hub, with an empty cache and the download failing: torch's own
+    'Downloading: ...' line must not show, only ours."""
+    def no_network(url, dst, *args, **kwargs): raise OSError('no network')
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', no_network)
+    resnet34_for(3, in_channels=1)
+    out = capsys.readouterr()
+    assert (out.out + out.err).splitlines() == ['miniai: ImageNet weights for resnet34 unavailable (offline?); '
+                                                'continuing from random weights']
+
+
 def _n_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
