@@ -148,9 +148,9 @@ class LRFindResult:
         lrs, losses = np.asarray(self.lrs), np.asarray(self.losses)
         ok = np.isfinite(losses)
         ax.plot(lrs[ok], losses[ok])
-        for nm, marker in (('minimum', 'o'), ('steep', 's'), ('valley', '^')):
+        for nm, label, marker in (('minimum', 'minimum/10', 'o'), ('steep', 'steep', 's'), ('valley', 'valley', '^')):
             lr = getattr(self, nm)
-            ax.plot(lr, np.interp(np.log(lr), np.log(lrs[ok]), losses[ok]), marker, label=f'{nm}: {lr:.2e}')
+            ax.plot(lr, np.interp(np.log(lr), np.log(lrs[ok]), losses[ok]), marker, label=f'{label}: {lr:.2e}')
         ax.axvspan(self.lower, self.upper, alpha=0.15, color='gray',
                    label=f'cyclical: {self.lower:.1e} to {self.upper:.1e}')
         ax.set(xscale='log', xlabel='learning rate', ylabel='loss (smoothed)')
