@@ -98,6 +98,20 @@ def test_offline_prints_one_line_and_goes_on(monkeypatch, capsys):
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
 
 
+def test_weights_load_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    """Offline, weights already in the torch hub cache are used: no download is tried."""
+    def no_network(*args, **kwargs): raise AssertionError('tried to download')
+    sd = resnet34().state_dict()
+    cache = tmp_path / 'hub' / 'checkpoints'
+    cache.mkdir(parents=True)
+    from torchvision.models import ResNet34_Weights
+    torch.save(sd, cache / ResNet34_Weights.IMAGENET1K_V1.url.rsplit('/', 1)[-1])
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', no_network)
+    model = resnet34_for(10, in_channels=3)
+    assert torch.equal(model.layer4[0].conv1.weight, sd['layer4.0.conv1.weight'])
+
+
 def test_hub_chatter_is_hidden_when_the_download_fails(tmp_path, monkeypatch, capsys):
     """The real path through torch hub, with an empty cache and the download failing: torch's own
     'Downloading: ...' line must not show, only ours."""
