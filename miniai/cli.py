@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--device and --data may differ)")
     f.add_argument('--limit-batches', type=int, default=None, metavar='N',
                    help='use only the first N batches of each epoch (a quick smoke run)')
-    f.add_argument('--recipe', choices=('seed', 'best', 'cpu'), default='seed',
+    from .recipes import RECIPES
+    f.add_argument('--recipe', choices=list(RECIPES), default='seed',
                    help='seed: the BatchNorm CNN; best: a ResNet, augmentation, flip TTA; cpu: a wider CNN with '
                         'the same extras, for CPUs (miniai.recipes)')
     f.add_argument('--mixed-precision', action='store_true', help='autocast to bf16 (fp16 + scaler) on CUDA')
