@@ -1,4 +1,5 @@
-"""Data-parallel training on `torch.distributed`: any `Learner` runs under `torchrun --nproc_per_node N`.
+"""Data-parallel training on `torch.distributed`: any `Learner` runs under `torchrun --nproc_per_node N` or
+`accelerate launch --multi_gpu --num_processes N` (both set the WORLD_SIZE, RANK and LOCAL_RANK it reads).
 
 `DDPCB` joins the process group (gloo for CPU tensors, NCCL for CUDA ones), wraps the model in
 `DistributedDataParallel` for the fit, gives each process its share of the data and merges the metrics of
@@ -6,6 +7,7 @@
 saves (`is_main_process()`). `miniai fit` adds `DDPCB` by itself when launched with WORLD_SIZE > 1, e.g.
 
     torchrun --nproc_per_node 2 -m miniai fit --device cpu
+    accelerate launch --multi_gpu --num_processes 2 -m miniai fit
 
 In your own script, call `init_distributed()` before putting data or models on a GPU (it picks the GPU of
 this process), build the loaders with `get_dls(..., rank=get_rank(), world_size=get_world_size())` (so
@@ -93,7 +95,7 @@ def shard_loader(dl: Any, rank: int, world_size: int, train: bool = True) -> Any
 
 
 class DDPCB(Callback):
-    """Data-parallel fit over all processes of a `torchrun` launch; does nothing in a single process.
+    """Data-parallel fit over all processes of a `torchrun` or `accelerate launch`; a no-op in one process.
 
     Creating it joins the process group (`init_distributed`). For each fit it shards `learn.dls` (they stay
     sharded; pass `shard=False` if your loaders already give each process its share), wraps `learn.model` in

@@ -1,4 +1,5 @@
-"""Data-parallel training: 2 CPU processes (gloo) launched by torchrun run an unchanged Learner with `DDPCB`.
+"""Data-parallel training: 2 CPU processes (gloo) launched by `torchrun` or by Hugging Face Accelerate's
+`accelerate launch` run an unchanged Learner with `DDPCB`.
 
 Run as a script (`torchrun --nproc_per_node 2 tests/test_distributed.py OUT`), this file is the worker: each
 process trains on synthetic data and writes what it saw to OUT/rank<r>.pt for the tests to check.
@@ -100,18 +101,26 @@ def n_tables(out: str) -> int:
     return sum(line.split() == ['accuracy', 'loss', 'epoch', 'train', 'time'] for line in out.splitlines())
 
 
-def torchrun(*args, timeout=120) -> subprocess.CompletedProcess:
+LAUNCHERS = {  # two processes on this machine; `accelerate launch --multi_gpu` runs torchrun's launcher
+    'torchrun': [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2'],
+    'accelerate': [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+                   '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no'],
+}
+
+
+def launch(launcher: str, *args, timeout=120) -> subprocess.CompletedProcess:
+    if launcher == 'accelerate':
+        pytest.importorskip('accelerate', reason='`accelerate launch` needs Hugging Face Accelerate installed')
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', *args]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    res = subprocess.run([*LAUNCHERS[launcher], *args], capture_output=True, text=True, timeout=timeout, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     return res
 
 
-@pytest.fixture(scope='module')
-def launched(tmp_path_factory):
-    out = tmp_path_factory.mktemp('ddp')
-    proc = torchrun(__file__, str(out))
+@pytest.fixture(scope='module', params=list(LAUNCHERS))
+def launched(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(f'ddp-{request.param}')
+    proc = launch(request.param, __file__, str(out))
     return proc, [torch.load(out / f'rank{r}.pt', weights_only=False) for r in range(2)]
 
 
@@ -195,8 +204,9 @@ def test_shard_loader():
         shard_loader([1, 2], 0, 2)
 
 
-def test_miniai_fit_under_torchrun(fmnist_dir, tmp_path):
-    proc = torchrun('-m', 'miniai', 'fit', '--epochs', '1', '--limit-batches', '2', '--bs', '64',
+@pytest.mark.parametrize('launcher', list(LAUNCHERS))
+def test_miniai_fit_launched(launcher, fmnist_dir, tmp_path):
+    proc = launch(launcher, '-m', 'miniai', 'fit', '--epochs', '1', '--limit-batches', '2', '--bs', '64',
                     '--device', 'cpu', '--data', str(fmnist_dir), '--out', str(tmp_path))
     assert n_tables(proc.stdout) == 1 and proc.stdout.count('valid accuracy') == 1
     assert {p.name for p in tmp_path.iterdir()} >= {'metrics.json', 'curves.png', 'model.pt'}
