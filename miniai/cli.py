@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import optim
 
 __all__ = ['main', 'fit_command', 'OPTIMIZERS', 'SCHEDULES']
@@ -56,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument('--recipe', choices=list(RECIPES), default='seed',
                    help='seed: the BatchNorm CNN; best: a ResNet, augmentation, flip TTA; cpu: a wider CNN with '
                         'the same extras, for CPUs (miniai.recipes)')
+    f.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None,
+                   help="batch augmentation, random crop and flip (default: the recipe's; best, cpu: yes; "
+                        "on a recipe without one, --augment uses best's: 2 px of padding)")
+    f.add_argument('--tta', action=argparse.BooleanOptionalAction, default=None,
+                   help="flip test-time augmentation at validation (default: the recipe's; best, cpu: yes)")
+    f.add_argument('--label-smoothing', type=float, default=None, metavar='EPS',
+                   help="label smoothing of the cross-entropy loss (default: the recipe's; best, cpu: 0.1)")
     f.add_argument('--mixed-precision', action='store_true', help='autocast to bf16 (fp16 + scaler) on CUDA')
     f.add_argument('--channels-last', action='store_true', help='channels-last memory format')
     f.add_argument('--compile', nargs='?', const='default', default=None, metavar='MODE',
@@ -80,16 +88,19 @@ def fit_command(args: argparse.Namespace) -> dict:
     from .metrics import MetricsCB
     from .models import set_seed
     from .progress import ProgressCB
-    from .recipes import RECIPES
+    from .recipes import RECIPES, FlipTTACB
     from .sched import BatchSchedCB, RecorderCB, rec_lr, rec_mom
 
     if args.resume:
         args = resume_args(args)
     recipe = RECIPES[args.recipe]
-    args.bs = recipe.bs if args.bs is None else args.bs
-    args.lr = recipe.lr if args.lr is None else args.lr
+    for k in ('bs', 'lr', 'label_smoothing', 'tta'):  # unset options take the recipe's values
+        if getattr(args, k) is None: setattr(args, k, getattr(recipe, k))
+    if args.augment is None: args.augment = recipe.augment is not None
     if args.epochs < 1: raise SystemExit(f'miniai fit: --epochs must be at least 1 (got {args.epochs}).')
     if args.bs < 1: raise SystemExit(f'miniai fit: --bs must be at least 1 (got {args.bs}).')
+    if not 0 <= args.label_smoothing < 1:
+        raise SystemExit(f'miniai fit: --label-smoothing must be in [0, 1) (got {args.label_smoothing}).')
     distributed = init_distributed()  # under torchrun: join the group before anything goes on a GPU
     device = torch.device(args.device or def_device)
     out = Path(args.out or Path('runs') / time.strftime('%Y%m%d-%H%M%S'))
@@ -98,20 +109,22 @@ def fit_command(args: argparse.Namespace) -> dict:
         (out / 'args.json').write_text(json.dumps(vars(args), indent=2))
     set_seed(args.seed)
     n = args.limit_batches and args.limit_batches * args.bs
+    augment = (recipe.augment or RECIPES['best'].augment) if args.augment else None
     dls = get_dls(bs=args.bs, path=args.data, device=device, n_train=n, n_valid=n, rank=get_rank(),
-                  world_size=get_world_size(), tfm=recipe.tfm)
+                  world_size=get_world_size(), tfm=augment)
 
     model = recipe.model()
     metrics, progress = MetricsCB(accuracy=MulticlassAccuracy()), ProgressCB()
     rec = RecorderCB(lr=rec_lr, mom=rec_mom)
-    cbs = [DeviceCB(device), metrics, progress, rec, *recipe.cbs(),
+    cbs = [DeviceCB(device), metrics, progress, rec, *([FlipTTACB()] if args.tta else []),
            *speed_cbs(args.mixed_precision, args.channels_last, args.compile or False)]
     sched = make_sched(args.sched, args.lr, args.epochs * len(dls.train))
     if sched: cbs.append(BatchSchedCB(sched))
     if distributed: cbs.append(DDPCB())
     ckpt = out / 'checkpoint.pt'
     cbs += [CheckpointCB(ckpt), InterruptCB()]
-    learn = TrainLearner(model, dls, recipe.loss_func, lr=args.lr, cbs=cbs, opt_func=OPTIMIZERS[args.opt])
+    loss_func = partial(F.cross_entropy, label_smoothing=args.label_smoothing)
+    learn = TrainLearner(model, dls, loss_func, lr=args.lr, cbs=cbs, opt_func=OPTIMIZERS[args.opt])
     try:
         learn.fit(args.epochs, resume=ckpt if args.resume else None)
     except KeyboardInterrupt:
@@ -138,7 +151,8 @@ def resume_args(args: argparse.Namespace) -> argparse.Namespace:
         raise SystemExit(f'miniai fit --resume {args.resume}: no args.json there; give the output folder of '
                          'a `miniai fit` run.')
     keep = {k: getattr(args, k) for k in ('device', 'data') if getattr(args, k) is not None}
-    return argparse.Namespace(**{**json.loads(saved.read_text()), **keep, 'resume': args.resume,
+    defaults = vars(build_parser().parse_args(['fit']))  # for options newer than the saved run
+    return argparse.Namespace(**{**defaults, **json.loads(saved.read_text()), **keep, 'resume': args.resume,
                                  'out': args.resume})
 
 

@@ -1,4 +1,5 @@
-"""The recipes: the `best` model and its flip TTA, and 2-batch `miniai fit --recipe best|cpu` runs on tiny IDX files."""
+"""The recipes: the `best` model and its flip TTA, 2-batch `miniai fit --recipe best|cpu` runs on tiny IDX files,
+and the flags that override a recipe's augmentation, TTA and label smoothing."""
 
 import dataclasses
 import json
@@ -10,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from miniai.cli import build_parser, fit_command
+from miniai import BatchAugment
+from miniai.cli import build_parser, fit_command, resume_args
 from miniai.recipes import RECIPES, FlipTTACB, ResBlock, resnet
 
 
@@ -75,3 +77,47 @@ def test_cpu_recipe_two_batches(tiny_fmnist, tmp_path):
 @pytest.mark.parametrize('name', sorted(RECIPES))
 def test_every_recipe_is_a_cli_choice(name):
     assert build_parser().parse_args(['fit', '--recipe', name]).recipe == name
+
+
+def fit_tiny(data, out, *flags):
+    args = build_parser().parse_args(['fit', '--epochs', '1', '--limit-batches', '2', '--device', 'cpu',
+                                      '--data', str(data), '--out', str(out), *flags])
+    return args, fit_command(args)['learn']
+
+
+def extras(learn):
+    """(augmentation of the training batches, flip TTA on, label smoothing) of a fit's Learner."""
+    return (learn.dls.train.tfm, any(isinstance(cb, FlipTTACB) for cb in learn.cbs),
+            learn.loss_func.keywords['label_smoothing'])
+
+
+def test_flags_turn_a_recipes_extras_off(tiny_fmnist, tmp_path):
+    _, learn = fit_tiny(tiny_fmnist, tmp_path / 'on', '--recipe', 'cpu')
+    assert extras(learn) == (RECIPES['cpu'].augment, True, 0.1)
+    args, learn = fit_tiny(tiny_fmnist, tmp_path / 'off', '--recipe', 'cpu', '--no-augment', '--no-tta',
+                           '--label-smoothing', '0')
+    assert extras(learn) == (None, False, 0.)
+    saved = json.loads((tmp_path / 'off' / 'args.json').read_text())
+    assert (saved['augment'], saved['tta'], saved['label_smoothing']) == (False, False, 0.)
+
+
+def test_flags_add_extras_to_the_seed_recipe(tiny_fmnist, tmp_path):
+    _, learn = fit_tiny(tiny_fmnist, tmp_path / 'plain')
+    assert extras(learn) == (None, False, 0.)
+    _, learn = fit_tiny(tiny_fmnist, tmp_path / 'extras', '--augment', '--tta', '--label-smoothing', '0.2')
+    tfm, tta, eps = extras(learn)
+    assert isinstance(tfm, BatchAugment) and tfm.pad == RECIPES['best'].augment.pad and (tta, eps) == (True, 0.2)
+
+
+def test_label_smoothing_out_of_range(tiny_fmnist, tmp_path):
+    with pytest.raises(SystemExit, match=r'--label-smoothing must be in \[0, 1\) \(got 1.0\)'):
+        fit_tiny(tiny_fmnist, tmp_path, '--label-smoothing', '1')
+
+
+def test_resume_reads_args_json_older_than_the_flags(tmp_path):
+    # A run saved before --augment/--tta/--label-smoothing existed resumes with the recipe's choices.
+    saved = {k: v for k, v in vars(build_parser().parse_args(['fit', '--recipe', 'best'])).items()
+             if k not in ('augment', 'tta', 'label_smoothing')}
+    (tmp_path / 'args.json').write_text(json.dumps(saved))
+    args = resume_args(build_parser().parse_args(['fit', '--resume', str(tmp_path)]))
+    assert (args.recipe, args.augment, args.tta, args.label_smoothing) == ('best', None, None, None)
