@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -103,6 +104,8 @@ def fit_command(args: argparse.Namespace) -> dict:
         raise SystemExit(f'miniai fit: --label-smoothing must be in [0, 1) (got {args.label_smoothing}).')
     distributed = init_distributed()  # under torchrun: join the group before anything goes on a GPU
     device = torch.device(args.device or def_device)
+    if recipe.cpu_note and device.type == 'cpu' and is_main_process():
+        warnings.warn(f'miniai fit --recipe {args.recipe} on the CPU: {recipe.cpu_note}', stacklevel=2)
     out = Path(args.out or Path('runs') / time.strftime('%Y%m%d-%H%M%S'))
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)

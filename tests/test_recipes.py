@@ -4,6 +4,7 @@ and the flags that override a recipe's augmentation, TTA and label smoothing."""
 import dataclasses
 import json
 import struct
+import warnings
 from functools import partial
 
 import numpy as np
@@ -53,7 +54,8 @@ def test_fit_best_recipe_two_batches(tiny_fmnist, tmp_path, monkeypatch):
     args = build_parser().parse_args(['fit', '--recipe', 'best', '--epochs', '1', '--bs', '4',
                                       '--limit-batches', '2', '--device', 'cpu', '--data', str(tiny_fmnist),
                                       '--out', str(tmp_path / 'run')])
-    res = fit_command(args)
+    with pytest.warns(UserWarning, match=r'--recipe best on the CPU: .* made for a GPU.* `--recipe cpu`'):
+        res = fit_command(args)
     assert args.lr == RECIPES['best'].lr and isinstance(res['learn'].model[0], ResBlock)
     rows = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
     assert len(rows) == 1 and np.isfinite(rows[0]['valid_loss'])
@@ -67,7 +69,9 @@ def test_seed_recipe_stays_the_default():
 def test_cpu_recipe_two_batches(tiny_fmnist, tmp_path):
     args = build_parser().parse_args(['fit', '--recipe', 'cpu', '--epochs', '1', '--limit-batches', '2',
                                       '--device', 'cpu', '--data', str(tiny_fmnist), '--out', str(tmp_path / 'run')])
-    res = fit_command(args)
+    with warnings.catch_warnings():
+        warnings.filterwarnings('error', message='miniai fit')  # the cpu recipe has no CPU warning
+        res = fit_command(args)
     assert (args.bs, args.lr) == (RECIPES['cpu'].bs, RECIPES['cpu'].lr)
     assert any(isinstance(cb, FlipTTACB) for cb in res['learn'].cbs)
     rows = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
