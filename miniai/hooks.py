@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .learner import Callback, Learner
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ['Hook', 'Hooks', 'HooksCallback', 'ActivationStats', 'append_stats', 'get_hist', 'get_min']
 
@@ -37,7 +41,7 @@ class Hooks(list):
         for h in self: h.remove()
 
 
-def append_stats(hook: Hook, mod: nn.Module, inp, outp: torch.Tensor) -> None:
+def append_stats(hook: Hook, mod: nn.Module, inp: tuple, outp: torch.Tensor) -> None:
     """Hook function: keep the mean, std and a 40-bin histogram of |activation| for training batches."""
     if not mod.training: return
     if not hasattr(hook, 'stats'): hook.stats = ([], [], [])
@@ -84,7 +88,7 @@ class ActivationStats(HooksCallback):
     def __init__(self, mod_filter: Callable[[nn.Module], bool] = lambda m: True):
         super().__init__(append_stats, mod_filter)
 
-    def color_dim(self, figsize: tuple[float, float] = (11, 5)):
+    def color_dim(self, figsize: tuple[float, float] = (11, 5)) -> Figure:
         """Histogram of activations over time, one panel per hooked module; returns the figure."""
         from .plot import get_grid, show_image
         fig, axes = get_grid(len(self), figsize=figsize)
@@ -92,7 +96,7 @@ class ActivationStats(HooksCallback):
             show_image(get_hist(h), ax, origin='lower')
         return fig
 
-    def dead_chart(self, figsize: tuple[float, float] = (11, 5)):
+    def dead_chart(self, figsize: tuple[float, float] = (11, 5)) -> Figure:
         """Share of near-zero activations over time, per hooked module; returns the figure."""
         from .plot import get_grid
         fig, axes = get_grid(len(self), figsize=figsize)
@@ -101,7 +105,7 @@ class ActivationStats(HooksCallback):
             ax.set_ylim(0, 1)
         return fig
 
-    def plot_stats(self, figsize: tuple[float, float] = (10, 4)):
+    def plot_stats(self, figsize: tuple[float, float] = (10, 4)) -> Figure:
         """Mean and std of each hooked module's activations per batch; returns the figure."""
         from .plot import subplots
         fig, axs = subplots(1, 2, figsize=figsize)

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,10 @@ from .hooks import HooksCallback
 from .learner import Callback, CancelEpochException, CancelFitException, Learner
 from .metrics import MetricsCB
 from .sched import BaseSchedCB, RecorderCB
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ['LRFinderCB', 'suggest_lrs', 'LRFindResult', 'lr_find', 'PAUSED_IN_LR_FIND']
 
@@ -140,7 +145,7 @@ class LRFindResult:
         k = len(self.lrs) // 10
         vars(self).update(suggest_lrs(self.lrs, self.losses, skip_start=k, skip_end=min(5, k)))
 
-    def plot(self, ax=None):
+    def plot(self, ax: Axes | None = None) -> Figure:
         """Smoothed loss against lr (log axis), each suggestion marked and labelled, the cyclical range
         shaded; returns the figure."""
         import matplotlib.pyplot as plt

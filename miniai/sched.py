@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .guards import check_sched_steps
 from .learner import Callback, Learner
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ['BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'RecorderCB', 'rec_lr', 'rec_mom']
 
@@ -88,7 +91,7 @@ class RecorderCB(Callback):
     def after_step(self, learn: Learner) -> None:
         for k, fn in self.fns.items(): self.recs[k].append(float(fn(self)))
 
-    def plot(self, figsize: tuple[float, float] | None = None):
+    def plot(self, figsize: tuple[float, float] | None = None) -> Figure:
         """Plot each recorded series in its own labelled panel against the training batch; returns the figure."""
         from .plot import subplots
         n = len(self.recs)
