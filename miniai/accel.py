@@ -46,11 +46,11 @@ class MixedPrecision(Callback):
     def __init__(self, dtype: torch.dtype | None = None):
         self.dtype = dtype
         self.autocast: torch.autocast | None = None
+        self.scaler: torch.amp.GradScaler | None = None
 
     def before_fit(self, learn: Learner) -> None:
         dev = _model_device(learn.model)
         self.device_type, self.fit_dtype = dev.type, self.dtype or amp_dtype(dev)
-        self.scaler = None
         if self.fit_dtype != torch.float16:
             return
         self.scaler = torch.amp.GradScaler(self.device_type)
@@ -76,6 +76,7 @@ class MixedPrecision(Callback):
     def cleanup_fit(self, learn: Learner) -> None:
         if self.scaler is not None:
             del learn.backward, learn.step
+            self.scaler = None
 
 
 class ChannelsLastCB(Callback):

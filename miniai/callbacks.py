@@ -14,8 +14,9 @@ __all__ = ['TrainCB', 'DeviceCB', 'SingleBatchCB', 'BatchTransformCB']
 
 
 class TrainCB(Callback):
-    """Supplies the training steps to a plain `Learner` (`n_inp` inputs, then the target)."""
+    """Supplies the training steps to a plain `Learner` (`n_inp` inputs, then the target; sets `learn.n_inp`)."""
     def __init__(self, n_inp: int = 1): self.n_inp = n_inp
+    def before_fit(self, learn: Learner) -> None: learn.n_inp = self.n_inp
 
     def predict(self, learn: Learner) -> None:
         check_batch(learn.batch, self.n_inp)

@@ -21,9 +21,10 @@ from torch import nn
 
 from .distributed import get_world_size, is_main_process
 from .learner import Callback, Learner
+from .metrics import fit_metrics
 
 __all__ = ['CheckpointError', 'atomic_save', 'load_checkpoint', 'check_model_state', 'CheckpointCB',
-           'InterruptCB']
+           'InterruptCB', 'FitInterrupted']
 
 
 class CheckpointError(ValueError):
@@ -130,7 +131,7 @@ class CheckpointCB(Callback):
     def before_fit(self, learn: Learner) -> None:
         if self.monitor is None:
             return
-        metrics = getattr(learn, 'metrics', None)
+        metrics = fit_metrics(learn)
         if metrics is None:
             raise ValueError(f'CheckpointCB(monitor={self.monitor!r}) needs a MetricsCB in the Learner.')
         names = [f'{ph}_loss' for ph in learn.phases] + [
@@ -162,11 +163,18 @@ class CheckpointCB(Callback):
             learn.save(self.path)
 
 
+class FitInterrupted(KeyboardInterrupt):
+    """The `KeyboardInterrupt` that `InterruptCB` raises between batches: the Learner's state is whole, so a
+    checkpoint saved now (`learn.save`) resumes exactly. A plain `KeyboardInterrupt` may come mid-batch (after
+    the step, before the counters), when a checkpoint would not resume exactly."""
+
+
 class InterruptCB(Callback):
-    """Ctrl-C (SIGINT) during a fit raises `KeyboardInterrupt` only at the end of the current batch, so that a
-    checkpoint saved then (`learn.save`) resumes exactly; a second Ctrl-C interrupts at once. Only in the main
-    thread (where Python handles signals) of a single-process run (the processes of a distributed run could
-    stop at different batches, and hang); the previous handler is put back when the fit ends."""
+    """Ctrl-C (SIGINT) during a fit raises `FitInterrupted` at the end of the current batch (or, after the last
+    batch, at the end of the fit), so that a checkpoint saved then resumes exactly; a second Ctrl-C raises a
+    plain `KeyboardInterrupt` at once. Only in the main thread (where Python handles signals) of a
+    single-process run (the processes of a distributed run could stop at different batches, and hang); the
+    previous handler is put back when the fit ends."""
     order = 100  # after every other `after_batch`: the batch is complete when it stops
 
     def __init__(self):
@@ -185,7 +193,9 @@ class InterruptCB(Callback):
 
     def after_batch(self, learn: Learner) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            raise FitInterrupted
+
+    after_fit = after_batch  # a Ctrl-C after the last batch (e.g. while the last checkpoint was written)
 
     def cleanup_fit(self, learn: Learner) -> None:
         if self._old is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 import warnings
 from functools import partial
@@ -22,15 +23,16 @@ SCHEDULES = ('onecycle', 'cosine', 'cyclic', 'none')
 
 def make_sched(name: str, lr: float, total_steps: int):
     """The scheduler factory (taking the optimizer) for `--sched name`, or None for a constant lr."""
-    from .schedulers import CosineAnnealing, CyclicLR, OneCycle
-    if name == 'onecycle': return partial(OneCycle, max_lr=lr, total_steps=total_steps)
+    from .schedulers import CosineAnnealing, CyclicLR, OneCycle, get_mom
+
+    def has_mom(opt) -> bool:  # momentum cycles only where the optimizer has some (not Adagrad, Adadelta)
+        return all(get_mom(pg) is not None for pg in opt.param_groups)
+    if name == 'onecycle':
+        return lambda opt: OneCycle(opt, max_lr=lr, total_steps=total_steps, cycle_momentum=has_mom(opt))
     if name == 'cosine': return partial(CosineAnnealing, T_max=total_steps)
     if name == 'cyclic':  # the first article's triangle: one cycle from lr/6 up to lr and back
-        def cyclic(opt):
-            has_mom = any('momentum' in pg or 'betas' in pg for pg in opt.param_groups)
-            return CyclicLR(opt, base_lr=lr / 6, max_lr=lr, step_size_up=max(1, total_steps // 2),
-                            cycle_momentum=has_mom)
-        return cyclic
+        return lambda opt: CyclicLR(opt, base_lr=lr / 6, max_lr=lr, step_size_up=max(1, total_steps // 2),
+                                    cycle_momentum=has_mom(opt))
     return None
 
 
@@ -81,7 +83,7 @@ def fit_command(args: argparse.Namespace) -> dict:
 
     from .accel import speed_cbs
     from .callbacks import DeviceCB
-    from .checkpoint import CheckpointCB, InterruptCB
+    from .checkpoint import CheckpointCB, FitInterrupted, InterruptCB
     from .data import get_dls
     from .device import def_device
     from .distributed import DDPCB, get_rank, get_world_size, init_distributed, is_main_process
@@ -98,8 +100,10 @@ def fit_command(args: argparse.Namespace) -> dict:
     for k in ('bs', 'lr', 'label_smoothing', 'tta'):  # unset options take the recipe's values
         if getattr(args, k) is None: setattr(args, k, getattr(recipe, k))
     if args.augment is None: args.augment = recipe.augment is not None
-    if args.epochs < 1: raise SystemExit(f'miniai fit: --epochs must be at least 1 (got {args.epochs}).')
-    if args.bs < 1: raise SystemExit(f'miniai fit: --bs must be at least 1 (got {args.bs}).')
+    limit = 1 if args.limit_batches is None else args.limit_batches
+    for flag, v in (('--epochs', args.epochs), ('--bs', args.bs), ('--limit-batches', limit)):
+        if v < 1: raise SystemExit(f'miniai fit: {flag} must be at least 1 (got {v}).')
+    if not args.lr > 0: raise SystemExit(f'miniai fit: --lr must be positive (got {args.lr}).')
     if not 0 <= args.label_smoothing < 1:
         raise SystemExit(f'miniai fit: --label-smoothing must be in [0, 1) (got {args.label_smoothing}).')
     distributed = init_distributed()  # under torchrun: join the group before anything goes on a GPU
@@ -130,10 +134,16 @@ def fit_command(args: argparse.Namespace) -> dict:
     learn = TrainLearner(model, dls, loss_func, lr=args.lr, cbs=cbs, opt_func=OPTIMIZERS[args.opt])
     try:
         learn.fit(args.epochs, resume=ckpt if args.resume else None)
-    except KeyboardInterrupt:
+    except FitInterrupted:  # between batches: the state is whole
         if is_main_process():
             learn.save(ckpt)
             print(f'Interrupted: saved {ckpt}; continue with: miniai fit --resume {out}')
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:  # mid-batch (a second Ctrl-C, or a distributed run): a save would not resume exactly
+        if is_main_process():
+            kept = (f'the last checkpoint, {ckpt}, is kept; continue with: miniai fit --resume {out}'
+                    if ckpt.is_file() else 'no checkpoint was saved yet (one is written after every epoch)')
+            print(f'Interrupted mid-batch, so nothing was saved: {kept}')
         raise SystemExit(130) from None
 
     rows = epoch_rows(metrics.history)
@@ -183,7 +193,9 @@ def save_curves(path: Path, losses: list[float], valid_losses: list[float], n_ba
     axs[0].plot([(i + 1) * n_batches for i in range(len(valid_losses))], valid_losses, 'o-', label='valid')
     axs[0].set(title='loss', xlabel='batch')
     axs[0].legend()
-    for ax, k, title in ((axs[1], 'lr', 'learning rate'), (axs[2], 'mom', 'momentum (beta1)')):
+    no_mom = all(math.isnan(m) for m in recs['mom'])
+    for ax, k, title in ((axs[1], 'lr', 'learning rate'),
+                         (axs[2], 'mom', 'momentum: none (this optimizer has none)' if no_mom else 'momentum (beta1)')):
         ax.plot(recs[k])
         ax.set(title=title, xlabel='batch')
     fig.tight_layout()

@@ -212,7 +212,11 @@ class DataLoaders:
         """Torch DataLoaders over `dd`'s `train` split (shuffled; `drop_last` applies to it only) and its
         `validation`/`valid`/`test` split; batches are `(x, y)` tuples if `as_tuple`, else dicts.
         `kwargs` (`num_workers`, `generator`, ...) go to both DataLoaders."""
-        valid = next(k for k in ('validation', 'valid', 'test') if k in dd)
+        valid = next((k for k in ('validation', 'valid', 'test') if k in dd), None)
+        if 'train' not in dd or valid is None:
+            raise ValueError(f"DataLoaders.from_dd: needs a 'train' split and a 'validation', 'valid' or 'test' "
+                             f"split; this DatasetDict has {list(dd)}. Rename its splits, or split one off with "
+                             "dd = dd['train'].train_test_split(test_size=0.1) (its 'test' split serves).")
         collate = collate_dict(dd['train']) if as_tuple else default_collate
         return cls(DataLoader(dd['train'], batch_size, shuffle=True, drop_last=drop_last, collate_fn=collate,
                               **kwargs),

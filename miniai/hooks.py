@@ -67,11 +67,14 @@ class HooksCallback(Callback):
     def __init__(self, hookfunc: Callable, mod_filter: Callable[[nn.Module], bool] = lambda m: True,
                  on_train: bool = True, on_valid: bool = False, mods: Iterable[nn.Module] | None = None):
         self.hookfunc, self.mod_filter, self.on_train, self.on_valid = hookfunc, mod_filter, on_train, on_valid
-        self.mods = mods
+        self.mods = None if mods is None else list(mods)  # a list: a generator would be empty from the 2nd fit
+        if self.mods == []:
+            raise ValueError('HooksCallback: mods is empty; give the modules to hook, or leave it out to hook '
+                             'those mod_filter picks.')
         self.hooks = Hooks([], hookfunc)
 
     def before_fit(self, learn: Learner) -> None:
-        mods = self.mods or [m for m in learn.model.modules() if self.mod_filter(m)]
+        mods = self.mods if self.mods is not None else [m for m in learn.model.modules() if self.mod_filter(m)]
         self.hooks = Hooks(mods, self._hookfunc)
 
     def _hookfunc(self, *args, **kwargs) -> None:

@@ -15,6 +15,8 @@ the batch (its `after_batch` too) and goes on with the next batch; `CancelEpochE
 of the epoch (its `after_epoch` too) and goes on with the next one; `CancelFitException` ends the fit
 (skipping `after_fit`). The matching `cleanup_*` event always runs, also when any other exception
 (a `KeyboardInterrupt`, a bug in a callback, a `NonFiniteLossError`) passes through, which is then re-raised.
+Every cleanup handler runs even if an earlier one fails: their errors become notes on the exception passing
+through, or, when there is none, the first of them is raised once all have run.
 
 NaN guard: each training loss is checked after `after_loss` and before `backward` (`nan_guard=True`, the
 default): a NaN or infinite loss raises `NonFiniteLossError`, leaving the weights, optimizer state and
@@ -51,7 +53,8 @@ from torch import nn, optim
 from .guards import NonFiniteLossError, call_loss, call_model, check_batch
 
 __all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'run_cbs',
-           'with_cbs', 'Learner', 'TrainLearner', 'MomentumLearner', 'get_rng_state', 'set_rng_state']
+           'with_cbs', 'Learner', 'TrainLearner', 'MomentumLearner', 'get_rng_state', 'set_rng_state',
+           'loader_generators']
 
 
 class CancelFitException(Exception):
@@ -98,9 +101,17 @@ class with_cbs:
                 o.callback(f'after_{nm}')
             except cancel:
                 pass
-            finally:
-                o.callback(f'cleanup_{nm}')
+            except BaseException as e:
+                o.cleanup(f'cleanup_{nm}', e)
+                raise
+            o.cleanup(f'cleanup_{nm}')
         return _f
+
+
+def loader_generators(dl: Any) -> list[torch.Generator]:
+    """The generators of its own that a DataLoader shuffles with (`DataLoader(..., generator=g)`)."""
+    gs = (getattr(dl, 'generator', None), getattr(getattr(dl, 'sampler', None), 'generator', None))
+    return list({id(g): g for g in gs if isinstance(g, torch.Generator)}.values())
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -133,7 +144,9 @@ class Learner:
     done in this fit), `pct_train` (fraction done) and `resume_iter` (batches of this epoch done before a
     mid-epoch resume; else 0). `splitter(model)`, if given, returns the param groups handed to `opt_func`
     (discriminative lrs). `nan_guard=False` turns off the check of each training loss (`NonFiniteLossError`).
+    `n_inp`: how many items of a batch are the model's inputs (the rest are targets).
     """
+    n_inp = 1
     def __init__(self, model: nn.Module, dls: Any = (0,), loss_func: Callable = F.mse_loss, lr: float = 0.1,
                  cbs: Iterable[Callback] | None = None, opt_func: Callable = optim.SGD,
                  splitter: Callable | None = None, nan_guard: bool = True):
@@ -144,11 +157,11 @@ class Learner:
         self._handlers: dict[str, list[Callable]] = {}
         self.epoch, self.iter, self.train_iter, self.n_epochs, self.n_iter = 0, 0, 0, 0, 0
         self.phases, self.phase, self.resume_iter = ('train', 'valid'), 'train', 0
-        # The current phase's (epoch, phase, random state and train_iter at its start), whether it is done,
-        # the checkpoint being resumed (until its first phase starts), and the BatchNorm buffers (and a copy)
-        # that the NaN guard puts back.
+        # The current phase's (epoch, phase, random state at its start), its batches done (trained or
+        # cancelled) and whether it is done, the checkpoint being resumed (until its first phase starts), and
+        # the BatchNorm buffers (and a copy) that the NaN guard puts back.
         self._at: tuple | None = None
-        self._phase_done, self._ck = False, None
+        self._n_done, self._phase_done, self._ck = 0, False, None
         self._norm_bufs: list[torch.Tensor] = []
         self._norm_copy: list[torch.Tensor] = []
         for cb in cbs or ():
@@ -167,20 +180,43 @@ class Learner:
         self._handlers.clear()
         return self
 
-    def callback(self, method_nm: str) -> None:
-        """Run event `method_nm` on every callback that handles it (the sorted handlers are cached)."""
+    def _handlers_of(self, method_nm: str) -> list[Callable]:
+        """The callbacks' `method_nm` methods in `order` (cached until the callbacks change)."""
         handlers = self._handlers.get(method_nm)
         if handlers is None:
             cbs = sorted(self.cbs, key=attrgetter('order'))
             handlers = self._handlers[method_nm] = [m for cb in cbs if (m := getattr(cb, method_nm, None))]
-        for m in handlers:
+        return handlers
+
+    def callback(self, method_nm: str) -> None:
+        """Run event `method_nm` on every callback that handles it."""
+        for m in self._handlers_of(method_nm):
             m(self)
+
+    def cleanup(self, method_nm: str, error: BaseException | None = None) -> None:
+        """Run a `cleanup_*` event: every handler runs even if one fails. Their errors become notes on `error`
+        (the exception ending the fit, epoch or batch) if there is one; else the first is raised after all ran."""
+        failed: list[tuple[str, Exception]] = []
+        for m in self._handlers_of(method_nm):
+            try:
+                m(self)
+            except Exception as e:
+                failed.append((type(getattr(m, '__self__', m)).__name__, e))
+        if not failed:
+            return
+        target = error or failed[0][1]
+        for name, e in failed[error is None:]:
+            target.add_note(f'{method_nm} of {name} also failed: {type(e).__name__}: {e}')
+        if error is None:
+            raise target
 
     def __getattr__(self, name: str):
         # `predict`, `get_loss`, ... of a plain Learner are events, so that e.g. `TrainCB` can supply them.
         if name in ('predict', 'get_loss', 'backward', 'step', 'zero_grad'):
             return lambda: self.callback(name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        why = (': nothing set it. A plain Learner gets its training steps (predict, get_loss, ...) from '
+               'callbacks: add TrainCB(), or use TrainLearner' if name in ('preds', 'loss') else '')
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}{why}")
 
     # -- the loop ----------------------------------------------------------------------------------
     @property
@@ -208,17 +244,22 @@ class Learner:
         if not isinstance(n_epochs, int) or isinstance(n_epochs, bool) or n_epochs < 1:
             raise ValueError(f"fit(n_epochs={n_epochs!r}): n_epochs must be a positive whole number of "
                              "epochs.")
-        ck = None if resume is None else self._read_checkpoint(resume, n_epochs)
+        phases = ('train',) * train + ('valid',) * valid
+        ck = None if resume is None else self._read_checkpoint(resume, n_epochs, phases)
         cbs = list(cbs or ())
         for cb in cbs:
             self.add_cb(cb)
         try:
             if self.opt is None:
                 self.create_opt(lr)
-            elif lr is not None:
+            if ck is not None:  # all checks pass before anything is restored
+                self._check_opt(ck)
+                self.model.load_state_dict(ck['model'])
+            if lr is not None:
                 for pg in self.opt.param_groups:
                     pg['lr'] = lr
-            self.phases = ('train',) * train + ('valid',) * valid
+                    pg.pop('initial_lr', None)  # so that a scheduler built in this fit starts from `lr`
+            self.phases = phases
             self._check_loaders()
             self.n_epochs, self.epochs = n_epochs, range(ck['epoch'] if ck else 0, n_epochs)
             self.n_iter = n_epochs * len(self.dls.train) if train else 0
@@ -260,7 +301,7 @@ class Learner:
                 return  # this epoch's training was done before the checkpoint
             self._set_random_state(ck['start'])
             self.resume_iter, self._ck = ck['iter'], None
-        self._at = (self.epoch, self.phase, self._random_state(), self.train_iter - self.resume_iter)
+        self._at, self._n_done = (self.epoch, self.phase, self._random_state()), self.resume_iter
         self._phase_done = False
         self.model.train(training)
         self.dl = self.dls.train if training else self.dls.valid
@@ -276,6 +317,7 @@ class Learner:
         for i, batch in enumerate(batches, self.resume_iter):
             self.iter, self.batch = i, batch
             self._one_batch()
+            self._n_done = i + 1  # also when the batch was cancelled: a resume goes on after it
         self._phase_done = True
 
     @with_cbs('batch')
@@ -296,6 +338,7 @@ class Learner:
             self.callback('after_step')
             self.zero_grad()
             self.train_iter += 1
+        self._n_done = self.iter + 1  # the batch is trained: a checkpoint saved in `after_batch` is past it
 
     def _check_loss(self) -> None:
         """Raise `NonFiniteLossError` if the loss is NaN or infinite (one read of the loss)."""
@@ -323,13 +366,19 @@ class Learner:
         return atomic_save(self.state_dict(), path)
 
     def load(self, path: str | os.PathLike) -> Learner:
-        """Restore a checkpoint: model, optimizer, counters, callback states and random state.
-        To continue the run it came from, use `fit(n_epochs, resume=path)` instead."""
+        """Restore a checkpoint: model, optimizer, counters and position (`save` then writes the same one),
+        callback states and random state. To continue the run it came from, use `fit(n_epochs, resume=path)`."""
         ck = self._read_checkpoint(path)
         if self.opt is None and ck['opt'] is not None:
             self.create_opt()
+        self._check_opt(ck)
+        self.model.load_state_dict(ck['model'])
         self._restore(ck)
+        self.epoch, self.n_epochs = ck['epoch'], ck['n_epochs']
+        self._at, self._n_done, self._phase_done = (ck['epoch'], ck['phase'], ck['start']), ck['iter'], False
         self._set_random_state(ck['start'])
+        if ck['rng_now'] is not None:
+            set_rng_state(ck['rng_now'])
         return self
 
     def state_dict(self) -> dict[str, Any]:
@@ -349,23 +398,34 @@ class Learner:
         """(epoch, phase, training batches of it done, random state at the phase's start or None for now)."""
         if self._at is None:
             return 0, self.phases[0], 0, None
-        epoch, phase, start, start_iter = self._at
+        epoch, phase, start = self._at
         if not self._phase_done:
-            return epoch, phase, (self.train_iter - start_iter if phase == 'train' else 0), start
+            return epoch, phase, (self._n_done if phase == 'train' else 0), start
         i = self.phases.index(phase) + 1
         if i < len(self.phases):
             return epoch, self.phases[i], 0, None
         return epoch + 1, self.phases[0], 0, None
 
     def _random_state(self) -> dict[str, Any]:
-        dls = {k: dl.state_dict() for k in ('train', 'valid')
-               if callable(getattr(dl := getattr(self.dls, k, None), 'state_dict', None))}
+        """The global RNGs and each loader's state: its `state_dict()`, else its own generators' states."""
+        dls = {}
+        for k in ('train', 'valid'):
+            dl = getattr(self.dls, k, None)
+            if callable(getattr(dl, 'state_dict', None)):
+                dls[k] = dl.state_dict()
+            elif gens := loader_generators(dl):
+                dls[k] = {'generators': [g.get_state() for g in gens]}
         return {'rng': get_rng_state(), 'dls': dls}
 
     def _set_random_state(self, s: dict[str, Any]) -> None:
         set_rng_state(s['rng'])
         for k, sd in s['dls'].items():
-            getattr(self.dls, k).load_state_dict(sd)
+            dl = getattr(self.dls, k)
+            if callable(getattr(dl, 'load_state_dict', None)):
+                dl.load_state_dict(sd)
+            else:
+                for g, state in zip(loader_generators(dl), sd['generators'], strict=True):
+                    g.set_state(state)
 
     def _stateful_cbs(self) -> dict[str, Callback]:
         """The callbacks with `state_dict`, keyed by class name and index among those of that class."""
@@ -377,23 +437,38 @@ class Learner:
                 seen[name] += 1
         return res
 
-    def _read_checkpoint(self, path: str | os.PathLike, n_epochs: int | None = None) -> dict[str, Any]:
-        """Read a checkpoint and load its weights into the model (which must be the same architecture)."""
+    def _read_checkpoint(self, path: str | os.PathLike, n_epochs: int | None = None,
+                         phases: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Read a checkpoint and check that it fits the model (the same architecture) and, for a resume,
+        the fit (`n_epochs`, `phases`); loads nothing."""
         from .checkpoint import check_model_state, load_checkpoint
         ck = load_checkpoint(path)
         if n_epochs is not None and ck['epoch'] > n_epochs:
             raise ValueError(f"fit({n_epochs}, resume=...): the checkpoint has done {ck['epoch']} epochs; "
                              f"n_epochs is the run's total number of epochs, so pass at least {ck['epoch']}.")
+        if n_epochs is not None and ck['epoch'] < n_epochs and ck['phase'] not in phases:
+            raise ValueError(f"fit(..., resume=...): the checkpoint stopped in the {ck['phase']} phase of epoch "
+                             f"{ck['epoch']}, which this fit (phases {phases}) does not run; resume with the "
+                             "train/valid arguments of the fit that saved it.")
         check_model_state(self.model, ck['model'], path)
-        self.model.load_state_dict(ck['model'])
         return ck
+
+    def _check_opt(self, ck: dict[str, Any]) -> None:
+        """Raise if checkpoint `ck`'s optimizer state does not fit `self.opt` (type and param groups)."""
+        if ck['opt'] is None:
+            return
+        if type(self.opt).__name__ != ck['opt_type']:
+            raise ValueError(f"The checkpoint's optimizer is {ck['opt_type']} but this Learner's is "
+                             f"{type(self.opt).__name__}: build the Learner with the same opt_func.")
+        saved = [len(pg['params']) for pg in ck['opt']['param_groups']]
+        own = [len(pg['params']) for pg in self.opt.param_groups]
+        if saved != own:
+            raise ValueError(f"The checkpoint's optimizer has param groups of {saved} parameters, this Learner's "
+                             f"of {own}: build the Learner with the same splitter as the run that saved it.")
 
     def _restore(self, ck: dict[str, Any]) -> None:
         """Restore the optimizer, the counters and the callback states of checkpoint `ck`."""
         if ck['opt'] is not None:
-            if type(self.opt).__name__ != ck['opt_type']:
-                raise ValueError(f"The checkpoint's optimizer is {ck['opt_type']} but this Learner's is "
-                                 f"{type(self.opt).__name__}: build the Learner with the same opt_func.")
             pgs = self.opt.param_groups
             self.opt.load_state_dict(ck['opt'])
             for old, new in zip(pgs, self.opt.param_groups, strict=True):

@@ -2,8 +2,9 @@
 watch the smoothed loss, and pick a learning rate from the curve.
 
 `learn.lr_find()` leaves no trace: weights, buffers, gradients, the optimizer, the RNGs, the training loader's
-position, the training mode, the device and the Learner's own attributes (counters, checkpoint position) are
-all put back, so `lr_find(); fit()` trains exactly as `fit()`, and a checkpoint saved after it is unchanged.
+position, the training mode, the device, the Learner's own attributes (counters, checkpoint position) and the
+state of the callbacks that run during it (e.g. `ProgressCB.losses`) are all put back, so `lr_find(); fit()`
+trains exactly as `fit()`, and a checkpoint saved after it is unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from .checkpoint import CheckpointCB
 from .hooks import HooksCallback
-from .learner import Callback, CancelEpochException, CancelFitException, Learner
+from .learner import Callback, CancelEpochException, CancelFitException, Learner, loader_generators
 from .metrics import MetricsCB
 from .sched import BaseSchedCB, RecorderCB
 
@@ -60,6 +61,7 @@ class LRFinderCB(Callback):
             raise ValueError(f"LRFinderCB: smooth is the moving average's decay, in [0, 1); got {smooth!r}")
         self.start_lr, self.end_lr, self.num_it = start_lr, end_lr, num_it
         self.smooth, self.stop_div = smooth, stop_div
+        self._nan_guard: bool | None = None
 
     def before_fit(self, learn: Learner) -> None:
         self.lrs: list[float] = []
@@ -69,7 +71,8 @@ class LRFinderCB(Callback):
         learn.nan_guard = learn.nan_guard and self.stop_div
 
     def cleanup_fit(self, learn: Learner) -> None:
-        learn.nan_guard = self._nan_guard
+        if self._nan_guard is not None:  # None: `before_fit` did not get here (an earlier callback's raised)
+            learn.nan_guard, self._nan_guard = self._nan_guard, None
 
     def before_epoch(self, learn: Learner) -> None:
         if not learn.training:
@@ -163,12 +166,6 @@ class LRFindResult:
         return fig
 
 
-def _generators(dl) -> list[torch.Generator]:
-    """The generators of its own that a DataLoader shuffles with (`DataLoader(..., generator=g)`)."""
-    gs = (getattr(dl, 'generator', None), getattr(getattr(dl, 'sampler', None), 'generator', None))
-    return list({id(g): g for g in gs if isinstance(g, torch.Generator)}.values())
-
-
 @contextmanager
 def _no_trace(learn: Learner) -> Iterator[None]:
     """Pauses the `PAUSED_IN_LR_FIND` callbacks; puts back what training changes, also if the block raises."""
@@ -178,7 +175,7 @@ def _no_trace(learn: Learner) -> Iterator[None]:
     modes = [m.training for m in model.modules()]
     devices = {t.device for t in chain(model.parameters(), model.buffers())}
     opt_sd = None if opt is None else copy.deepcopy(opt.state_dict())
-    gens, dl_epoch = _generators(dl), getattr(dl, 'epoch', None)  # e.g. `DeviceLoader` counts its epochs
+    gens, dl_epoch = loader_generators(dl), getattr(dl, 'epoch', None)  # e.g. `DeviceLoader` counts its epochs
     dl_sd = copy.deepcopy(dl.state_dict()) if callable(getattr(dl, 'state_dict', None)) else None
     cuda = torch.cuda.is_available()
     rngs = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
@@ -186,6 +183,7 @@ def _no_trace(learn: Learner) -> Iterator[None]:
     for cb in cbs:
         if getattr(cb, 'skip_in_lr_find', isinstance(cb, PAUSED_IN_LR_FIND)):
             learn.remove_cb(cb)
+    running = [(cb, copy.deepcopy(cb.state_dict())) for cb in learn.cbs if callable(getattr(cb, 'state_dict', None))]
     try:
         yield
     finally:
@@ -193,6 +191,8 @@ def _no_trace(learn: Learner) -> Iterator[None]:
             learn.remove_cb(cb)
         for cb in cbs:  # all of them again, in their old order
             learn.add_cb(cb)
+        for cb, sd in running:  # e.g. `ProgressCB.losses`: the last fit's, not the finder's
+            cb.load_state_dict(sd)
         if len(devices) == 1:
             model.to(*devices)
         model.load_state_dict(weights)

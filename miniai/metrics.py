@@ -11,7 +11,7 @@ from torcheval.metrics import Mean, Metric
 from .distributed import is_main_process
 from .learner import Callback, Learner
 
-__all__ = ['MetricsCB', 'format_time']
+__all__ = ['MetricsCB', 'format_time', 'fit_metrics']
 
 
 def format_time(t: float) -> str:
@@ -21,20 +21,38 @@ def format_time(t: float) -> str:
     return f'{h}:{m:02d}:{s:02d}' if h else f'{m:02d}:{s:02d}'
 
 
+RESERVED = ('loss', 'epoch', 'train', 'time')
+
+
+def fit_metrics(learn: Learner) -> MetricsCB | None:
+    """The `MetricsCB` of the Learner's current fit, or None (`learn.metrics` stays after its fit, to be read)."""
+    m = getattr(learn, 'metrics', None)
+    return m if any(cb is m for cb in learn.cbs) else None
+
+
 class MetricsCB(Callback):
     """Computes torcheval `metrics` and the loss mean each epoch and logs one row per train and per valid epoch.
 
     `MetricsCB(MulticlassAccuracy())` names a metric after its class; `MetricsCB(accuracy=MulticlassAccuracy())`
     names it yourself. Each row is also kept, with numbers rather than text, in `history` (a list of dicts
-    with the metrics, `loss`, `epoch`, `train` (bool) and `time` in seconds).
-    Metrics are updated on the training device and read back once per epoch: no sync per batch.
+    with the metrics, `loss`, `epoch`, `train` (bool) and `time` in seconds), which each fit starts afresh.
+    Metrics are updated on the training device and read back once per epoch: no sync per batch. The target
+    is the batch's item after its `learn.n_inp` inputs (1 unless a `TrainCB(n_inp)` says otherwise).
     """
     def __init__(self, *ms: Metric, **metrics: Metric):
-        for o in ms: metrics[type(o).__name__] = o
+        for o in ms:
+            name = type(o).__name__
+            if name in metrics:
+                raise ValueError(f'MetricsCB: two metrics named {name!r}; name them yourself, e.g. '
+                                 f'MetricsCB(acc1={name}(...), acc2={name}(...)).')
+            metrics[name] = o
         for k, m in metrics.items():
-            if not all(callable(getattr(m, a, None)) for a in ('update', 'compute', 'reset')):
-                raise TypeError(f"MetricsCB: metric {k!r} is a {type(m).__name__}, which lacks update/compute/reset; "
-                                "pass a torcheval metric such as MulticlassAccuracy().")
+            if k in RESERVED:
+                raise ValueError(f'MetricsCB: {k!r} is the name of a column MetricsCB writes itself ({RESERVED}); '
+                                 'give the metric another name.')
+            if not isinstance(m, Metric):
+                raise TypeError(f"MetricsCB: metric {k!r} is a {type(m).__name__}, not a torcheval Metric; pass one "
+                                "such as MulticlassAccuracy(), or subclass torcheval.metrics.Metric.")
         self.metrics = metrics
         self.all_metrics = copy(metrics)
         self.all_metrics['loss'] = self.loss = Mean()
@@ -47,6 +65,12 @@ class MetricsCB(Callback):
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.history, self._running = [dict(r) for r in sd['history']], sd['running']
+        self._load_running()
+
+    def _load_running(self) -> None:
+        for k, m in self.all_metrics.items():
+            m.load_state_dict(self._running[k])
+            m.to(m.device)
 
     def _log(self, d: dict[str, str]) -> None:
         if not is_main_process(): return
@@ -56,18 +80,16 @@ class MetricsCB(Callback):
 
     def before_fit(self, learn: Learner) -> None:
         learn.metrics = self
-        self._first_row = True
+        self.history, self._first_row = [], True
 
     def before_epoch(self, learn: Learner) -> None:
         for m in self.all_metrics.values(): m.reset()
         if learn.resume_iter:  # resuming mid-epoch: go on from the batches done before the checkpoint
-            for k, m in self.all_metrics.items():
-                m.load_state_dict(self._running[k])
-                m.to(m.device)
+            self._load_running()
         self._start = time.perf_counter()
 
     def after_batch(self, learn: Learner) -> None:
-        x, y, *_ = learn.batch
+        x, y = learn.batch[0], learn.batch[learn.n_inp]
         preds, device = learn.preds.detach(), learn.preds.device
         for m in self.all_metrics.values():
             if m.device != device: m.to(device)

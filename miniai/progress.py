@@ -8,7 +8,7 @@ import torch
 
 from .distributed import is_main_process
 from .learner import Callback, Learner
-from .metrics import MetricsCB
+from .metrics import MetricsCB, fit_metrics
 
 __all__ = ['ProgressCB', 'in_notebook']
 
@@ -44,25 +44,33 @@ class ProgressCB(Callback):
         self.losses = list(sd['losses'])
 
     def cleanup_fit(self, learn: Learner) -> None:
-        """Close the bars of a fit that stopped early, and let `MetricsCB` print for itself again."""
+        """Keep the losses not read back yet (a fit that stopped early has some), close the bars of such a fit,
+        and give `MetricsCB` back its own way of printing."""
+        self._read_pending()
         if not self.bars:
             return
-        if hasattr(learn, 'metrics'):
-            vars(learn.metrics).pop('_log', None)
+        if self._metrics is not None:
+            vars(self._metrics).pop('_log')
+            if self._metrics_log is not None:
+                self._metrics._log = self._metrics_log
         for bar in (getattr(self, 'pbar', None), self.mbar.main_bar):
             if bar is not None and bar.last_v is not None:
                 bar.on_interrupt()
+        self.bars = False
 
     def before_fit(self, learn: Learner) -> None:
         self.bars = is_main_process() and (in_notebook() or _isatty())
         self.losses: list[float] = []
         self._pending: list[torch.Tensor] = []
-        self._first = True
+        self._first, self._metrics = True, None
         if not self.bars: return
         from fastprogress.fastprogress import master_bar, progress_bar
         self._progress_bar = progress_bar
         learn.epochs = self.mbar = master_bar(learn.epochs)
-        if hasattr(learn, 'metrics'): learn.metrics._log = self._log
+        self._metrics = fit_metrics(learn)
+        if self._metrics is not None:  # its rows go into the bar's table (its own `_log`, if set, comes back after)
+            self._metrics_log = vars(self._metrics).get('_log')
+            self._metrics._log = self._log
 
     def _log(self, d: dict[str, str]) -> None:
         if self._first: self.mbar.write(list(d), table=True)
@@ -77,10 +85,14 @@ class ProgressCB(Callback):
         self._pending.append(learn.loss.detach())
         if len(self._pending) >= self.every: self._flush(learn)
 
+    def _read_pending(self) -> None:
+        if self._pending:
+            self.losses += torch.stack(self._pending).float().cpu().tolist()
+            self._pending.clear()
+
     def _flush(self, learn: Learner) -> None:
         if not self._pending: return
-        self.losses += torch.stack(self._pending).float().cpu().tolist()
-        self._pending.clear()
+        self._read_pending()
         if self.bars: self.pbar.comment = f'{self.losses[-1]:.3f}'
         if self.bars and self.plot: self._update_graph(learn)
 
@@ -90,7 +102,7 @@ class ProgressCB(Callback):
 
     def _update_graph(self, learn: Learner) -> None:
         graphs = [[list(range(len(self.losses))), self.losses]]
-        hist = getattr(getattr(learn, 'metrics', None), 'history', [])
+        hist = self._metrics.history if self._metrics is not None else []
         valid = [h['loss'] for h in hist if not h['train']]
         if valid:
             n = len(learn.dls.train)

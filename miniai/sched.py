@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .guards import check_sched_steps
 from .learner import Callback, Learner
+from .schedulers import get_mom
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -21,10 +23,14 @@ class BaseSchedCB(Callback):
     usually through `functools.partial`, e.g. `partial(OneCycle, max_lr=6e-2, total_steps=n)`. Warns when its
     `total_steps` (or `T_max`) differs from the steps the fit takes. Its state goes into checkpoints.
     """
-    def __init__(self, sched: Callable[..., Any]): self.sched = sched
+    def __init__(self, sched: Callable[..., Any]):
+        if not callable(sched):
+            raise TypeError(f'{type(self).__name__}: sched is a {type(sched).__name__}; give a callable taking the '
+                            'optimizer, e.g. partial(OneCycle, max_lr=6e-2, total_steps=n).')
+        self.sched, self._loaded = sched, {}
 
     def before_fit(self, learn: Learner) -> None:
-        self.schedo = self.sched(learn.opt)
+        self.schedo, self._loaded = self.sched(learn.opt), {}
         check_sched_steps(self.schedo, self.n_steps(learn), type(self).__name__)
 
     def n_steps(self, learn: Learner) -> int:
@@ -32,11 +38,14 @@ class BaseSchedCB(Callback):
         return 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {'sched': self.schedo.state_dict()} if hasattr(self, 'schedo') else {}
+        return {'sched': self.schedo.state_dict()} if hasattr(self, 'schedo') else self._loaded
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Into the scheduler of this fit (a resume); before any fit (`learn.load`), kept for `state_dict`."""
         if sd and hasattr(self, 'schedo'):
             self.schedo.load_state_dict(sd['sched'])
+        else:
+            self._loaded = sd
 
     def _step(self, learn: Learner) -> None:
         if learn.training: self.schedo.step()
@@ -64,8 +73,10 @@ def rec_lr(cb: RecorderCB) -> float:
 
 
 def rec_mom(cb: RecorderCB) -> float:
-    """The first param group's momentum: SGD's `momentum` or Adam's beta1 (for `RecorderCB`)."""
-    return cb.pg['betas'][0] if 'betas' in cb.pg else cb.pg['momentum']
+    """The first param group's momentum: SGD's `momentum` or Adam's beta1, NaN for an optimizer with neither
+    (Adagrad, Adadelta) (for `RecorderCB`)."""
+    mom = get_mom(cb.pg)
+    return math.nan if mom is None else mom
 
 
 class RecorderCB(Callback):

@@ -1,8 +1,10 @@
 """Shared test fixtures."""
 
 import os
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 FMNIST_FILES = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz',
@@ -31,3 +33,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def tiny_fmnist(tmp_path) -> Path:
+    """A folder of tiny random Fashion-MNIST-shaped IDX files (64 training, 32 test images) in `tmp_path`."""
+    rng = np.random.default_rng(0)
+    for stem, n in (('train', 64), ('t10k', 32)):
+        x, y = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
+        header = struct.pack('>4I', 0x803, n, 28, 28)
+        (tmp_path / f'{stem}-images-idx3-ubyte').write_bytes(header + x.tobytes())
+        (tmp_path / f'{stem}-labels-idx1-ubyte').write_bytes(struct.pack('>2I', 0x801, n) + y.tobytes())
+    return tmp_path

@@ -125,3 +125,19 @@ def test_all_options_on_cuda_stay_close():
     assert rec.dtypes == {amp_dtype('cuda')}
     assert close(rec.losses, ref.losses, 0.1)
     torch._dynamo.reset()
+
+
+class FailsToStart(Callback):
+    order = -100
+    def before_fit(self, learn): raise RuntimeError('the real problem')
+
+
+def test_mixed_precision_cleanup_does_not_hide_an_earlier_error():
+    """A fit that fails before MixedPrecision's `before_fit` (also after an fp16 fit) raises its own error."""
+    mp = MixedPrecision(torch.float16)
+    learn = TrainLearner(model(), dls(), F.cross_entropy, lr=0.01, cbs=[mp])
+    learn.fit(1)
+    assert 'backward' not in vars(learn)  # the fp16 fit's scaler steps are gone
+    with pytest.raises(RuntimeError, match='the real problem') as e:
+        learn.fit(1, cbs=[FailsToStart()])
+    assert not getattr(e.value, '__notes__', None)

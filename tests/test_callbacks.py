@@ -145,3 +145,38 @@ def test_hook_and_hooks_context_managers():
     with Hooks(seq, f) as hs:
         assert len(hs) == 2 and all(len(m._forward_hooks) == 1 for m in seq)
     assert all(len(m._forward_hooks) == 0 for m in seq)
+
+
+def test_progress_keeps_the_losses_of_a_fit_that_stopped_early():
+    class StopAt(miniai.Callback):
+        order = 100
+        def after_batch(self, learn):
+            if learn.train_iter == 2: raise miniai.CancelFitException()
+    progress = ProgressCB(every=10)  # losses are read back every 10 batches: 2 are still on the device
+    learner([progress, StopAt()]).fit(3)
+    assert len(progress.losses) == 2 and progress.state_dict()['losses'] == progress.losses
+
+
+def test_rec_mom_is_nan_for_optimizers_without_momentum():
+    rec = RecorderCB(mom=rec_mom)
+    learner([rec], opt_func=optim.Adagrad).fit(1)
+    assert len(rec.recs['mom']) == 3 and all(m != m for m in rec.recs['mom'])
+
+
+def test_sched_callbacks_want_a_callable():
+    with pytest.raises(TypeError, match='BatchSchedCB: sched is a float; give a callable taking the optimizer'):
+        BatchSchedCB(0.1)
+
+
+def test_hooks_callback_hooks_the_given_modules_in_every_fit():
+    from miniai import HooksCallback
+    model = get_model()
+    seen = []
+    hooks = HooksCallback(lambda hook, mod, inp, out: seen.append(mod), mods=(m for m in model[:2]))
+    learn = TrainLearner(model, img_dls(), F.cross_entropy, cbs=[hooks])
+    for _ in range(2):
+        seen.clear()
+        learn.fit(1)
+        assert len(hooks) == 2 and len(seen) == 2 * len(learn.dls.train)
+    with pytest.raises(ValueError, match='mods is empty'):
+        HooksCallback(print, mods=[])

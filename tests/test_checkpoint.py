@@ -17,8 +17,15 @@ from torch import nn, optim
 from torch.utils.data import DataLoader, TensorDataset
 from torcheval.metrics import MulticlassAccuracy
 
-from miniai.checkpoint import CheckpointCB, CheckpointError, InterruptCB, atomic_save, load_checkpoint
-from miniai.learner import Callback, CancelFitException, Learner, TrainLearner
+from miniai.checkpoint import (
+    CheckpointCB,
+    CheckpointError,
+    FitInterrupted,
+    InterruptCB,
+    atomic_save,
+    load_checkpoint,
+)
+from miniai.learner import Callback, CancelBatchException, CancelFitException, Learner, TrainLearner
 from miniai.metrics import MetricsCB
 from miniai.progress import ProgressCB
 from miniai.sched import BatchSchedCB, RecorderCB, rec_lr, rec_mom
@@ -32,22 +39,23 @@ main_thread_only = pytest.mark.skipif(threading.current_thread() is not threadin
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
-def make_dls():
+def make_dls(generator=None):
+    """Shuffled by the global RNG, or by `generator`, the loader's own."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(48, 6, generator=g)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
-    return SimpleNamespace(train=DataLoader(TensorDataset(x[:32], y[:32]), 8, shuffle=True),
+    return SimpleNamespace(train=DataLoader(TensorDataset(x[:32], y[:32]), 8, shuffle=True, generator=generator),
                            valid=DataLoader(TensorDataset(x[32:], y[32:]), 8))
 
 
-def make_learner(sched='miniai', cbs=(), epochs=N_EPOCHS):
+def make_learner(sched='miniai', cbs=(), epochs=N_EPOCHS, dls=None):
     """A shuffled loader, BatchNorm, dropout (so the RNGs matter), AdamW and a one-cycle schedule."""
     model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
     cls = OneCycle if sched == 'miniai' else optim.lr_scheduler.OneCycleLR
     one_cycle = partial(cls, max_lr=0.05, total_steps=epochs * N_BATCHES)
     cbs = [MetricsCB(acc=MulticlassAccuracy()), ProgressCB(every=3), RecorderCB(lr=rec_lr, mom=rec_mom),
            BatchSchedCB(one_cycle), *cbs]
-    return TrainLearner(model, make_dls(), F.cross_entropy, lr=0.05, cbs=cbs, opt_func=optim.AdamW)
+    return TrainLearner(model, dls or make_dls(), F.cross_entropy, lr=0.05, cbs=cbs, opt_func=optim.AdamW)
 
 
 def cb_of(learn, cls): return next(cb for cb in learn.cbs if isinstance(cb, cls))
@@ -319,3 +327,183 @@ def test_resume_with_the_device_loader_replays_its_shuffles(tmp_path):
     # another seed: the loader's own seed must come from the checkpoint
     res = run([CheckpointCB(tmp_path)], 1234, resume=tmp_path)
     assert torch.equal(ref.model[1].weight, res.model[1].weight)
+
+
+class At(Callback):
+    """Calls `act` in event `event` of training batch `it` of `epoch` (validation batch, with `valid`), and
+    raises what it returns, if anything (e.g. `act=CancelFitException`)."""
+    order = 100  # after the other callbacks: the batch is done when it stops in `after_batch`
+
+    def __init__(self, event, epoch, it, act, valid=False):
+        self.at, self.act, self.valid = (epoch, it), act, valid
+        setattr(self, event, self._act)
+
+    def _act(self, learn):
+        if learn.training != self.valid and (learn.epoch, learn.iter) == self.at and (exc := self.act()):
+            raise exc
+
+
+def ctrl_c(times=1):
+    for _ in range(times):
+        signal.raise_signal(signal.SIGINT)
+
+
+def weights(learn): return [v.clone() for v in learn.model.state_dict().values()]
+
+
+def same_weights(a, b): return all(torch.equal(v, w) for v, w in zip(weights(a), weights(b), strict=True))
+
+
+def test_resume_after_a_cancelled_batch_goes_on_after_it(tmp_path):
+    """A cancelled batch took no step, but it was read: the checkpoint's position counts it."""
+    cancel = lambda: At('after_loss', 1, 1, CancelBatchException)
+    torch.manual_seed(0)
+    ref = make_learner(cbs=[cancel()])
+    ref.fit(N_EPOCHS)
+    torch.manual_seed(0)
+    learn = make_learner(cbs=[cancel(), At('after_batch', 1, 2, CancelFitException)])
+    learn.fit(N_EPOCHS)
+    learn.save(tmp_path / 'ck.pt')
+    ck = load_checkpoint(tmp_path / 'ck.pt')
+    assert (ck['epoch'], ck['iter'], ck['train_iter']) == (1, 3, N_BATCHES + 2)  # 3 batches read, 2 steps
+    torch.manual_seed(1234)
+    res = make_learner()
+    res.fit(N_EPOCHS, resume=tmp_path / 'ck.pt')
+    assert same_weights(ref, res) and res.train_iter == ref.train_iter == N_EPOCHS * N_BATCHES - 1
+
+
+def test_resume_with_a_dataloader_that_has_its_own_generator_is_bit_identical(tmp_path):
+    """`DataLoader(..., generator=g)` shuffles with `g`, not the global RNG: checkpoints keep its state."""
+    gen = lambda seed: torch.Generator().manual_seed(seed)
+    torch.manual_seed(0)
+    ref = make_learner(dls=make_dls(gen(5)))
+    ref.fit(N_EPOCHS)
+    torch.manual_seed(0)
+    learn = make_learner(cbs=[At('after_batch', 1, 1, CancelFitException)], dls=make_dls(gen(5)))
+    learn.fit(N_EPOCHS)
+    learn.save(tmp_path / 'ck.pt')
+    torch.manual_seed(1234)
+    res = make_learner(dls=make_dls(gen(99)))  # another seed: the state must come from the checkpoint
+    res.fit(N_EPOCHS, resume=tmp_path / 'ck.pt')
+    assert same_weights(ref, res)
+
+
+def test_resume_refuses_a_phase_the_fit_does_not_run(tmp_path):
+    torch.manual_seed(0)
+    learn = make_learner(cbs=[At('after_batch', 1, 0, CancelFitException, valid=True)])
+    learn.fit(N_EPOCHS)
+    learn.save(tmp_path / 'valid.pt')  # stopped in epoch 1's validation
+    other = make_learner()
+    before = weights(other)
+    with pytest.raises(ValueError, match=r"valid phase of epoch 1, which this fit \(phases \('train',\)\)"):
+        other.fit(N_EPOCHS, valid=False, resume=tmp_path / 'valid.pt')
+    learn = make_learner(cbs=[At('after_batch', 1, 1, CancelFitException)])
+    learn.fit(N_EPOCHS)
+    learn.save(tmp_path / 'train.pt')  # stopped in epoch 1's training
+    with pytest.raises(ValueError, match=r"train phase of epoch 1.*resume with the train/valid arguments"):
+        other.fit(N_EPOCHS, train=False, resume=tmp_path / 'train.pt')
+    assert all(torch.equal(a, b) for a, b in zip(before, weights(other), strict=True))
+
+
+def assert_same_checkpoint(a, b, path='ck'):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_same_checkpoint(a[k], b[k], f'{path}[{k!r}]')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_checkpoint(x, y, f'{path}[{i}]')
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize('stop', [At('after_batch', 1, 1, CancelFitException), StopAfterEpoch(1, CancelFitException)])
+def test_load_then_save_writes_the_same_checkpoint(tmp_path, stop):
+    torch.manual_seed(0)
+    learn = make_learner(cbs=[stop])
+    learn.fit(N_EPOCHS)
+    learn.save(tmp_path / 'a.pt')
+    torch.manual_seed(1234)
+    other = make_learner()
+    other.load(tmp_path / 'a.pt')
+    other.save(tmp_path / 'b.pt')
+    a, b = load_checkpoint(tmp_path / 'a.pt'), load_checkpoint(tmp_path / 'b.pt')
+    assert (b['epoch'], b['phase'], b['iter']) == (a['epoch'], a['phase'], a['iter']) and a['epoch'] >= 1
+    del a['cbs']['MetricsCB_0']['history'][-1]['time'], b['cbs']['MetricsCB_0']['history'][-1]['time']
+    assert_same_checkpoint(a, b)
+
+
+def test_a_refused_resume_or_load_changes_nothing(tmp_path):
+    torch.manual_seed(0)
+    saved = make_learner()
+    saved.create_opt()
+    saved.save(tmp_path / 'adamw.pt')
+    model = make_learner().model
+    before = [v.clone() for v in model.state_dict().values()]
+    sgd = TrainLearner(model, make_dls(), F.cross_entropy, opt_func=optim.SGD)
+    two_groups = TrainLearner(model, make_dls(), F.cross_entropy, opt_func=optim.AdamW,
+                              splitter=lambda m: [{'params': m[0].parameters()}, {'params': m[1:].parameters()}])
+    for learn, why in ((sgd, 'optimizer is AdamW but this Learner.s is SGD'), (two_groups, 'param groups of')):
+        with pytest.raises(ValueError, match=why):
+            learn.fit(1, resume=tmp_path / 'adamw.pt')
+        with pytest.raises(ValueError, match=why):
+            learn.load(tmp_path / 'adamw.pt')
+    assert all(torch.equal(a, b) for a, b in zip(before, model.state_dict().values(), strict=True))
+
+
+@main_thread_only
+def test_ctrl_c_after_the_last_batch_still_stops(tmp_path):
+    """A Ctrl-C that comes after the last batch (here just after the last checkpoint) is not dropped."""
+    torch.manual_seed(0)
+    last_valid_batch = len(make_dls().valid) - 1
+    learn = make_learner(cbs=[InterruptCB(), CheckpointCB(tmp_path),
+                              At('after_epoch', N_EPOCHS - 1, last_valid_batch, ctrl_c, valid=True)])
+    with pytest.raises(FitInterrupted):
+        learn.fit(N_EPOCHS)
+    assert load_checkpoint(tmp_path)['epoch'] == N_EPOCHS  # the finished run, saved before the stop
+
+
+@main_thread_only
+def test_a_second_ctrl_c_stops_mid_batch_with_a_plain_keyboard_interrupt():
+    torch.manual_seed(0)
+    learn = make_learner(cbs=[InterruptCB(), At('after_step', 0, 1, partial(ctrl_c, 2))])
+    with pytest.raises(KeyboardInterrupt) as e:
+        learn.fit(N_EPOCHS)
+    assert type(e.value) is KeyboardInterrupt and learn.train_iter == 1  # mid-batch: step 2 taken, not counted
+
+
+@main_thread_only
+def test_cli_keeps_the_last_checkpoint_when_stopped_mid_batch(tiny_fmnist, tmp_path, monkeypatch, capsys):
+    from miniai.cli import main
+    run = ['fit', '--epochs', '2', '--limit-batches', '2', '--bs', '16', '--device', 'cpu',
+           '--data', str(tiny_fmnist), '--out']
+    main([*run, str(tmp_path / 'a')])
+
+    after_step = RecorderCB.after_step
+    def two_ctrl_c_at_step_3(self, learn):  # in the second epoch, after the first epoch's checkpoint
+        after_step(self, learn)
+        if learn.train_iter == 3:
+            ctrl_c(2)
+    monkeypatch.setattr(RecorderCB, 'after_step', two_ctrl_c_at_step_3)
+    with pytest.raises(SystemExit) as e:
+        main([*run, str(tmp_path / 'b')])
+    assert e.value.code == 130
+    out = capsys.readouterr().out
+    assert 'Interrupted mid-batch, so nothing was saved' in out and f'--resume {tmp_path / "b"}' in out
+    assert load_checkpoint(tmp_path / 'b')['epoch'] == 1  # the one saved after the first epoch
+    monkeypatch.undo()
+
+    main(['fit', '--resume', str(tmp_path / 'b')])
+    a, b = (torch.load(tmp_path / d / 'model.pt', weights_only=True) for d in 'ab')
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpointcb_monitor_needs_a_metricscb_in_this_fit(tmp_path):
+    torch.manual_seed(0)
+    learn = TrainLearner(nn.Linear(6, 3), make_dls(), F.cross_entropy)
+    learn.fit(1, cbs=[MetricsCB()])  # `learn.metrics` stays, to be read, but is not in the next fit
+    with pytest.raises(ValueError, match='needs a MetricsCB'):
+        learn.fit(1, cbs=[CheckpointCB(tmp_path, monitor='valid_loss')])

@@ -353,3 +353,11 @@ def test_show_images():
     fig, axs = get_grid(4)
     assert axs.shape == (2, 2) and show_image(ims[0], ax=axs[0, 0], title='t') is axs[0, 0]
     plt.close('all')
+
+
+def test_from_dd_names_the_missing_split(tmp_path):
+    dd = load_fashion_mnist(write_fmnist(tmp_path / 'fm', n_train=10, n_test=5))
+    dd['eval'] = dd.pop('test')
+    with pytest.raises(ValueError, match=r"'validation', 'valid' or 'test' split; this DatasetDict has "
+                                         r"\['train', 'eval'\].*train_test_split"):
+        DataLoaders.from_dd(dd, 4)

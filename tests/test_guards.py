@@ -217,7 +217,7 @@ def test_scheduler_length_mismatch_warns_before_the_first_step():
 
 
 def test_objects_that_are_not_metrics():
-    with pytest.raises(TypeError, match="'acc' is a function.*update/compute/reset.*MulticlassAccuracy"):
+    with pytest.raises(TypeError, match="'acc' is a function, not a torcheval Metric.*MulticlassAccuracy"):
         MetricsCB(acc=lambda preds, y: 0.)
 
 

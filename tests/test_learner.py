@@ -254,9 +254,76 @@ def test_metricscb_one_row_per_train_and_valid_epoch():
     assert set(metrics.history[0]) == {'MulticlassAccuracy', 'loss', 'epoch', 'train', 'time'}
 
 
-def test_metricscb_rejects_objects_that_are_not_metrics():
-    with pytest.raises(TypeError, match="'acc'.*update/compute/reset"):
-        MetricsCB(acc=lambda p, y: 0)
+def test_metricscb_names_are_unique_and_not_its_own_columns():
+    with pytest.raises(ValueError, match="two metrics named 'MulticlassAccuracy'; name them yourself"):
+        MetricsCB(MulticlassAccuracy(), MulticlassAccuracy(average='macro', num_classes=2))
+    with pytest.raises(ValueError, match="'loss' is the name of a column MetricsCB writes itself"):
+        MetricsCB(loss=MulticlassAccuracy())
+
+
+def test_metricscb_history_is_the_last_fits():
+    metrics = MetricsCB()
+    learn = make_learner([metrics])
+    learn.fit(2)
+    learn.fit(1)
+    assert [(r['epoch'], r['train']) for r in metrics.history] == [(0, True), (0, False)]
+
+
+def test_metricscb_target_comes_after_traincbs_inputs():
+    """With `TrainCB(n_inp=2)` a batch is (x, z, y): the metric compares the predictions with y, not z."""
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x, z): return self.lin(x)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, generator=g), torch.randint(0, 2, (8,), generator=g)
+    z = 1 - y
+    metrics = MetricsCB(acc=MulticlassAccuracy())
+    learn = Learner(TwoInputs(), SimpleNamespace(train=None, valid=DataLoader(TensorDataset(x, z, y), 4)),
+                    F.cross_entropy, cbs=[TrainCB(n_inp=2), metrics])
+    learn.fit(1, train=False)
+    with torch.no_grad(): hits = learn.model(x, z).argmax(1)
+    acc_y, acc_z = ((hits == t).float().mean().item() for t in (y, z))
+    assert acc_y != acc_z and metrics.history[-1]['acc'] == pytest.approx(acc_y)
+
+
+class FailingCleanup(Callback):
+    def __init__(self, msg): self.msg = msg
+    def cleanup_fit(self, learn): raise RuntimeError(self.msg)
+
+
+def test_every_cleanup_handler_runs_and_no_error_is_lost():
+    log = EventLog()
+    with pytest.raises(RuntimeError, match='first') as e:
+        make_learner([FailingCleanup('first'), FailingCleanup('second'), log]).fit(1)
+    assert log.log[-1] == 'cleanup_fit'  # ran after the two that failed
+    assert e.value.__notes__ == ['cleanup_fit of FailingCleanup also failed: RuntimeError: second']
+    log = EventLog('after_loss', KeyboardInterrupt)  # an exception already passing through stays the one raised
+    with pytest.raises(KeyboardInterrupt) as e:
+        make_learner([FailingCleanup('first'), log]).fit(1)
+    assert log.log[-1] == 'cleanup_fit'
+    assert e.value.__notes__ == ['cleanup_fit of FailingCleanup also failed: RuntimeError: first']
+
+
+def test_a_plain_learner_without_traincb_says_what_to_add():
+    learn = Learner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy)
+    with pytest.raises(AttributeError, match="no attribute 'loss': nothing set it.*add TrainCB"):
+        learn.fit(1)
+
+
+def test_fit_lr_is_where_a_new_schedule_starts():
+    """A scheduler built in a later fit starts from `fit(lr=...)`, not from the first fit's lr."""
+    from functools import partial
+
+    from miniai import BatchSchedCB, CosineAnnealing, RecorderCB, rec_lr
+    learn = make_learner()
+    sched = lambda: BatchSchedCB(partial(CosineAnnealing, T_max=len(learn.dls.train)))
+    learn.fit(1, lr=0.1, cbs=[sched()])
+    rec = RecorderCB(lr=rec_lr)
+    learn.fit(1, lr=0.01, cbs=[sched(), rec])
+    assert rec.recs['lr'][0] == pytest.approx(0.01)
 
 
 def test_devicecb_moves_model_and_batches():

@@ -322,3 +322,25 @@ def test_cuda_device_and_rng_restored():
         learn.fit(2)  # dropout on the GPU draws from the CUDA RNG
         return {k: v.cpu() for k, v in weights(learn).items()}
     assert_equal_tensors(run(True), run(False))
+
+
+class FailsToStart(Callback):
+    def before_fit(self, learn): raise RuntimeError('the real problem')
+
+
+def test_lr_find_reports_the_real_error_when_the_fit_cannot_start():
+    """LRFinderCB's cleanup does not hide another callback's `before_fit` error behind its own."""
+    learn = make_learner(cbs=[FailsToStart()])
+    with pytest.raises(RuntimeError, match='the real problem') as e:
+        learn.lr_find(num_it=5)
+    assert not getattr(e.value, '__notes__', None) and learn.nan_guard is True
+
+
+def test_lr_find_keeps_the_progress_curve_of_the_last_fit():
+    from miniai.progress import ProgressCB
+    progress = ProgressCB(every=3)
+    learn = make_learner(cbs=[progress])
+    learn.fit(1)
+    losses = list(progress.losses)
+    learn.lr_find(num_it=13)
+    assert progress.losses == losses and len(losses) == len(learn.dls.train)

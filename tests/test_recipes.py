@@ -3,7 +3,6 @@ and the flags that override a recipe's augmentation, TTA and label smoothing."""
 
 import dataclasses
 import json
-import struct
 import warnings
 from functools import partial
 
@@ -35,17 +34,6 @@ def test_flip_tta_averages_the_mirror():
     learn = type('L', (), dict(training=False, model=m, batch=(x, None), preds=m(x)))()
     FlipTTACB().after_predict(learn)
     torch.testing.assert_close(learn.preds, (m(x) + m(x.flip(-1))) / 2)
-
-
-@pytest.fixture
-def tiny_fmnist(tmp_path):
-    rng = np.random.default_rng(0)
-    for stem, n in (('train', 64), ('t10k', 32)):
-        x, y = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
-        header = struct.pack('>4I', 0x803, n, 28, 28)
-        (tmp_path / f'{stem}-images-idx3-ubyte').write_bytes(header + x.tobytes())
-        (tmp_path / f'{stem}-labels-idx1-ubyte').write_bytes(struct.pack('>2I', 0x801, n) + y.tobytes())
-    return tmp_path
 
 
 def test_fit_best_recipe_two_batches(tiny_fmnist, tmp_path, monkeypatch):
@@ -125,3 +113,20 @@ def test_resume_reads_args_json_older_than_the_flags(tmp_path):
     (tmp_path / 'args.json').write_text(json.dumps(saved))
     args = resume_args(build_parser().parse_args(['fit', '--resume', str(tmp_path)]))
     assert (args.recipe, args.augment, args.tta, args.label_smoothing) == ('best', None, None, None)
+
+
+@pytest.mark.parametrize('opt, sched', [('adagrad', 'onecycle'), ('adadelta', 'cosine'), ('adagrad', 'cyclic')])
+def test_optimizers_without_momentum_train_from_the_cli(tiny_fmnist, tmp_path, opt, sched):
+    args, learn = fit_tiny(tiny_fmnist, tmp_path / 'run', '--opt', opt, '--sched', sched, '--lr', '1e-2')
+    rec = next(cb for cb in learn.cbs if hasattr(cb, 'recs'))
+    assert rec.recs['mom'] and all(m != m for m in rec.recs['mom'])  # NaN: no momentum to record
+    assert (tmp_path / 'run' / 'curves.png').is_file()
+
+
+@pytest.mark.parametrize('flags, msg', [(('--limit-batches', '-1'), '--limit-batches must be at least 1 .got -1.'),
+                                        (('--limit-batches', '0'), '--limit-batches must be at least 1 .got 0.'),
+                                        (('--lr', '0'), '--lr must be positive .got 0.0.'),
+                                        (('--lr', 'nan'), '--lr must be positive .got nan.')])
+def test_fit_refuses_bad_numbers(tiny_fmnist, tmp_path, flags, msg):
+    with pytest.raises(SystemExit, match=msg):
+        fit_tiny(tiny_fmnist, tmp_path / 'run', *flags)
