@@ -2,15 +2,12 @@
 
 `from miniai import *` gives every public name.
 
-Heavy optional stacks (Hugging Face `datasets`, `matplotlib.pyplot`, fastprogress) load only when used.
+Heavy stacks (Hugging Face `datasets`, `matplotlib.pyplot`, fastprogress, torcheval) load only when used.
 """
 
-import warnings
-from importlib.metadata import PackageNotFoundError, version
-
-with warnings.catch_warnings():  # torcheval's import uses the deprecated torch.jit.script
-    warnings.simplefilter('ignore', FutureWarning)
-    import torcheval.metrics  # noqa: F401
+import warnings as _warnings
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from .accel import *
 from .callbacks import *
@@ -33,8 +30,12 @@ from .schedulers import *
 from .transfer import *
 from .vision import *
 
+# torcheval (imported when first used) calls the deprecated torch.jit.script as it loads; its users can do nothing
+# about that, so that one warning is not shown.
+_warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+
 try:
-    __version__ = version('miniai')
-except PackageNotFoundError:  # a source checkout that is not installed: read the single source of truth
+    __version__ = _version('miniai')
+except _PackageNotFoundError:  # a source checkout that is not installed: read the single source of truth
     from .settings import project_settings
     __version__ = project_settings()['version']

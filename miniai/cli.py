@@ -19,6 +19,7 @@ __all__ = ['main', 'fit_command', 'OPTIMIZERS', 'SCHEDULES']
 OPTIMIZERS = {'adamw': optim.AdamW, 'adam': optim.Adam, 'sgd': partial(optim.SGD, momentum=0.9),
               'rmsprop': optim.RMSprop, 'adagrad': optim.Adagrad, 'adadelta': optim.Adadelta, 'adamax': optim.Adamax}
 SCHEDULES = ('onecycle', 'cosine', 'cyclic', 'none')
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 
 
 def make_sched(name: str, lr: float, total_steps: int):
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in DIR (its checkpoint.pt, with its args.json's options; only "
                         "--device and --data may differ)")
     f.add_argument('--limit-batches', type=int, default=None, metavar='N',
-                   help='use only the first N batches of each epoch (a quick smoke run)')
+                   help='train on the first N*bs training images and validate on the first N*bs test images: '
+                        'N batches an epoch (a quick smoke run)')
     from .recipes import RECIPES
     f.add_argument('--recipe', choices=list(RECIPES), default='seed',
                    help='seed: the BatchNorm CNN; best: a ResNet, augmentation, flip TTA; cpu: a wider CNN with '
@@ -67,35 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flip test-time augmentation at validation (default: the recipe's; best, cpu: yes)")
     f.add_argument('--label-smoothing', type=float, default=None, metavar='EPS',
                    help="label smoothing of the cross-entropy loss (default: the recipe's; best, cpu: 0.1)")
-    f.add_argument('--mixed-precision', action='store_true', help='autocast to bf16 (fp16 + scaler) on CUDA')
+    f.add_argument('--mixed-precision', action='store_true',
+                   help='autocast to bf16 (fp16 with a grad scaler on GPUs without bf16) on CUDA; float32 elsewhere')
     f.add_argument('--channels-last', action='store_true', help='channels-last memory format')
-    f.add_argument('--compile', nargs='?', const='default', default=None, metavar='MODE',
-                   help='torch.compile the model (MODE: default, reduce-overhead, max-autotune)')
+    f.add_argument('--compile', nargs='?', const='default', default=None, choices=COMPILE_MODES,
+                   help='torch.compile the model, in mode default (if no mode is given), reduce-overhead, ...')
     from .compare import add_compare_args
     add_compare_args(sub.add_parser('compare', help='compare optimizers over seeds (the second article)'))
     return p
 
 
-def fit_command(args: argparse.Namespace) -> dict:
-    """Train as `miniai fit` does; writes metrics.json, curves.png and model.pt to the output folder, and
-    args.json and checkpoint.pt (after every epoch, and on Ctrl-C) for `--resume`."""
-    from torcheval.metrics import MulticlassAccuracy
-
-    from .accel import speed_cbs
-    from .callbacks import DeviceCB
-    from .checkpoint import CheckpointCB, FitInterrupted, InterruptCB
-    from .data import get_dls
-    from .device import def_device
-    from .distributed import DDPCB, get_rank, get_world_size, init_distributed, is_main_process
-    from .learner import TrainLearner
-    from .metrics import MetricsCB
-    from .models import set_seed
-    from .progress import ProgressCB
-    from .recipes import RECIPES, FlipTTACB
-    from .sched import BatchSchedCB, RecorderCB, rec_lr, rec_mom
-
+def checked_args(args: argparse.Namespace) -> argparse.Namespace:
+    """`miniai fit`'s options, with a resumed run's own and the recipe's defaults filled in; refuses bad ones."""
+    from .recipes import RECIPES
     if args.resume:
         args = resume_args(args)
+        if not (Path(args.resume) / 'checkpoint.pt').is_file():
+            raise SystemExit(f'miniai fit --resume {args.resume}: no checkpoint.pt there: the run stopped before it '
+                             'saved one (one is saved after every epoch, and on Ctrl-C). Start it again.')
+    elif args.out and (Path(args.out) / 'args.json').exists():
+        raise SystemExit(f'miniai fit: {args.out} already holds a run; continue it with `miniai fit --resume '
+                         f'{args.out}`, or give another --out.')
+    if args.out and Path(args.out).is_file():
+        raise SystemExit(f'miniai fit: --out {args.out} is a file; give a folder (made if missing).')
     recipe = RECIPES[args.recipe]
     for k in ('bs', 'lr', 'label_smoothing', 'tta'):  # unset options take the recipe's values
         if getattr(args, k) is None: setattr(args, k, getattr(recipe, k))
@@ -106,14 +102,53 @@ def fit_command(args: argparse.Namespace) -> dict:
     if not args.lr > 0: raise SystemExit(f'miniai fit: --lr must be positive (got {args.lr}).')
     if not 0 <= args.label_smoothing < 1:
         raise SystemExit(f'miniai fit: --label-smoothing must be in [0, 1) (got {args.label_smoothing}).')
+    return args
+
+
+def checked_device(name: str | None) -> torch.device:
+    """The device `--device name` names (the best one there is if None), if this machine has it."""
+    from .device import def_device
+    try:
+        device = torch.device(name or def_device)
+    except (RuntimeError, ValueError) as e:
+        raise SystemExit(f'miniai fit: --device {name!r} is not a device torch knows ({e}); use cpu, cuda, '
+                         'cuda:1 or mps.') from None
+    count = (torch.cuda.device_count() if device.type == 'cuda' else
+             int(torch.backends.mps.is_available()) if device.type == 'mps' else 1)
+    if (device.index or 0) >= count:
+        raise SystemExit(f'miniai fit: --device {name}, but torch sees {count} {device.type} device(s) here; '
+                         'leave --device out to use the best device there is, or pass --device cpu.')
+    return device
+
+
+def fit_command(args: argparse.Namespace) -> dict:
+    """Train as `miniai fit` does; writes metrics.json, curves.png and model.pt to the output folder, and
+    args.json and checkpoint.pt (after every epoch, and on Ctrl-C) for `--resume`."""
+    from torcheval.metrics import MulticlassAccuracy
+
+    from .accel import amp_dtype, speed_cbs
+    from .callbacks import DeviceCB
+    from .checkpoint import CheckpointCB, FitInterrupted, InterruptCB
+    from .data import get_dls
+    from .distributed import DDPCB, get_rank, get_world_size, init_distributed, is_main_process
+    from .guards import NonFiniteLossError
+    from .learner import TrainLearner
+    from .metrics import MetricsCB
+    from .models import set_seed
+    from .progress import ProgressCB
+    from .recipes import RECIPES, FlipTTACB
+    from .sched import BatchSchedCB, RecorderCB, rec_lr, rec_mom
+
+    args = checked_args(args)
+    recipe = RECIPES[args.recipe]
     distributed = init_distributed()  # under torchrun: join the group before anything goes on a GPU
-    device = torch.device(args.device or def_device)
+    device = checked_device(args.device)
     if recipe.cpu_note and device.type == 'cpu' and is_main_process():
         warnings.warn(f'miniai fit --recipe {args.recipe} on the CPU: {recipe.cpu_note}', stacklevel=2)
+    if args.mixed_precision and amp_dtype(device) is None and is_main_process():
+        warnings.warn(f'miniai fit --mixed-precision does nothing on the {device.type}: autocast pays off on CUDA '
+                      'GPUs; this run trains in float32.', stacklevel=2)
     out = Path(args.out or Path('runs') / time.strftime('%Y%m%d-%H%M%S'))
-    if is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        (out / 'args.json').write_text(json.dumps(vars(args), indent=2))
     set_seed(args.seed)
     n = args.limit_batches and args.limit_batches * args.bs
     augment = (recipe.augment or RECIPES['best'].augment) if args.augment else None
@@ -132,8 +167,14 @@ def fit_command(args: argparse.Namespace) -> dict:
     cbs += [CheckpointCB(ckpt), InterruptCB()]
     loss_func = partial(F.cross_entropy, label_smoothing=args.label_smoothing)
     learn = TrainLearner(model, dls, loss_func, lr=args.lr, cbs=cbs, opt_func=OPTIMIZERS[args.opt])
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'args.json').write_text(json.dumps(vars(args), indent=2))
     try:
         learn.fit(args.epochs, resume=ckpt if args.resume else None)
+    except NonFiniteLossError as e:
+        kept = f'the last checkpoint, {ckpt}, is kept' if ckpt.is_file() else 'no checkpoint was saved yet'
+        raise SystemExit(f'miniai fit: {e}\nWith miniai fit: try a lower --lr (this run: {args.lr}); {kept}.') from None
     except FitInterrupted:  # between batches: the state is whole
         if is_main_process():
             learn.save(ckpt)
@@ -153,20 +194,34 @@ def fit_command(args: argparse.Namespace) -> dict:
                     rec.recs)
         torch.save(learn.model.state_dict(), out / 'model.pt')
         print(f"valid accuracy {rows[-1]['accuracy']:.4f}; "
-              f"wrote metrics.json, curves.png and model.pt to {out}")
+              f"wrote metrics.json, curves.png, model.pt, checkpoint.pt and args.json to {out}")
     return {'out': out, 'rows': rows, 'learn': learn}
 
 
 def resume_args(args: argparse.Namespace) -> argparse.Namespace:
     """The options of the run saved in `args.resume` (its args.json), but `--device` and `--data` if given."""
-    saved = Path(args.resume) / 'args.json'
+    from .recipes import RECIPES
+    run, saved = Path(args.resume), Path(args.resume) / 'args.json'
+    defaults = vars(build_parser().parse_args(['fit']))  # also for options newer than the saved run
+    if given := [k for k, v in vars(args).items() if k not in ('resume', 'device', 'data') and v != defaults[k]]:
+        flags = ', '.join('--' + k.replace('_', '-') for k in given)
+        raise SystemExit(f'miniai fit --resume {run}: continues that run with its own options (its args.json); '
+                         f'only --device and --data may be given with it, not {flags}. To train with other '
+                         'options, start a new run.')
     if not saved.is_file():
-        raise SystemExit(f'miniai fit --resume {args.resume}: no args.json there; give the output folder of '
-                         'a `miniai fit` run.')
+        raise SystemExit(f'miniai fit --resume {run}: no args.json there; give the output folder of a `miniai fit` '
+                         'run.')
+    try:
+        opts = json.loads(saved.read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f'miniai fit --resume {run}: {saved} is not valid JSON ({e}); it should hold the options '
+                         'the run was started with.') from None
+    choices = {'recipe': RECIPES, 'opt': OPTIMIZERS, 'sched': SCHEDULES}
+    if bad := [f'{k}={opts.get(k)!r}' for k, ok in choices.items() if opts.get(k) not in ok]:
+        raise SystemExit(f'miniai fit --resume {run}: {saved} has options this miniai does not know: '
+                         f'{", ".join(bad)}.')
     keep = {k: getattr(args, k) for k in ('device', 'data') if getattr(args, k) is not None}
-    defaults = vars(build_parser().parse_args(['fit']))  # for options newer than the saved run
-    return argparse.Namespace(**{**defaults, **json.loads(saved.read_text()), **keep, 'resume': args.resume,
-                                 'out': args.resume})
+    return argparse.Namespace(**{**defaults, **opts, **keep, 'resume': args.resume, 'out': args.resume})
 
 
 def epoch_rows(history: list[dict]) -> list[dict]:
@@ -204,8 +259,14 @@ def save_curves(path: Path, losses: list[float], valid_losses: list[float], n_ba
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`miniai fit ...` or `miniai compare ...`; errors in the data or a checkpoint print their message only."""
+    from .checkpoint import CheckpointError
+    from .data import DataError
     args = build_parser().parse_args(argv)
-    if args.command == 'fit': fit_command(args)
-    if args.command == 'compare':
-        from .compare import compare_command
-        compare_command(args)
+    try:
+        if args.command == 'fit': fit_command(args)
+        if args.command == 'compare':
+            from .compare import compare_command
+            compare_command(args)
+    except (DataError, CheckpointError) as e:
+        raise SystemExit(f'miniai {args.command}: {e}') from None

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
 __all__ = ['DataError', 'MissingDataError', 'FMNIST_URL', 'FMNIST_CLASSES', 'FMNIST_MEAN', 'FMNIST_STD',
-           'read_idx', 'fashion_mnist_dir', 'fashion_mnist_arrays', 'load_fashion_mnist', 'collate_dict',
+           'read_idx', 'fashion_mnist_dir', 'fashion_mnist_arrays', 'download_fashion_mnist', 'load_fashion_mnist',
+           'collate_dict',
            'DataLoaders', 'DeviceLoader', 'get_dls']
 
 FMNIST_URL = 'https://github.com/zalandoresearch/fashion-mnist#get-the-data'
@@ -103,7 +104,7 @@ def fashion_mnist_dir(path: str | os.PathLike | None = None) -> Path | None:
     """The folder with the four Fashion-MNIST IDX files: `path`, else $MINIAI_DATA, else
     ~/.cache/miniai/fashion-mnist. None when neither `path` nor $MINIAI_DATA is given and the cache folder
     lacks them (the caller then goes to the hub); a folder named by either that lacks a file raises."""
-    src = '`path`'
+    src = '`path`, or --data'
     if path is None and os.environ.get('MINIAI_DATA'):
         path, src = os.environ['MINIAI_DATA'], '$MINIAI_DATA'
     if path is None:
@@ -134,14 +135,37 @@ def _read_fmnist(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return res
 
 
+def _write_idx(path: Path, a: np.ndarray) -> None:
+    """Write uint8 array `a` as a gzipped IDX file, atomically (a temporary file renamed over `path`)."""
+    header = bytes([0, 0, 0x08, a.ndim]) + struct.pack(f'>{a.ndim}I', *a.shape)
+    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_bytes(gzip.compress(header + np.ascontiguousarray(a, np.uint8).tobytes()))
+    os.replace(tmp, path)
+
+
+def download_fashion_mnist() -> Path:
+    """Fetch Fashion-MNIST from the Hugging Face hub (`fashion_mnist`) and write it to the cache folder,
+    ~/.cache/miniai/fashion-mnist, as the four original IDX files, which later calls then read offline."""
+    import datasets
+    cache = _cache_dir()
+    try:
+        dd = datasets.load_dataset('fashion_mnist')
+    except Exception as e:
+        raise MissingDataError(f'Fashion-MNIST IDX files not found in {cache} and the hub failed '
+                               f'({type(e).__name__}: {e}). {_how_to_get(cache)}') from e
+    cache.mkdir(parents=True, exist_ok=True)
+    for split, (xf, yf) in _FILES.items():
+        ds = dd[split]
+        _write_idx(cache / f'{xf}.gz', np.stack([np.asarray(im, np.uint8) for im in ds['image']]))
+        _write_idx(cache / f'{yf}.gz', np.asarray(ds['label'], np.uint8))
+    return cache
+
+
 def fashion_mnist_arrays(path: str | os.PathLike | None = None) -> dict[str, tuple[Tensor, Tensor]]:
-    """`{'train': (images, labels), 'test': ...}` straight from the IDX files in `fashion_mnist_dir(path)`:
-    uint8 images [N,28,28] and int64 labels [N]. Needs the local files (no hub fallback)."""
-    folder = fashion_mnist_dir(path)
-    if folder is None:
-        cache = _cache_dir()
-        raise MissingDataError(f'Fashion-MNIST IDX files not found in {cache}. {_how_to_get(cache)}')
-    arrays = _read_fmnist(folder)
+    """`{'train': (images, labels), 'test': ...}` straight from the IDX files in `fashion_mnist_dir(path)`
+    (downloaded into the cache folder first when neither `path`, $MINIAI_DATA nor the cache has them):
+    uint8 images [N,28,28] and int64 labels [N]."""
+    arrays = _read_fmnist(fashion_mnist_dir(path) or download_fashion_mnist())
     return {split: (torch.from_numpy(x), torch.from_numpy(y).long()) for split, (x, y) in arrays.items()}
 
 
@@ -175,18 +199,11 @@ def _hf_split(x: np.ndarray, y: np.ndarray, split: str) -> Dataset:
 
 def load_fashion_mnist(path: str | os.PathLike | None = None) -> DatasetDict:
     """Fashion-MNIST as a `DatasetDict` (`train` 60,000, `test` 10,000) with the hub's exact features,
-    built in memory from the local IDX files (see `fashion_mnist_dir`); only when no folder has them, from
-    the hub."""
+    built in memory from the IDX files in `fashion_mnist_dir(path)` (downloaded into the cache folder first
+    when neither `path`, $MINIAI_DATA nor the cache has them)."""
     import datasets
 
-    folder = fashion_mnist_dir(path)
-    if folder is None:
-        try:
-            return datasets.load_dataset('fashion_mnist')
-        except Exception as e:
-            raise MissingDataError(f'Fashion-MNIST IDX files not found in {_cache_dir()} and the hub failed '
-                                   f'({type(e).__name__}: {e}). {_how_to_get(_cache_dir())}') from e
-    arrays = _read_fmnist(folder)
+    arrays = _read_fmnist(fashion_mnist_dir(path) or download_fashion_mnist())
     return datasets.DatasetDict({split: _hf_split(x, y, split) for split, (x, y) in arrays.items()})
 
 
@@ -314,6 +331,9 @@ def get_dls(bs: int = 1024, path: str | os.PathLike | None = None, fast: bool = 
     (`load_fashion_mnist`, a per-item `TF.to_tensor` + normalise transform, `DataLoaders.from_dd` with
     `num_workers`), yielding CPU batches equal to the fast path's for the same items; `seed` seeds its
     shuffle."""
+    for name, v in (('bs', bs), ('n_train', n_train), ('n_valid', n_valid)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f'get_dls: {name} must be a positive whole number (got {v!r}).')
     if fast:
         (xt, yt), (xv, yv) = fashion_mnist_arrays(path).values()
         kw = dict(bs=bs, mean=mean, std=std, device=device, rank=rank, world_size=world_size)

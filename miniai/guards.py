@@ -90,14 +90,18 @@ def _label_hints(preds: Any, y: Any) -> list[str]:
 
 def call_loss(loss_func: Callable, preds: Any, *ys: Any) -> Tensor:
     """`loss_func(preds, *ys)`; if it fails, a `BatchError` with the shapes and dtypes and the likely fix."""
+    name = getattr(loss_func, '__name__', type(loss_func).__name__)
     try:
-        return loss_func(preds, *ys)
+        loss = loss_func(preds, *ys)
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
-        name = getattr(loss_func, '__name__', type(loss_func).__name__)
         hints = (_label_hints(preds, ys[0]) if len(ys) == 1 else []) or [
             f'make the targets the dtype and shape that {name} expects for these predictions']
         raise BatchError(f'{name}(preds, target) failed for preds {_desc(preds)} and target '
                          f'{", ".join(map(_desc, ys))}: {e}. Fix: {"; ".join(hints)}.') from e
+    if not (isinstance(loss, Tensor) and loss.numel() == 1):
+        raise BatchError(f'{name} returned {_desc(loss)}; the loss must be a one-element tensor to backpropagate '
+                         "from: reduce it (e.g. reduction='mean', or .mean()) and keep it a tensor (no .item()).")
+    return loss
 
 
 def check_sched_steps(sched: Any, n_steps: int, who: str) -> None:

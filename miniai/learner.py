@@ -150,6 +150,9 @@ class Learner:
     def __init__(self, model: nn.Module, dls: Any = (0,), loss_func: Callable = F.mse_loss, lr: float = 0.1,
                  cbs: Iterable[Callback] | None = None, opt_func: Callable = optim.SGD,
                  splitter: Callable | None = None, nan_guard: bool = True):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f'Learner: model is a {type(model).__name__}, not a torch nn.Module; wrap a function in '
+                            'a Module (or use nn.Sequential).')
         self.model, self.dls, self.loss_func, self.lr = model, dls, loss_func, lr
         self.opt_func, self.splitter, self.nan_guard = opt_func, splitter, nan_guard
         self.cbs: list[Callback] = []
@@ -170,6 +173,9 @@ class Learner:
     # -- callbacks ---------------------------------------------------------------------------------
     def add_cb(self, cb: Callback) -> Learner:
         """Add a callback (it stays for every later fit)."""
+        if isinstance(cb, type) or not isinstance(getattr(cb, 'order', None), (int, float)):
+            fix = f'an instance, {cb.__name__}()' if isinstance(cb, type) else 'a Callback (with an `order`)'
+            raise TypeError(f'Learner callbacks: {cb!r} is not a callback; pass {fix}.')
         self.cbs.append(cb)
         self._handlers.clear()
         return self
@@ -272,6 +278,9 @@ class Learner:
 
     def _check_loaders(self) -> None:
         for phase in self.phases:
+            if not hasattr(self.dls, phase):
+                raise TypeError(f'Learner: dls (a {type(self.dls).__name__}) has no .{phase}; give DataLoaders(train, '
+                                'valid), or any object whose .train and .valid are loaders.')
             dl = getattr(self.dls, phase)
             if hasattr(dl, '__len__') and len(dl) == 0:
                 raise ValueError(f'dls.{phase} has no batches: its dataset is empty, or holds fewer items '

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from copy import copy
-from typing import Any
-
-from torcheval.metrics import Mean, Metric
+from typing import TYPE_CHECKING, Any
 
 from .distributed import is_main_process
 from .learner import Callback, Learner
+
+if TYPE_CHECKING:  # torcheval is imported when a MetricsCB is made: it adds seconds to `import miniai`
+    from torcheval.metrics import Metric
 
 __all__ = ['MetricsCB', 'format_time', 'fit_metrics']
 
@@ -40,6 +41,7 @@ class MetricsCB(Callback):
     is the batch's item after its `learn.n_inp` inputs (1 unless a `TrainCB(n_inp)` says otherwise).
     """
     def __init__(self, *ms: Metric, **metrics: Metric):
+        from torcheval.metrics import Mean, Metric
         for o in ms:
             name = type(o).__name__
             if name in metrics:

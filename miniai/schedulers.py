@@ -50,6 +50,13 @@ def _per_group(name: str, v: float | Sequence[float], n: int) -> list[float]:
     return [float(v)] * n
 
 
+def _check_lrs(name: str, lrs: list[float], zero_ok: bool = False) -> list[float]:
+    if not all(math.isfinite(v) and (v >= 0 if zero_ok else v > 0) for v in lrs):
+        raise ValueError(f'{name} is a learning rate: it must be {"0 or more" if zero_ok else "positive"}, got '
+                         f'{lrs[0] if len(set(lrs)) == 1 else lrs}')
+    return lrs
+
+
 def _check_pos(name: str, v: Any, integer: bool = True) -> None:
     if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)) or v <= 0:
         kind = 'integer' if integer else 'number'
@@ -158,7 +165,7 @@ class OneCycle(Scheduler):
         if anneal_strategy not in ('cos', 'linear'):
             raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
         n = len(opt.param_groups)
-        self.max_lrs = _per_group('max_lr', max_lr, n)
+        self.max_lrs = _check_lrs('max_lr', _per_group('max_lr', max_lr, n))
         self.total_steps, self.pct_start, self.anneal_strategy = total_steps, pct_start, anneal_strategy
         self.div_factor, self.final_div_factor, self.three_phase = div_factor, final_div_factor, three_phase
         # Phase ends, written as in PyTorch so they round identically.
@@ -234,7 +241,8 @@ class CyclicLR(Scheduler):
         if scale_mode not in ('cycle', 'iterations'):
             raise ValueError(f"scale_mode must be 'cycle' or 'iterations', got {scale_mode!r}")
         n = len(opt.param_groups)
-        base_lrs, self.max_lrs = _per_group('base_lr', base_lr, n), _per_group('max_lr', max_lr, n)
+        base_lrs = _check_lrs('base_lr', _per_group('base_lr', base_lr, n), zero_ok=True)
+        self.max_lrs = _check_lrs('max_lr', _per_group('max_lr', max_lr, n))
         up = float(step_size_up)
         self.total_size = up + (float(step_size_down) if step_size_down is not None else up)
         self.step_ratio = up / self.total_size

@@ -195,17 +195,29 @@ def test_dir_resolution_order(tmp_path, monkeypatch):
 def test_hub_is_the_fallback_and_its_failure_is_clear(no_local_data, monkeypatch):
     import datasets
 
-    monkeypatch.setattr(datasets, 'load_dataset', lambda name: f'hub:{name}')
-    assert load_fashion_mnist() == 'hub:fashion_mnist'
-
     def offline(name):
         raise ConnectionError("Couldn't reach 'fashion_mnist' on the Hub")
     monkeypatch.setattr(datasets, 'load_dataset', offline)
-    with pytest.raises(MissingDataError, match='MINIAI_DATA') as e:
-        load_fashion_mnist()
-    assert isinstance(e.value.__cause__, ConnectionError) and "Couldn't reach" in str(e.value)
-    with pytest.raises(MissingDataError, match='fashion-mnist'):  # the fast path needs the local files
-        fashion_mnist_arrays()
+    for load in (load_fashion_mnist, fashion_mnist_arrays, lambda: get_dls(bs=4, device='cpu')):
+        with pytest.raises(MissingDataError, match='MINIAI_DATA') as e:
+            load()
+        assert isinstance(e.value.__cause__, ConnectionError) and "Couldn't reach" in str(e.value)
+
+
+def test_the_hub_download_is_cached_as_idx_files(no_local_data, tmp_path, monkeypatch):
+    """Online, every loader gets the data from the hub once, kept in the cache folder as the four IDX files."""
+    import datasets
+    hub = load_fashion_mnist(write_fmnist(tmp_path / 'hub', n_train=6, n_test=4))  # the hub's features
+    calls = []
+    monkeypatch.setattr(datasets, 'load_dataset', lambda name: calls.append(name) or hub)
+    dls = get_dls(bs=4, device='cpu')
+    assert calls == ['fashion_mnist'] and (dls.train.n, dls.valid.n) == (6, 4)
+    cache = tmp_path / 'home/.cache/miniai/fashion-mnist'
+    assert fashion_mnist_dir() == cache and sorted(p.name for p in cache.iterdir()) == sorted(sum(FILES.values(), ()))
+    expected = fashion_mnist_arrays(tmp_path / 'hub')
+    for split, (x, y) in fashion_mnist_arrays().items():  # read from the cache: no second download
+        assert torch.equal(x, expected[split][0]) and torch.equal(y, expected[split][1])
+    assert load_fashion_mnist()['train'].features == hub['train'].features and calls == ['fashion_mnist']
 
 
 # --- loaders ---
@@ -361,3 +373,10 @@ def test_from_dd_names_the_missing_split(tmp_path):
     with pytest.raises(ValueError, match=r"'validation', 'valid' or 'test' split; this DatasetDict has "
                                          r"\['train', 'eval'\].*train_test_split"):
         DataLoaders.from_dd(dd, 4)
+
+
+@pytest.mark.parametrize('kw', [dict(bs=0), dict(bs=-1), dict(bs=2.5), dict(n_train=-5), dict(n_valid=0)])
+def test_get_dls_refuses_sizes_that_are_not_positive_whole_numbers(kw):
+    name, v = next(iter(kw.items()))
+    with pytest.raises(ValueError, match=rf'get_dls: {name} must be a positive whole number \(got {v}\)'):
+        get_dls(**kw)

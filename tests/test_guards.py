@@ -181,6 +181,28 @@ def test_labels_the_loss_cannot_use(y, hint):
         TrainLearner(nn.Linear(4, 2), dls_of(x, y), F.cross_entropy).fit(1)
 
 
+@pytest.mark.parametrize('loss, msg', [
+    (partial(F.cross_entropy, reduction='none'), r"returned torch.float32 \[4\] on cpu; the loss must be a "
+                                                 r"one-element tensor.*reduction='mean'"),
+    (lambda p, y: F.cross_entropy(p, y).item(), r'returned float; .*no .item\(\)')])
+def test_losses_that_cannot_be_backpropagated(loss, msg):
+    x, y = data()
+    with pytest.raises(BatchError, match=msg):
+        TrainLearner(nn.Linear(4, 2), dls_of(x, y), loss).fit(1)
+
+
+def test_what_is_not_a_model_a_callback_or_dataloaders():
+    x, y = data()
+    with pytest.raises(TypeError, match='model is a function, not a torch nn.Module'):
+        TrainLearner(lambda x: x, dls_of(x, y), F.cross_entropy)
+    with pytest.raises(TypeError, match=r'pass an instance, ProgressCB\(\)'):
+        TrainLearner(nn.Linear(4, 2), dls_of(x, y), F.cross_entropy, cbs=[ProgressCB])
+    with pytest.raises(TypeError, match=r'42 is not a callback; pass a Callback'):
+        TrainLearner(nn.Linear(4, 2), dls_of(x, y), F.cross_entropy).add_cb(42)
+    with pytest.raises(TypeError, match=r'dls \(a tuple\) has no .train; give DataLoaders\(train, valid\)'):
+        TrainLearner(nn.Linear(4, 2), (x, y), F.cross_entropy).fit(1)
+
+
 def test_empty_loader_and_bad_epoch_counts():
     x, y = data()
     dls = dls_of(x[:0], y[:0])

@@ -19,16 +19,22 @@ def run_py(code: str) -> str:
     return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
 
 
-def test_star_import_gives_every_public_name():
+def test_star_import_gives_every_public_name_and_no_stray_ones():
     names = run_py('import miniai; ns = {}; exec("from miniai import *", ns); print(" ".join(sorted(ns)))').split()
     assert set(FOUNDATION_NAMES) <= set(names)
+    assert not {'warnings', 'version', 'PackageNotFoundError', 'torcheval'} & set(names)
 
 
-def test_import_defers_datasets_and_pyplot():
+def test_import_defers_datasets_pyplot_fastprogress_and_torcheval():
     out = run_py('import sys, miniai, miniai.data, miniai.plot; '
-                 'print("datasets" in sys.modules, "matplotlib.pyplot" in sys.modules, '
-                 '"fastprogress" in sys.modules)')
-    assert out.split() == ['False', 'False', 'False']
+                 'print(*(m in sys.modules for m in ("datasets", "matplotlib.pyplot", "fastprogress", "torcheval")))')
+    assert out.split() == ['False'] * 4
+
+
+def test_torcheval_loads_without_its_deprecation_warning_after_miniai():
+    code = ('import warnings; warnings.simplefilter("error"); import miniai; '
+            'from torcheval.metrics import MulticlassAccuracy; miniai.MetricsCB(MulticlassAccuracy()); print("ok")')
+    assert run_py(code).split() == ['ok']
 
 
 def test_version_has_one_source():

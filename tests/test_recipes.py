@@ -130,3 +130,69 @@ def test_optimizers_without_momentum_train_from_the_cli(tiny_fmnist, tmp_path, o
 def test_fit_refuses_bad_numbers(tiny_fmnist, tmp_path, flags, msg):
     with pytest.raises(SystemExit, match=msg):
         fit_tiny(tiny_fmnist, tmp_path / 'run', *flags)
+
+
+def cli(*argv):
+    from miniai.cli import main
+    return main(list(argv))
+
+
+def test_resume_takes_no_options_but_device_and_data(tiny_fmnist, tmp_path):
+    run = str(tmp_path / 'run')
+    fit_tiny(tiny_fmnist, run)
+    with pytest.raises(SystemExit, match=r'only --device and --data may be given with it, not --epochs, --lr'):
+        cli('fit', '--resume', run, '--epochs', '10', '--lr', '0.1')
+
+
+def test_out_of_an_existing_run_is_refused(tiny_fmnist, tmp_path):
+    fit_tiny(tiny_fmnist, tmp_path / 'run')
+    with pytest.raises(SystemExit, match='already holds a run; continue it with `miniai fit --resume'):
+        fit_tiny(tiny_fmnist, tmp_path / 'run')
+    (tmp_path / 'file').write_text('')
+    with pytest.raises(SystemExit, match='is a file; give a folder'):
+        fit_tiny(tiny_fmnist, tmp_path / 'file')
+
+
+def test_resume_of_a_run_without_a_checkpoint_or_with_bad_options(tiny_fmnist, tmp_path):
+    run = tmp_path / 'run'
+    fit_tiny(tiny_fmnist, run)
+    args = json.loads((run / 'args.json').read_text())
+    (run / 'args.json').write_text(json.dumps({**args, 'recipe': 'huge'}))
+    with pytest.raises(SystemExit, match=r"options this miniai does not know: recipe='huge'"):
+        cli('fit', '--resume', str(run))
+    (run / 'args.json').write_text('{"recipe": ')
+    with pytest.raises(SystemExit, match='is not valid JSON'):
+        cli('fit', '--resume', str(run))
+    (run / 'args.json').write_text(json.dumps(args))
+    (run / 'checkpoint.pt').unlink()
+    with pytest.raises(SystemExit, match='no checkpoint.pt there: the run stopped before it saved one'):
+        cli('fit', '--resume', str(run))
+
+
+def test_devices_this_machine_lacks_are_named(tiny_fmnist, tmp_path):
+    with pytest.raises(SystemExit, match="--device 'gpu' is not a device torch knows"):
+        fit_tiny(tiny_fmnist, tmp_path / 'a', '--device', 'gpu')
+    n = torch.cuda.device_count()
+    with pytest.raises(SystemExit, match=f'--device cuda:{n}, but torch sees {n} cuda device'):
+        fit_tiny(tiny_fmnist, tmp_path / 'b', '--device', f'cuda:{n}')
+    assert not (tmp_path / 'a').exists() and not (tmp_path / 'b').exists()  # no run folder left behind
+
+
+def test_compile_modes_are_checked_before_anything_runs():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(['fit', '--compile', 'bogus'])
+    assert build_parser().parse_args(['fit', '--compile']).compile == 'default'
+
+
+def test_data_and_nan_errors_print_a_message_not_a_traceback(tiny_fmnist, tmp_path):
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(SystemExit, match=r'^miniai fit: .*empty'):
+        cli('fit', '--data', str(tmp_path / 'empty'), '--out', str(tmp_path / 'a'), '--device', 'cpu')
+    with pytest.raises(SystemExit, match=r'(?s)training loss is .*With miniai fit: try a lower --lr'):
+        cli('fit', '--data', str(tiny_fmnist), '--out', str(tmp_path / 'b'), '--device', 'cpu', '--bs', '16',
+            '--limit-batches', '2', '--epochs', '3', '--lr', '1e30', '--sched', 'none')
+
+
+def test_mixed_precision_on_the_cpu_says_it_does_nothing(tiny_fmnist, tmp_path):
+    with pytest.warns(UserWarning, match='--mixed-precision does nothing on the cpu'):
+        fit_tiny(tiny_fmnist, tmp_path / 'run', '--mixed-precision')

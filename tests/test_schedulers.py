@@ -275,6 +275,11 @@ ERRORS = [
     (partial(CyclicLR, base_lr=[0.01], max_lr=0.1, step_size_up=2), 'base_lr'),
     (partial(CyclicLR, base_lr=0.01, max_lr=(0.1, 0.1, 0.1), step_size_up=2), 'max_lr'),
     (partial(CyclicLR, base_lr=0.01, max_lr=0.1, step_size_up=2, base_momentum=[0.8]), 'base_momentum'),
+    (partial(OneCycle, max_lr=-0.1, total_steps=10), 'max_lr is a learning rate: it must be positive, got -0.1'),
+    (partial(OneCycle, max_lr=0., total_steps=10), 'max_lr is a learning rate'),
+    (partial(OneCycle, max_lr=[0.1, math.nan], total_steps=10), r'max_lr .* got \[0.1, nan\]'),
+    (partial(CyclicLR, base_lr=-0.01, max_lr=0.1, step_size_up=2), 'base_lr .* must be 0 or more'),
+    (partial(CyclicLR, base_lr=0.01, max_lr=-0.1, step_size_up=2), 'max_lr .* must be positive'),
 ]
 
 
