@@ -33,7 +33,7 @@ from .schedulers import CyclicLR
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ['COMPARE_OPTS', 'COMPARE_FIELDS', 'compare_optimizers', 'train_run', 'write_rows_csv',
+__all__ = ['COMPARE_OPTS', 'COMPARE_FIELDS', 'compare_optimizers', 'train_run', 'save_comparison', 'write_rows_csv',
            'read_rows_csv', 'plot_comparison', 'summarise']
 
 # name -> (optimizer factory, lr); lr None: bounds from `learn.lr_find()` and a triangular cyclical lr.
@@ -138,19 +138,29 @@ def compare_optimizers(model_fn: Callable[[], nn.Module], dls_fn: Callable[[], A
         from fastprogress.fastprogress import master_bar
         runs = mbar = master_bar(runs)
     rows = []
-    for name, seed in runs:
-        opt_func, lr = opts[name]
-        rows += train_run(model_fn, dls_fn, opt_func, lr, epochs, seed, name, clr, clr_step_epochs,
-                          lr_find_kw, cbs_fn() if cbs_fn else (), mbar)
+    try:
+        for name, seed in runs:
+            opt_func, lr = opts[name]
+            rows += train_run(model_fn, dls_fn, opt_func, lr, epochs, seed, name, clr, clr_step_epochs,
+                              lr_find_kw, cbs_fn() if cbs_fn else (), mbar)
+    except KeyboardInterrupt:
+        if out is not None and rows:
+            save_comparison(rows, out)  # the runs that finished
+        raise
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_rows_csv(rows, out / 'compare.csv')
-        import matplotlib.pyplot as plt
-        fig = plot_comparison(rows)
-        fig.savefig(out / 'compare.png', dpi=100)
-        plt.close(fig)
+        save_comparison(rows, out)
     return rows
+
+
+def save_comparison(rows: list[dict], out: str | os.PathLike) -> None:
+    """Write `compare.csv` and `compare.png` to folder `out`."""
+    import matplotlib.pyplot as plt
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_rows_csv(rows, out / 'compare.csv')
+    fig = plot_comparison(rows)
+    fig.savefig(out / 'compare.png', dpi=100)
+    plt.close(fig)
 
 
 def write_rows_csv(rows: list[dict], path: str | os.PathLike) -> None:
@@ -230,7 +240,8 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--device', default=None, help='cuda, mps or cpu (default: the best available)')
     p.add_argument('--out', default=None, help='output folder (default: runs/compare-<timestamp>)')
     p.add_argument('--limit-batches', type=int, default=None, metavar='N',
-                   help='use only the first N batches of each epoch (a quick smoke run)')
+                   help='train on the first N*bs training images and validate on the first N*bs test images: '
+                        'N batches an epoch (a quick smoke run)')
     p.add_argument('--augment', action=argparse.BooleanOptionalAction, default=True,
                    help='random crop (pad 4) and horizontal flip of training batches (default: on)')
 
@@ -252,8 +263,17 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
     if bad := [o for o in picked if o.lower() not in names]:
         raise SystemExit(f"miniai compare: unknown optimizer(s) {', '.join(bad)}; "
                          f"choose from {', '.join(COMPARE_OPTS)}")
-    seeds = _seeds(args.seeds)
-    for flag, v in (('--epochs', args.epochs), ('--bs', args.bs), ('--seeds', len(seeds)),
+    if not picked:
+        raise SystemExit(f"miniai compare: --opts names no optimizer; choose from {', '.join(COMPARE_OPTS)}")
+    try:
+        seeds = _seeds(args.seeds)
+    except ValueError:
+        raise SystemExit(f'miniai compare: --seeds takes a count N or a comma list of seeds, got {args.seeds!r}.'
+                         ) from None
+    if not seeds:
+        raise SystemExit(f'miniai compare: --seeds {args.seeds} gives no seeds: give a count of at least 1, or a '
+                         'comma list of seeds.')
+    for flag, v in (('--epochs', args.epochs), ('--bs', args.bs),
                     ('--limit-batches', 1 if args.limit_batches is None else args.limit_batches)):
         if v < 1:
             raise SystemExit(f'miniai compare: {flag} must be at least 1 (got {v}).')
@@ -276,8 +296,14 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
         return [DeviceCB(device), *augment]
 
     opts = {names[o.lower()]: COMPARE_OPTS[names[o.lower()]] for o in picked}
-    rows = compare_optimizers(vanilla_cnn, dls_fn, opts, epochs=args.epochs, seeds=seeds,
-                              out=out, cbs_fn=cbs_fn)
+    try:
+        rows = compare_optimizers(vanilla_cnn, dls_fn, opts, epochs=args.epochs, seeds=seeds, out=out,
+                                  cbs_fn=cbs_fn)
+    except KeyboardInterrupt:
+        done = out / 'compare.csv'
+        print('Interrupted: ' + (f'the runs that finished are in {done} and compare.png' if done.is_file()
+                                 else 'no run had finished, nothing was written'))
+        raise SystemExit(130) from None
     for s in summarise(rows):
         print(f"{s['optimizer']:>9}: valid acc {s['valid_accuracy']:.4f} ± {s['valid_accuracy_std']:.4f}, "
               f"train acc {s['train_accuracy']:.4f} ± {s['train_accuracy_std']:.4f} ({s['runs']} runs, "

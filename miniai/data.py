@@ -111,6 +111,9 @@ def fashion_mnist_dir(path: str | os.PathLike | None = None) -> Path | None:
         folder = _cache_dir()
         return folder if all(_find(folder, s) for s in _STEMS) else None
     folder = Path(path).expanduser()
+    if folder.is_file():
+        raise MissingDataError(f'{folder} (from {src}) is a file; give the folder that holds the four files. '
+                               f'{_how_to_get(folder.parent)}')
     if not folder.is_dir():
         raise MissingDataError(f'{folder} (from {src}): no such folder. {_how_to_get(folder)}')
     missing = [f'{s}.gz' for s in _STEMS if _find(folder, s) is None]

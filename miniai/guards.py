@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ['NonFiniteLossError', 'BatchError', 'DeviceMismatchError', 'check_batch', 'call_model',
@@ -82,6 +83,8 @@ def _label_hints(preds: Any, y: Any) -> list[str]:
         hints.append(f'class-index targets must have shape [{len(y)}], not {list(y.shape)}: use y.squeeze(1)')
     if y.is_floating_point() and y.shape != preds.shape:
         hints.append('class-index targets must be integers: convert them with y.long()')
+    if not y.is_floating_point() and y.dtype != torch.int64:
+        hints.append(f'class-index targets must be int64, not {y.dtype}: convert them with y.long()')
     if not y.is_floating_point() and y.numel() and not 0 <= int(y.min()) <= int(y.max()) < c:
         hints.append(f'labels range {int(y.min())}..{int(y.max())} but the model has {c} outputs (labels '
                      f"must be 0..{c - 1}): check the labels or the model's last layer")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from copy import copy
 from typing import TYPE_CHECKING, Any
 
@@ -106,5 +108,9 @@ class MetricsCB(Callback):
         row = {**self.compute(), 'epoch': learn.epoch, 'train': learn.training,
                'time': time.perf_counter() - self._start}
         self.history.append(row)
+        if not math.isfinite(row['loss']) and is_main_process():
+            warnings.warn(f"MetricsCB: the {learn.phase} loss of epoch {learn.epoch} is {row['loss']}: the model "
+                          'gives NaN or inf for some of these batches (a diverged model, or NaN/inf in the data).',
+                          stacklevel=2)
         self._log({**{k: f'{row[k]:.3f}' for k in self.all_metrics}, 'epoch': str(learn.epoch),
                    'train': 'train' if learn.training else 'eval', 'time': format_time(row['time'])})

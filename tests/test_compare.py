@@ -131,3 +131,27 @@ def test_cli_compare_end_to_end(fmnist_dir, tmp_path, capsys):
     assert (out / 'compare.png').stat().st_size > 0
     printed = capsys.readouterr().out
     assert 'computed mean 0.2' in printed and 'valid acc' in printed
+
+
+def test_an_interrupted_comparison_keeps_the_runs_that_finished(tmp_path):
+    class CtrlCInSecondRun(Callback):
+        runs = 0
+        def before_fit(self, learn): CtrlCInSecondRun.runs += 1
+        def after_batch(self, learn):
+            if CtrlCInSecondRun.runs == 2 and learn.training: raise KeyboardInterrupt
+    opts = {'Adam': OPTS['Adam'], 'Adamax': (optim.Adamax, 2e-3)}
+    with pytest.raises(KeyboardInterrupt):
+        compare_optimizers(tiny_model, tiny_dls, opts, epochs=2, seeds=(0,), out=tmp_path,
+                           cbs_fn=lambda: [CtrlCInSecondRun()])
+    rows = read_rows_csv(tmp_path / 'compare.csv')
+    assert [(r['optimizer'], r['epoch']) for r in rows] == [('Adam', 0), ('Adam', 1)]
+    assert (tmp_path / 'compare.png').is_file()
+
+
+@pytest.mark.parametrize('flags, msg', [(('--opts', ''), '--opts names no optimizer; choose from Adagrad'),
+                                        (('--seeds', 'a,b'), "--seeds takes a count N or a comma list of seeds, "
+                                                             "got 'a,b'"),
+                                        (('--seeds', '-2'), '--seeds -2 gives no seeds')])
+def test_compare_refuses_empty_choices(flags, msg):
+    with pytest.raises(SystemExit, match=msg):
+        main(['compare', *flags])

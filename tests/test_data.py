@@ -380,3 +380,9 @@ def test_get_dls_refuses_sizes_that_are_not_positive_whole_numbers(kw):
     name, v = next(iter(kw.items()))
     with pytest.raises(ValueError, match=rf'get_dls: {name} must be a positive whole number \(got {v}\)'):
         get_dls(**kw)
+
+
+def test_a_file_given_as_the_data_folder(tmp_path):
+    (tmp_path / 'MD5SUMS').write_text('')
+    with pytest.raises(MissingDataError, match='MD5SUMS .* is a file; give the folder that holds the four files'):
+        fashion_mnist_dir(tmp_path / 'MD5SUMS')

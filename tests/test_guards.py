@@ -174,7 +174,8 @@ def test_batches_that_are_not_x_y_tuples(learner):
 @pytest.mark.parametrize('y, hint', [
     (torch.zeros(16), r'preds torch.float32 \[4, 2\].*target torch.float32 \[4\].*y.long\(\)'),
     (torch.zeros(16, 1, dtype=torch.long), r'torch.int64 \[4, 1\].*shape \[4\], not \[4, 1\].*squeeze'),
-    (torch.full((16,), 5), r'labels range 5..5 but the model has 2 outputs.*0..1')])
+    (torch.full((16,), 5), r'labels range 5..5 but the model has 2 outputs.*0..1'),
+    (torch.zeros(16, dtype=torch.int32), r'must be int64, not torch.int32: convert them with y.long\(\)')])
 def test_labels_the_loss_cannot_use(y, hint):
     x, _ = data()
     with pytest.raises(BatchError, match=f'cross_entropy.*{hint}'):
@@ -276,3 +277,12 @@ def test_set_seed_deterministic_repeats_a_fit_exactly():
     finally:
         torch.use_deterministic_algorithms(False)
     assert la == lb and len(la) == 2 * (8 + 8) and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_loss_that_is_not_finite_at_validation_warns():
+    x, y = data()
+    xv = x.clone()
+    xv[0, 0] = float('nan')  # validation has no NaN guard: the epoch's loss is NaN, and it says so
+    dls = SimpleNamespace(train=DataLoader(TensorDataset(x, y), 4), valid=DataLoader(TensorDataset(xv, y), 4))
+    with pytest.warns(UserWarning, match='the valid loss of epoch 0 is nan'):
+        TrainLearner(nn.Linear(4, 2), dls, F.cross_entropy, cbs=[MetricsCB()]).fit(1)
