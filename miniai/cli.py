@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 import warnings
 from functools import partial
@@ -13,6 +14,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import optim
+
+from .distributed import is_main_process
+from .learner import Callback, Learner
+from .metrics import MetricsCB
 
 __all__ = ['main', 'fit_command', 'OPTIMIZERS', 'SCHEDULES']
 
@@ -79,6 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class MetricsFileCB(Callback):
+    """Writes `metrics`' rows, merged per epoch (`epoch_rows`), to the JSON file `path` after every epoch: an
+    interrupted run keeps what it measured. Only the main process writes."""
+    order = 5  # after `MetricsCB` has the epoch's row
+
+    def __init__(self, path: Path, metrics: MetricsCB): self.path, self.metrics = path, metrics
+
+    def after_epoch(self, learn: Learner) -> None:
+        if learn.phase == learn.phases[-1] and is_main_process():
+            tmp = self.path.with_name(f'.{self.path.name}.tmp')  # written whole, then renamed: never half a file
+            tmp.write_text(json.dumps(epoch_rows(self.metrics.history), indent=2))
+            os.replace(tmp, self.path)
+
+
 def checked_args(args: argparse.Namespace) -> argparse.Namespace:
     """`miniai fit`'s options, with a resumed run's own and the recipe's defaults filled in; refuses bad ones."""
     from .recipes import RECIPES
@@ -130,10 +149,9 @@ def fit_command(args: argparse.Namespace) -> dict:
     from .callbacks import DeviceCB
     from .checkpoint import CheckpointCB, FitInterrupted, InterruptCB
     from .data import get_dls
-    from .distributed import DDPCB, get_rank, get_world_size, init_distributed, is_main_process
+    from .distributed import DDPCB, get_rank, get_world_size, init_distributed
     from .guards import NonFiniteLossError
     from .learner import TrainLearner
-    from .metrics import MetricsCB
     from .models import set_seed
     from .progress import ProgressCB
     from .recipes import RECIPES, FlipTTACB
@@ -164,7 +182,7 @@ def fit_command(args: argparse.Namespace) -> dict:
     if sched: cbs.append(BatchSchedCB(sched))
     if distributed: cbs.append(DDPCB())
     ckpt = out / 'checkpoint.pt'
-    cbs += [CheckpointCB(ckpt), InterruptCB()]
+    cbs += [MetricsFileCB(out / 'metrics.json', metrics), CheckpointCB(ckpt), InterruptCB()]
     loss_func = partial(F.cross_entropy, label_smoothing=args.label_smoothing)
     learn = TrainLearner(model, dls, loss_func, lr=args.lr, cbs=cbs, opt_func=OPTIMIZERS[args.opt])
     if is_main_process():
@@ -189,7 +207,6 @@ def fit_command(args: argparse.Namespace) -> dict:
 
     rows = epoch_rows(metrics.history)
     if is_main_process():
-        (out / 'metrics.json').write_text(json.dumps(rows, indent=2))
         save_curves(out / 'curves.png', progress.losses, [r['valid_loss'] for r in rows], len(dls.train),
                     rec.recs)
         torch.save(learn.model.state_dict(), out / 'model.pt')

@@ -494,6 +494,7 @@ def test_cli_keeps_the_last_checkpoint_when_stopped_mid_batch(tiny_fmnist, tmp_p
     out = capsys.readouterr().out
     assert 'Interrupted mid-batch, so nothing was saved' in out and f'--resume {tmp_path / "b"}' in out
     assert load_checkpoint(tmp_path / 'b')['epoch'] == 1  # the one saved after the first epoch
+    assert [r['epoch'] for r in json.loads((tmp_path / 'b' / 'metrics.json').read_text())] == [0]  # kept
     monkeypatch.undo()
 
     main(['fit', '--resume', str(tmp_path / 'b')])
