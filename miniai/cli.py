@@ -140,6 +140,32 @@ def checked_device(name: str | None) -> torch.device:
     return device
 
 
+def fit_or_exit(learn: Learner, args: argparse.Namespace, ckpt: Path) -> None:
+    """`learn.fit` for `miniai fit`: a NaN loss or Ctrl-C ends the command with a message (and exit code 130
+    for Ctrl-C); a Ctrl-C at a batch end saves the checkpoint, one mid-batch keeps the last one."""
+    from .checkpoint import FitInterrupted
+    from .guards import NonFiniteLossError
+    resume = f'continue with: miniai fit --resume {ckpt.parent}'
+
+    def kept() -> str:  # after the fit stopped: CheckpointCB may have saved since it began
+        return (f'the last checkpoint, {ckpt}, is kept; {resume}' if ckpt.is_file() else
+                'no checkpoint was saved yet (one is written after every epoch)')
+    try:
+        learn.fit(args.epochs, resume=ckpt if args.resume else None)
+    except NonFiniteLossError as e:
+        raise SystemExit(f'miniai fit: {e}\nWith miniai fit: try a lower --lr (this run: {args.lr}); {kept()}.'
+                         ) from None
+    except FitInterrupted:  # between batches: the state is whole
+        if is_main_process():
+            learn.save(ckpt)
+            print(f'Interrupted: saved {ckpt}; {resume}')
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:  # mid-batch (a second Ctrl-C, or a distributed run): a save would not resume exactly
+        if is_main_process():
+            print(f'Interrupted mid-batch, so nothing was saved: {kept()}')
+        raise SystemExit(130) from None
+
+
 def fit_command(args: argparse.Namespace) -> dict:
     """Train as `miniai fit` does; writes metrics.json, curves.png and model.pt to the output folder, and
     args.json and checkpoint.pt (after every epoch, and on Ctrl-C) for `--resume`."""
@@ -147,10 +173,9 @@ def fit_command(args: argparse.Namespace) -> dict:
 
     from .accel import amp_dtype, speed_cbs
     from .callbacks import DeviceCB
-    from .checkpoint import CheckpointCB, FitInterrupted, InterruptCB
+    from .checkpoint import CheckpointCB, InterruptCB
     from .data import get_dls
     from .distributed import DDPCB, get_rank, get_world_size, init_distributed
-    from .guards import NonFiniteLossError
     from .learner import TrainLearner
     from .models import set_seed
     from .progress import ProgressCB
@@ -188,23 +213,7 @@ def fit_command(args: argparse.Namespace) -> dict:
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         (out / 'args.json').write_text(json.dumps(vars(args), indent=2))
-    try:
-        learn.fit(args.epochs, resume=ckpt if args.resume else None)
-    except NonFiniteLossError as e:
-        kept = f'the last checkpoint, {ckpt}, is kept' if ckpt.is_file() else 'no checkpoint was saved yet'
-        raise SystemExit(f'miniai fit: {e}\nWith miniai fit: try a lower --lr (this run: {args.lr}); {kept}.') from None
-    except FitInterrupted:  # between batches: the state is whole
-        if is_main_process():
-            learn.save(ckpt)
-            print(f'Interrupted: saved {ckpt}; continue with: miniai fit --resume {out}')
-        raise SystemExit(130) from None
-    except KeyboardInterrupt:  # mid-batch (a second Ctrl-C, or a distributed run): a save would not resume exactly
-        if is_main_process():
-            kept = (f'the last checkpoint, {ckpt}, is kept; continue with: miniai fit --resume {out}'
-                    if ckpt.is_file() else 'no checkpoint was saved yet (one is written after every epoch)')
-            print(f'Interrupted mid-batch, so nothing was saved: {kept}')
-        raise SystemExit(130) from None
-
+    fit_or_exit(learn, args, ckpt)
     rows = epoch_rows(metrics.history)
     if is_main_process():
         save_curves(out / 'curves.png', progress.losses, [r['valid_loss'] for r in rows], len(dls.train),
