@@ -2,12 +2,17 @@
 
 `from miniai import *` gives every public name.
 
-Heavy stacks (Hugging Face `datasets`, `matplotlib.pyplot`, fastprogress, torcheval) load only when used.
+Heavy optional stacks (Hugging Face `datasets`, `matplotlib.pyplot`, fastprogress) load only when used.
 """
 
 import warnings as _warnings
+from importlib import import_module as _import_module
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
+
+with _warnings.catch_warnings():  # torcheval's import calls the deprecated torch.jit.script
+    _warnings.simplefilter('ignore', FutureWarning)
+    _import_module('torcheval.metrics')
 
 from .accel import *
 from .callbacks import *
@@ -29,10 +34,6 @@ from .sched import *
 from .schedulers import *
 from .transfer import *
 from .vision import *
-
-# torcheval (imported when first used) calls the deprecated torch.jit.script as it loads; its users can do nothing
-# about that, so that one warning is not shown.
-_warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 
 try:
     __version__ = _version('miniai')

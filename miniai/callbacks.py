@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from .device import def_device, to_device
-from .guards import call_loss, call_model, check_batch
+from .guards import backward_loss, call_loss, call_model, check_batch
 from .learner import Callback, CancelFitException, Learner
 
 __all__ = ['TrainCB', 'DeviceCB', 'SingleBatchCB', 'BatchTransformCB']
@@ -25,7 +25,7 @@ class TrainCB(Callback):
     def get_loss(self, learn: Learner) -> None:
         learn.loss = call_loss(learn.loss_func, learn.preds, *learn.batch[self.n_inp:])
 
-    def backward(self, learn: Learner) -> None: learn.loss.backward()
+    def backward(self, learn: Learner) -> None: backward_loss(learn.loss)
     def step(self, learn: Learner) -> None: learn.opt.step()
     def zero_grad(self, learn: Learner) -> None: learn.opt.zero_grad()
 

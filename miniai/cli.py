@@ -25,14 +25,17 @@ OPTIMIZERS = {'adamw': optim.AdamW, 'adam': optim.Adam, 'sgd': partial(optim.SGD
               'rmsprop': optim.RMSprop, 'adagrad': optim.Adagrad, 'adadelta': optim.Adadelta, 'adamax': optim.Adamax}
 SCHEDULES = ('onecycle', 'cosine', 'cyclic', 'none')
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
+# `miniai fit`'s defaults, filled in by `checked_args`: the parser leaves every option None unless it is given,
+# so that `--resume` can tell what was given.
+FIT_DEFAULTS = {'epochs': 5, 'opt': 'adamw', 'sched': 'onecycle', 'seed': 42, 'recipe': 'seed'}
 
 
 def make_sched(name: str, lr: float, total_steps: int):
     """The scheduler factory (taking the optimizer) for `--sched name`, or None for a constant lr."""
     from .schedulers import CosineAnnealing, CyclicLR, OneCycle, get_mom
 
-    def has_mom(opt) -> bool:  # momentum cycles only where the optimizer has some (not Adagrad, Adadelta)
-        return all(get_mom(pg) is not None for pg in opt.param_groups)
+    def has_mom(opt) -> bool:  # momentum cycles only where the optimizer uses some (not Adagrad, nor RMSprop's 0)
+        return all(get_mom(pg) for pg in opt.param_groups)
     if name == 'onecycle':
         return lambda opt: OneCycle(opt, max_lr=lr, total_steps=total_steps, cycle_momentum=has_mom(opt))
     if name == 'cosine': return partial(CosineAnnealing, T_max=total_steps)
@@ -46,16 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='miniai', description='miniai: train Fashion-MNIST CNNs with scheduled lr.')
     sub = p.add_subparsers(dest='command', required=True)
     f = sub.add_parser('fit', help='train the seed recipe (BatchNorm CNN, AdamW, one-cycle 6e-2, bs 1024, 5 epochs)')
-    f.add_argument('--epochs', type=int, default=5, help='number of epochs (default: 5)')
+    f.add_argument('--epochs', type=int, help='number of epochs (default: 5)')
     f.add_argument('--lr', type=float, default=None,
                    help="(max) learning rate (default: the recipe's; seed: 6e-2)")
     f.add_argument('--bs', type=int, default=None, help="batch size (default: the recipe's; seed: 1024)")
-    f.add_argument('--opt', choices=sorted(OPTIMIZERS), default='adamw', help='optimizer (default: adamw)')
-    f.add_argument('--sched', choices=SCHEDULES, default='onecycle', help='learning-rate schedule (default: onecycle)')
+    f.add_argument('--opt', choices=sorted(OPTIMIZERS), help='optimizer (default: adamw)')
+    f.add_argument('--sched', choices=SCHEDULES, help='learning-rate schedule (default: onecycle)')
     f.add_argument('--data', default=None,
                    help='folder with the four Fashion-MNIST IDX files (default: $MINIAI_DATA, then the cache)')
     f.add_argument('--device', default=None, help='cuda, mps or cpu (default: the best available)')
-    f.add_argument('--seed', type=int, default=42, help='random seed (default: 42)')
+    f.add_argument('--seed', type=int, help='random seed (default: 42)')
     f.add_argument('--out', default=None, help='output folder (default: runs/<timestamp>)')
     f.add_argument('--resume', default=None, metavar='DIR',
                    help="continue the run in DIR (its checkpoint.pt, with its args.json's options; only "
@@ -64,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='train on the first N*bs training images and validate on the first N*bs test images: '
                         'N batches an epoch (a quick smoke run)')
     from .recipes import RECIPES
-    f.add_argument('--recipe', choices=list(RECIPES), default='seed',
-                   help='seed: the BatchNorm CNN; best: a ResNet, augmentation, flip TTA; cpu: a wider CNN with '
-                        'the same extras, for CPUs (miniai.recipes)')
+    f.add_argument('--recipe', choices=list(RECIPES),
+                   help='seed (the default): the BatchNorm CNN; best: a ResNet, augmentation, flip TTA; cpu: a wider '
+                        'CNN with the same extras, for CPUs (miniai.recipes)')
     f.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None,
                    help="batch augmentation, random crop and flip (default: the recipe's; best, cpu: yes; "
                         "on a recipe without one, --augment uses best's: 2 px of padding)")
@@ -105,12 +108,15 @@ def checked_args(args: argparse.Namespace) -> argparse.Namespace:
         args = resume_args(args)
         if not (Path(args.resume) / 'checkpoint.pt').is_file():
             raise SystemExit(f'miniai fit --resume {args.resume}: no checkpoint.pt there: the run stopped before it '
-                             'saved one (one is saved after every epoch, and on Ctrl-C). Start it again.')
-    elif args.out and (Path(args.out) / 'args.json').exists():
+                             'saved one (one is saved after every epoch, and on Ctrl-C). Start it again (the same '
+                             '--out may be used).')
+    elif args.out and (Path(args.out) / 'checkpoint.pt').exists():
         raise SystemExit(f'miniai fit: {args.out} already holds a run; continue it with `miniai fit --resume '
                          f'{args.out}`, or give another --out.')
     if args.out and Path(args.out).is_file():
         raise SystemExit(f'miniai fit: --out {args.out} is a file; give a folder (made if missing).')
+    for k, v in FIT_DEFAULTS.items():
+        if getattr(args, k) is None: setattr(args, k, v)
     recipe = RECIPES[args.recipe]
     for k in ('bs', 'lr', 'label_smoothing', 'tta'):  # unset options take the recipe's values
         if getattr(args, k) is None: setattr(args, k, getattr(recipe, k))
@@ -153,8 +159,8 @@ def fit_or_exit(learn: Learner, args: argparse.Namespace, ckpt: Path) -> None:
     try:
         learn.fit(args.epochs, resume=ckpt if args.resume else None)
     except NonFiniteLossError as e:
-        raise SystemExit(f'miniai fit: {e}\nWith miniai fit: try a lower --lr (this run: {args.lr}); {kept()}.'
-                         ) from None
+        raise SystemExit(f'miniai fit: {e}\nWith miniai fit: start a new run, with another --out, and a lower --lr '
+                         f'(this run used {args.lr}); resuming this one would diverge the same way.') from None
     except FitInterrupted:  # between batches: the state is whole
         if is_main_process():
             learn.save(ckpt)
@@ -228,8 +234,9 @@ def resume_args(args: argparse.Namespace) -> argparse.Namespace:
     """The options of the run saved in `args.resume` (its args.json), but `--device` and `--data` if given."""
     from .recipes import RECIPES
     run, saved = Path(args.resume), Path(args.resume) / 'args.json'
-    defaults = vars(build_parser().parse_args(['fit']))  # also for options newer than the saved run
-    if given := [k for k, v in vars(args).items() if k not in ('resume', 'device', 'data') and v != defaults[k]]:
+    unset = vars(build_parser().parse_args(['fit']))  # all None: options newer than the saved run take defaults
+    if given := [k for k, v in vars(args).items() if k not in ('command', 'resume', 'device', 'data')
+                 and v not in (None, False)]:
         flags = ', '.join('--' + k.replace('_', '-') for k in given)
         raise SystemExit(f'miniai fit --resume {run}: continues that run with its own options (its args.json); '
                          f'only --device and --data may be given with it, not {flags}. To train with other '
@@ -243,11 +250,11 @@ def resume_args(args: argparse.Namespace) -> argparse.Namespace:
         raise SystemExit(f'miniai fit --resume {run}: {saved} is not valid JSON ({e}); it should hold the options '
                          'the run was started with.') from None
     choices = {'recipe': RECIPES, 'opt': OPTIMIZERS, 'sched': SCHEDULES}
-    if bad := [f'{k}={opts.get(k)!r}' for k, ok in choices.items() if opts.get(k) not in ok]:
+    if bad := [f'{k}={opts[k]!r}' for k, ok in choices.items() if opts.get(k) is not None and opts[k] not in ok]:
         raise SystemExit(f'miniai fit --resume {run}: {saved} has options this miniai does not know: '
                          f'{", ".join(bad)}.')
     keep = {k: getattr(args, k) for k in ('device', 'data') if getattr(args, k) is not None}
-    return argparse.Namespace(**{**defaults, **opts, **keep, 'resume': args.resume, 'out': args.resume})
+    return argparse.Namespace(**{**unset, **opts, **keep, 'resume': args.resume, 'out': args.resume})
 
 
 def epoch_rows(history: list[dict]) -> list[dict]:

@@ -279,6 +279,8 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
             raise SystemExit(f'miniai compare: {flag} must be at least 1 (got {v}).')
     device = torch.device(args.device or def_device)
     out = Path(args.out or Path('runs') / time.strftime('compare-%Y%m%d-%H%M%S'))
+    if (out / 'compare.csv').exists():
+        raise SystemExit(f'miniai compare: {out} already holds a comparison (compare.csv); give another --out.')
 
     # Read and normalise once; every run gets fresh loaders over the same tensors (shuffled from its seed).
     n = args.limit_batches and args.limit_batches * args.bs

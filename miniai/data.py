@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import numbers
 import os
 import struct
 import zlib
@@ -335,7 +336,7 @@ def get_dls(bs: int = 1024, path: str | os.PathLike | None = None, fast: bool = 
     `num_workers`), yielding CPU batches equal to the fast path's for the same items; `seed` seeds its
     shuffle."""
     for name, v in (('bs', bs), ('n_train', n_train), ('n_valid', n_valid)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1):
             raise ValueError(f'get_dls: {name} must be a positive whole number (got {v!r}).')
     if fast:
         (xt, yt), (xv, yv) = fashion_mnist_arrays(path).values()

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ['NonFiniteLossError', 'BatchError', 'DeviceMismatchError', 'check_batch', 'call_model',
+__all__ = ['NonFiniteLossError', 'BatchError', 'DeviceMismatchError', 'check_batch', 'call_model', 'backward_loss',
            'call_loss', 'check_sched_steps']
 
 
@@ -101,10 +101,18 @@ def call_loss(loss_func: Callable, preds: Any, *ys: Any) -> Tensor:
             f'make the targets the dtype and shape that {name} expects for these predictions']
         raise BatchError(f'{name}(preds, target) failed for preds {_desc(preds)} and target '
                          f'{", ".join(map(_desc, ys))}: {e}. Fix: {"; ".join(hints)}.') from e
-    if not (isinstance(loss, Tensor) and loss.numel() == 1):
-        raise BatchError(f'{name} returned {_desc(loss)}; the loss must be a one-element tensor to backpropagate '
-                         "from: reduce it (e.g. reduction='mean', or .mean()) and keep it a tensor (no .item()).")
+    if not isinstance(loss, Tensor):
+        raise BatchError(f'{name} returned a {type(loss).__name__}; the loss must be a tensor to backpropagate '
+                         'from: keep it one (no .item() or float()).')
     return loss
+
+
+def backward_loss(loss: Tensor) -> None:
+    """`loss.backward()`; a loss of more than one element gets a `BatchError` that says how to reduce it."""
+    if loss.numel() != 1:
+        raise BatchError(f'The loss is {_desc(loss)}; backward needs a one-element loss: reduce it in the loss '
+                         "function (e.g. reduction='mean'), or override the Learner's backward.")
+    loss.backward()
 
 
 def check_sched_steps(sched: Any, n_steps: int, who: str) -> None:

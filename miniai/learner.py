@@ -25,9 +25,11 @@ BatchNorm running statistics as they were before that batch.
 Checkpoints (`save`, `load`, `fit(n, resume=path)`, `CheckpointCB`) hold the model, the optimizer, the
 counters, the state of every callback that has `state_dict`/`load_state_dict` (keyed by class name and index
 among the callbacks of that class, e.g. `RecorderCB_0`), the global random number generators and the
-loaders' own state (when they have `state_dict`). `fit(n, resume=path)` keeps `n` as the run's TOTAL number
-of epochs. It runs `before_fit` as usual (callbacks build their schedulers, reset their records), THEN
-restores the optimizer, counters and callback states, and starts at the saved position: a checkpoint saved
+loaders' own state (their `state_dict`, or a DataLoader's own generator). `fit(n, resume=path)` keeps `n` as
+the run's TOTAL number of epochs. It checks the checkpoint against the model, optimizer, loaders and
+phases, runs `before_fit` as usual (callbacks build their schedulers, reset their records), THEN restores
+the callback states, weights, optimizer and counters (a resume refused before then changes nothing), and
+starts at the saved position: a checkpoint saved
 between epochs resumes with the next epoch; one saved mid-epoch (e.g. after `InterruptCB` stopped a fit at a
 batch boundary) replays that epoch's data order past the batches already done. On CPU the resumed run is bit
 for bit the uninterrupted one.
@@ -50,11 +52,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn, optim
 
-from .guards import NonFiniteLossError, call_loss, call_model, check_batch
+from .guards import NonFiniteLossError, backward_loss, call_loss, call_model, check_batch
 
 __all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'run_cbs',
            'with_cbs', 'Learner', 'TrainLearner', 'MomentumLearner', 'get_rng_state', 'set_rng_state',
-           'loader_generators']
+           'check_callback', 'loader_generators']
 
 
 class CancelFitException(Exception):
@@ -106,6 +108,13 @@ class with_cbs:
                 raise
             o.cleanup(f'cleanup_{nm}')
         return _f
+
+
+def check_callback(cb: Any) -> None:
+    """Raise a `TypeError` with the fix unless `cb` is a callback instance (something with an `order`)."""
+    if isinstance(cb, type) or not isinstance(getattr(cb, 'order', None), (int, float)):
+        fix = f'an instance, {cb.__name__}()' if isinstance(cb, type) else 'a Callback (with an `order`)'
+        raise TypeError(f'Learner callbacks: {cb!r} is not a callback; pass {fix}.')
 
 
 def loader_generators(dl: Any) -> list[torch.Generator]:
@@ -173,9 +182,7 @@ class Learner:
     # -- callbacks ---------------------------------------------------------------------------------
     def add_cb(self, cb: Callback) -> Learner:
         """Add a callback (it stays for every later fit)."""
-        if isinstance(cb, type) or not isinstance(getattr(cb, 'order', None), (int, float)):
-            fix = f'an instance, {cb.__name__}()' if isinstance(cb, type) else 'a Callback (with an `order`)'
-            raise TypeError(f'Learner callbacks: {cb!r} is not a callback; pass {fix}.')
+        check_callback(cb)
         self.cbs.append(cb)
         self._handlers.clear()
         return self
@@ -254,19 +261,20 @@ class Learner:
         ck = None if resume is None else self._read_checkpoint(resume, n_epochs, phases)
         cbs = list(cbs or ())
         for cb in cbs:
+            check_callback(cb)
+        self._check_loaders(phases)
+        if self.opt is None:
+            self.create_opt(lr)
+        elif lr is not None:
+            for pg in self.opt.param_groups:
+                pg['lr'] = lr
+                pg.pop('initial_lr', None)  # so that a scheduler built in this fit starts from `lr`
+        if ck is not None:
+            self._check_opt(ck)
+        for cb in cbs:
             self.add_cb(cb)
         try:
-            if self.opt is None:
-                self.create_opt(lr)
-            if ck is not None:  # all checks pass before anything is restored
-                self._check_opt(ck)
-                self.model.load_state_dict(ck['model'])
-            if lr is not None:
-                for pg in self.opt.param_groups:
-                    pg['lr'] = lr
-                    pg.pop('initial_lr', None)  # so that a scheduler built in this fit starts from `lr`
             self.phases = phases
-            self._check_loaders()
             self.n_epochs, self.epochs = n_epochs, range(ck['epoch'] if ck else 0, n_epochs)
             self.n_iter = n_epochs * len(self.dls.train) if train else 0
             self.train_iter, self._ck = 0, ck
@@ -276,8 +284,8 @@ class Learner:
             for cb in cbs:
                 self.remove_cb(cb)
 
-    def _check_loaders(self) -> None:
-        for phase in self.phases:
+    def _check_loaders(self, phases: tuple[str, ...]) -> None:
+        for phase in phases:
             if not hasattr(self.dls, phase):
                 raise TypeError(f'Learner: dls (a {type(self.dls).__name__}) has no .{phase}; give DataLoaders(train, '
                                 'valid), or any object whose .train and .valid are loaders.')
@@ -381,7 +389,6 @@ class Learner:
         if self.opt is None and ck['opt'] is not None:
             self.create_opt()
         self._check_opt(ck)
-        self.model.load_state_dict(ck['model'])
         self._restore(ck)
         self.epoch, self.n_epochs = ck['epoch'], ck['n_epochs']
         self._at, self._n_done, self._phase_done = (ck['epoch'], ck['phase'], ck['start']), ck['iter'], False
@@ -394,14 +401,16 @@ class Learner:
         """Everything a checkpoint holds, as plain containers, numbers, strings and tensors."""
         epoch, phase, n_done, start = self._resume_point()
         now = self._random_state()
-        model = self.model
-        if isinstance(model, nn.parallel.DistributedDataParallel):  # during a `DDPCB` fit
-            model = model.module
-        return {'format': 'miniai.checkpoint', 'version': 1, 'model': model.state_dict(),
+        return {'format': 'miniai.checkpoint', 'version': 1, 'model': self._plain_model().state_dict(),
                 'opt': self.opt and self.opt.state_dict(), 'opt_type': type(self.opt).__name__,
                 'epoch': epoch, 'phase': phase, 'iter': n_done, 'train_iter': self.train_iter,
                 'n_epochs': self.n_epochs, 'start': start or now, 'rng_now': now['rng'] if n_done else None,
                 'cbs': {k: cb.state_dict() for k, cb in self._stateful_cbs().items()}}
+
+    def _plain_model(self) -> nn.Module:
+        """The model, unwrapped from `DistributedDataParallel` during a `DDPCB` fit."""
+        m = self.model
+        return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
 
     def _resume_point(self) -> tuple[int, str, int, dict | None]:
         """(epoch, phase, training batches of it done, random state at the phase's start or None for now)."""
@@ -476,14 +485,8 @@ class Learner:
                              f"of {own}: build the Learner with the same splitter as the run that saved it.")
 
     def _restore(self, ck: dict[str, Any]) -> None:
-        """Restore the optimizer, the counters and the callback states of checkpoint `ck`."""
-        if ck['opt'] is not None:
-            pgs = self.opt.param_groups
-            self.opt.load_state_dict(ck['opt'])
-            for old, new in zip(pgs, self.opt.param_groups, strict=True):
-                old.update(new)
-            self.opt.param_groups = pgs  # keep the param-group dicts, which callbacks (e.g. RecorderCB) hold
-        self.train_iter = ck['train_iter']
+        """Restore the callback states (first: a callback may refuse its state), then the weights, the optimizer
+        and the counters of checkpoint `ck`."""
         cbs = self._stateful_cbs()
         for k, sd in ck['cbs'].items():
             if k in cbs:
@@ -492,6 +495,14 @@ class Learner:
         if lost or fresh:
             warnings.warn(f'Checkpoint: callback states without a matching callback (ignored): {lost}; '
                           f'callbacks without a saved state (starting fresh): {fresh}.', stacklevel=3)
+        self._plain_model().load_state_dict(ck['model'])
+        if ck['opt'] is not None:
+            pgs = self.opt.param_groups
+            self.opt.load_state_dict(ck['opt'])
+            for old, new in zip(pgs, self.opt.param_groups, strict=True):
+                old.update(new)
+            self.opt.param_groups = pgs  # keep the param-group dicts, which callbacks (e.g. RecorderCB) hold
+        self.train_iter = ck['train_iter']
 
 
 class TrainLearner(Learner):
@@ -504,7 +515,7 @@ class TrainLearner(Learner):
         self.loss = call_loss(self.loss_func, self.preds, self.batch[1])
 
     def backward(self) -> None:
-        self.loss.backward()
+        backward_loss(self.loss)
 
     def step(self) -> None:
         self.opt.step()

@@ -6,13 +6,12 @@ import math
 import time
 import warnings
 from copy import copy
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from torcheval.metrics import Mean, Metric
 
 from .distributed import is_main_process
 from .learner import Callback, Learner
-
-if TYPE_CHECKING:  # torcheval is imported when a MetricsCB is made: it adds seconds to `import miniai`
-    from torcheval.metrics import Metric
 
 __all__ = ['MetricsCB', 'format_time', 'fit_metrics']
 
@@ -43,7 +42,6 @@ class MetricsCB(Callback):
     is the batch's item after its `learn.n_inp` inputs (1 unless a `TrainCB(n_inp)` says otherwise).
     """
     def __init__(self, *ms: Metric, **metrics: Metric):
-        from torcheval.metrics import Mean, Metric
         for o in ms:
             name = type(o).__name__
             if name in metrics:
@@ -68,6 +66,10 @@ class MetricsCB(Callback):
         return {'history': self.history, 'running': {k: m.state_dict() for k, m in self.all_metrics.items()}}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
+        if sd['running'].keys() != self.all_metrics.keys():
+            raise ValueError(f"MetricsCB: the checkpoint's metrics are {sorted(sd['running'])}, this MetricsCB's "
+                             f'{sorted(self.all_metrics)}: build it with the same metrics (and names) as the run '
+                             'that saved it.')
         self.history, self._running = [dict(r) for r in sd['history']], sd['running']
         self._load_running()
 

@@ -1,6 +1,7 @@
 """Checkpoints: atomic writes, safe reads, `CheckpointCB`, and resuming bit for bit (after an epoch,
 mid-epoch, on Ctrl-C, from the CLI)."""
 
+import copy
 import json
 import os
 import signal
@@ -508,3 +509,25 @@ def test_checkpointcb_monitor_needs_a_metricscb_in_this_fit(tmp_path):
     learn.fit(1, cbs=[MetricsCB()])  # `learn.metrics` stays, to be read, but is not in the next fit
     with pytest.raises(ValueError, match='needs a MetricsCB'):
         learn.fit(1, cbs=[CheckpointCB(tmp_path, monitor='valid_loss')])
+
+
+def test_a_resume_refused_by_a_callback_changes_nothing(tmp_path):
+    """Refused in a callback's `before_fit` (a bad monitor) or by a callback's state (other metrics): the
+    weights and the optimizer's state stay as they were."""
+    torch.manual_seed(0)
+    learn = make_learner()
+    learn.fit(N_EPOCHS)
+    learn.save(tmp_path / 'ck.pt')
+    torch.manual_seed(1)
+    other = make_learner()
+    other.fit(N_EPOCHS)  # trained in memory, not saved
+    before, opt_before = weights(other), copy.deepcopy(other.opt.state_dict())
+    with pytest.raises(ValueError, match="monitor='nope'"):
+        other.fit(N_EPOCHS, resume=tmp_path / 'ck.pt', cbs=[CheckpointCB(tmp_path / 'x', monitor='nope')])
+    other.remove_cb(cb_of(other, MetricsCB)).add_cb(MetricsCB(acc=MulticlassAccuracy(), f1=MulticlassAccuracy()))
+    with pytest.raises(ValueError, match=r"the checkpoint's metrics are \['acc', 'loss'\], this MetricsCB's "
+                                         r"\['acc', 'f1', 'loss'\]"):
+        other.fit(N_EPOCHS, resume=tmp_path / 'ck.pt')
+    assert all(torch.equal(a, b) for a, b in zip(before, weights(other), strict=True))
+    assert_same_checkpoint(opt_before['state'], other.opt.state_dict()['state'])  # (a scheduler built in
+    # `before_fit` has set its first lr, as it does in every fit)

@@ -155,3 +155,9 @@ def test_an_interrupted_comparison_keeps_the_runs_that_finished(tmp_path):
 def test_compare_refuses_empty_choices(flags, msg):
     with pytest.raises(SystemExit, match=msg):
         main(['compare', *flags])
+
+
+def test_compare_refuses_an_out_that_holds_a_comparison(tmp_path):
+    (tmp_path / 'compare.csv').write_text('')
+    with pytest.raises(SystemExit, match='already holds a comparison'):
+        main(['compare', '--out', str(tmp_path)])

@@ -382,6 +382,11 @@ def test_get_dls_refuses_sizes_that_are_not_positive_whole_numbers(kw):
         get_dls(**kw)
 
 
+def test_get_dls_takes_numpy_integers(tmp_path):
+    dls = get_dls(bs=np.int64(4), n_train=np.int32(6), path=write_fmnist(tmp_path / 'fm'), device='cpu')
+    assert (len(dls.train), dls.train.n) == (2, 6)
+
+
 def test_a_file_given_as_the_data_folder(tmp_path):
     (tmp_path / 'MD5SUMS').write_text('')
     with pytest.raises(MissingDataError, match='MD5SUMS .* is a file; give the folder that holds the four files'):

@@ -184,13 +184,23 @@ def test_labels_the_loss_cannot_use(y, hint):
 
 
 @pytest.mark.parametrize('loss, msg', [
-    (partial(F.cross_entropy, reduction='none'), r"returned torch.float32 \[4\] on cpu; the loss must be a "
-                                                 r"one-element tensor.*reduction='mean'"),
-    (lambda p, y: F.cross_entropy(p, y).item(), r'returned float; .*no .item\(\)')])
+    (partial(F.cross_entropy, reduction='none'), r"The loss is torch.float32 \[4\] on cpu; backward needs a "
+                                                 r"one-element loss.*reduction='mean'"),
+    (lambda p, y: F.cross_entropy(p, y).item(), r'returned a float; the loss must be a tensor.*no .item\(\)')])
 def test_losses_that_cannot_be_backpropagated(loss, msg):
     x, y = data()
     with pytest.raises(BatchError, match=msg):
         TrainLearner(nn.Linear(4, 2), dls_of(x, y), loss).fit(1)
+
+
+def test_a_per_item_loss_trains_with_its_own_backward():
+    class MeanBackward(TrainLearner):
+        def backward(self): self.loss.mean().backward()
+    x, y = data()
+    learn = MeanBackward(nn.Linear(4, 2), dls_of(x, y), partial(F.cross_entropy, reduction='none'))
+    before = learn.model.weight.detach().clone()
+    learn.fit(1)
+    assert not torch.equal(before, learn.model.weight)
 
 
 def test_what_is_not_a_model_a_callback_or_dataloaders():

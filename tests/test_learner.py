@@ -365,3 +365,16 @@ def test_batch_transform_cb_respects_train_and_valid_flags():
     zero = lambda b: (b[0] * 0, b[1])
     make_learner([BatchTransformCB(zero, on_train=True, on_val=False), Spy()]).fit(1)
     assert all((m == 0) == t for t, m in seen)
+
+
+def test_a_first_fit_lr_keeps_the_splitters_own_group_lrs():
+    learn = make_learner(splitter=lambda m: [{'params': [m.weight], 'lr': 1e-4}, {'params': [m.bias]}])
+    learn.fit(1, lr=1e-2)
+    assert [pg['lr'] for pg in learn.opt.param_groups] == [1e-4, 1e-2]
+
+
+def test_a_refused_fit_callback_leaves_no_callback_behind():
+    learn = make_learner()
+    with pytest.raises(TypeError, match=r'pass an instance, MetricsCB\(\)'):
+        learn.fit(1, cbs=[EventLog(), MetricsCB])
+    assert learn.cbs == []

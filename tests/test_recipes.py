@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from miniai import BatchAugment
-from miniai.cli import build_parser, fit_command, resume_args
+from miniai.cli import build_parser, checked_args, fit_command, resume_args
 from miniai.recipes import RECIPES, FlipTTACB, ResBlock, resnet
 
 
@@ -50,7 +50,7 @@ def test_fit_best_recipe_two_batches(tiny_fmnist, tmp_path, monkeypatch):
 
 
 def test_seed_recipe_stays_the_default():
-    args = build_parser().parse_args(['fit'])
+    args = checked_args(build_parser().parse_args(['fit']))
     assert args.recipe == 'seed' and RECIPES['seed'].bs == 1024 and RECIPES['seed'].lr == 6e-2
 
 
@@ -142,6 +142,9 @@ def test_resume_takes_no_options_but_device_and_data(tiny_fmnist, tmp_path):
     fit_tiny(tiny_fmnist, run)
     with pytest.raises(SystemExit, match=r'only --device and --data may be given with it, not --epochs, --lr'):
         cli('fit', '--resume', run, '--epochs', '10', '--lr', '0.1')
+    for default in (('--epochs', '5'), ('--opt', 'adamw'), ('--recipe', 'seed')):  # given, though the default
+        with pytest.raises(SystemExit, match=f'not {default[0]}'):
+            cli('fit', '--resume', run, *default)
 
 
 def test_out_of_an_existing_run_is_refused(tiny_fmnist, tmp_path):
@@ -188,11 +191,20 @@ def test_data_and_nan_errors_print_a_message_not_a_traceback(tiny_fmnist, tmp_pa
     (tmp_path / 'empty').mkdir()
     with pytest.raises(SystemExit, match=r'^miniai fit: .*empty'):
         cli('fit', '--data', str(tmp_path / 'empty'), '--out', str(tmp_path / 'a'), '--device', 'cpu')
-    with pytest.raises(SystemExit, match=r'(?s)training loss is .*With miniai fit: try a lower --lr'):
-        cli('fit', '--data', str(tiny_fmnist), '--out', str(tmp_path / 'b'), '--device', 'cpu', '--bs', '16',
-            '--limit-batches', '2', '--epochs', '3', '--lr', '1e30', '--sched', 'none')
+    nan_run = ['fit', '--data', str(tiny_fmnist), '--out', str(tmp_path / 'b'), '--device', 'cpu', '--bs', '16',
+               '--limit-batches', '2', '--epochs', '3', '--sched', 'none']
+    with pytest.raises(SystemExit, match=r'(?s)training loss is .*start a new run, with another --out, and a lower '
+                                         r'--lr \(this run used 1e\+30\)'):
+        cli(*nan_run, '--lr', '1e30')
+    assert not (tmp_path / 'b' / 'checkpoint.pt').exists()  # it diverged in its first epoch: nothing to resume,
+    cli(*nan_run, '--lr', '1e-3')  # so the same --out may be used again
 
 
 def test_mixed_precision_on_the_cpu_says_it_does_nothing(tiny_fmnist, tmp_path):
     with pytest.warns(UserWarning, match='--mixed-precision does nothing on the cpu'):
         fit_tiny(tiny_fmnist, tmp_path / 'run', '--mixed-precision')
+
+
+def test_rmsprop_keeps_its_momentum_off(tiny_fmnist, tmp_path):
+    _, learn = fit_tiny(tiny_fmnist, tmp_path / 'run', '--opt', 'rmsprop', '--lr', '1e-3')
+    assert learn.opt.param_groups[0]['momentum'] == 0
