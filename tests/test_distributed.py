@@ -23,6 +23,8 @@ from miniai import (
     FMNIST_MEAN,
     FMNIST_STD,
     Callback,
+    CancelFitException,
+    CheckpointCB,
     DeviceCB,
     DeviceLoader,
     MetricsCB,
@@ -93,7 +95,37 @@ def worker(out: Path) -> None:
                           valid=IdsLoader(x[:20], y[:20], bs=8, device='cpu'))
     _, metrics, seen = fit(dls, model, n_epochs=1)
     res['fast'] = dict(seen=seen.log, n_iter=seen.n_iter, history=metrics.history)
+    res['resumed_same'] = resumed_equals_uninterrupted(out / 'checkpoint.pt')
     torch.save(res, out / f'rank{get_rank()}.pt')
+
+
+class StopAfterFirstEpoch(Callback):
+    order = CheckpointCB.order + 1  # after the epoch's checkpoint
+
+    def after_epoch(self, learn):
+        if not learn.training and learn.epoch == 0:
+            raise CancelFitException()
+
+
+def resumed_equals_uninterrupted(ck: Path) -> bool:
+    """Whether a fit stopped after its first epoch and resumed from its checkpoint ends with the weights of a
+    fit that was not stopped."""
+    def run(cbs, resume=None):
+        dls = SimpleNamespace(train=DataLoader(synthetic(N_TRAIN, 0), BS, shuffle=True),
+                              valid=DataLoader(synthetic(N_VALID, 1), BS))
+        model = mlp()
+        if resume:  # other initial weights: the checkpoint's must replace them
+            with torch.no_grad():
+                for p in model.parameters(): p.add_(1.)
+        learn = TrainLearner(model, dls, F.cross_entropy, lr=0.01, opt_func=optim.AdamW,
+                             cbs=[DeviceCB('cpu'), DDPCB(), *cbs])
+        learn.fit(2, resume=resume)
+        return learn.model.state_dict()
+    ref = run([])
+    run([CheckpointCB(ck), StopAfterFirstEpoch()])
+    torch.distributed.barrier()  # the main process has written the checkpoint
+    res = run([CheckpointCB(ck)], resume=ck)
+    return all(torch.equal(ref[k], res[k]) for k in ref)
 
 
 def n_tables(out: str) -> int:
@@ -122,6 +154,10 @@ def launched(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f'ddp-{request.param}')
     proc = launch(request.param, __file__, str(out))
     return proc, [torch.load(out / f'rank{r}.pt', weights_only=False) for r in range(2)]
+
+
+def test_a_resumed_fit_ends_as_the_uninterrupted_one(launched):
+    assert [r['resumed_same'] for r in launched[1]] == [True, True]
 
 
 def items(log, training, epoch=None):
