@@ -32,16 +32,13 @@ FIT_DEFAULTS = {'epochs': 5, 'opt': 'adamw', 'sched': 'onecycle', 'seed': 42, 'r
 
 def make_sched(name: str, lr: float, total_steps: int):
     """The scheduler factory (taking the optimizer) for `--sched name`, or None for a constant lr."""
-    from .schedulers import CosineAnnealing, CyclicLR, OneCycle, get_mom
-
-    def has_mom(opt) -> bool:  # momentum cycles only where the optimizer uses some (not Adagrad, nor RMSprop's 0)
-        return all(get_mom(pg) for pg in opt.param_groups)
+    from .schedulers import CosineAnnealing, CyclicLR, OneCycle, uses_momentum
     if name == 'onecycle':
-        return lambda opt: OneCycle(opt, max_lr=lr, total_steps=total_steps, cycle_momentum=has_mom(opt))
+        return lambda opt: OneCycle(opt, max_lr=lr, total_steps=total_steps, cycle_momentum=uses_momentum(opt))
     if name == 'cosine': return partial(CosineAnnealing, T_max=total_steps)
     if name == 'cyclic':  # the first article's triangle: one cycle from lr/6 up to lr and back
         return lambda opt: CyclicLR(opt, base_lr=lr / 6, max_lr=lr, step_size_up=max(1, total_steps // 2),
-                                    cycle_momentum=has_mom(opt))
+                                    cycle_momentum=uses_momentum(opt))
     return None
 
 
@@ -152,10 +149,6 @@ def fit_or_exit(learn: Learner, args: argparse.Namespace, ckpt: Path) -> None:
     from .checkpoint import FitInterrupted
     from .guards import NonFiniteLossError
     resume = f'continue with: miniai fit --resume {ckpt.parent}'
-
-    def kept() -> str:  # after the fit stopped: CheckpointCB may have saved since it began
-        return (f'the last checkpoint, {ckpt}, is kept; {resume}' if ckpt.is_file() else
-                'no checkpoint was saved yet (one is written after every epoch)')
     try:
         learn.fit(args.epochs, resume=ckpt if args.resume else None)
     except NonFiniteLossError as e:
@@ -168,7 +161,9 @@ def fit_or_exit(learn: Learner, args: argparse.Namespace, ckpt: Path) -> None:
         raise SystemExit(130) from None
     except KeyboardInterrupt:  # mid-batch (a second Ctrl-C, or a distributed run): a save would not resume exactly
         if is_main_process():
-            print(f'Interrupted mid-batch, so nothing was saved: {kept()}')
+            kept = (f'the last checkpoint, {ckpt}, is kept; {resume}' if ckpt.is_file() else
+                    'no checkpoint was saved yet (one is written after every epoch)')
+            print(f'Interrupted mid-batch, so nothing was saved: {kept}')
         raise SystemExit(130) from None
 
 
@@ -283,7 +278,7 @@ def save_curves(path: Path, losses: list[float], valid_losses: list[float], n_ba
     axs[0].legend()
     no_mom = all(math.isnan(m) for m in recs['mom'])
     for ax, k, title in ((axs[1], 'lr', 'learning rate'),
-                         (axs[2], 'mom', 'momentum: none (this optimizer has none)' if no_mom else 'momentum (beta1)')):
+                         (axs[2], 'mom', 'momentum (this optimizer has none)' if no_mom else 'momentum (beta1)')):
         ax.plot(recs[k])
         ax.set(title=title, xlabel='batch')
     fig.tight_layout()

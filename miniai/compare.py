@@ -28,7 +28,7 @@ from .metrics import MetricsCB
 from .models import set_seed
 from .progress import in_notebook
 from .sched import BatchSchedCB
-from .schedulers import CyclicLR
+from .schedulers import CyclicLR, uses_momentum
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -75,10 +75,9 @@ class _RunLogCB(Callback):
 
 
 def _cyclic(lower: float, upper: float, step: int) -> Callable:
-    """A triangular `CyclicLR` factory; momentum cycles only where the optimizer has some."""
+    """A triangular `CyclicLR` factory; momentum cycles only where the optimizer uses some."""
     def sched(opt: optim.Optimizer) -> CyclicLR:
-        has_mom = all(pg.get('momentum') or 'betas' in pg for pg in opt.param_groups)
-        return CyclicLR(opt, base_lr=lower, max_lr=upper, step_size_up=step, cycle_momentum=has_mom)
+        return CyclicLR(opt, base_lr=lower, max_lr=upper, step_size_up=step, cycle_momentum=uses_momentum(opt))
     return sched
 
 

@@ -59,7 +59,6 @@ class MetricsCB(Callback):
         self.all_metrics = copy(metrics)
         self.all_metrics['loss'] = self.loss = Mean()
         self.history: list[dict[str, Any]] = []
-        self._running: dict[str, dict] = {}  # the metrics' state mid-epoch, from a checkpoint
 
     def state_dict(self) -> dict[str, Any]:
         """The history, and the metrics' running state (used when a checkpoint was saved mid-epoch)."""
@@ -70,12 +69,9 @@ class MetricsCB(Callback):
             raise ValueError(f"MetricsCB: the checkpoint's metrics are {sorted(sd['running'])}, this MetricsCB's "
                              f'{sorted(self.all_metrics)}: build it with the same metrics (and names) as the run '
                              'that saved it.')
-        self.history, self._running = [dict(r) for r in sd['history']], sd['running']
-        self._load_running()
-
-    def _load_running(self) -> None:
-        for k, m in self.all_metrics.items():
-            m.load_state_dict(self._running[k])
+        self.history = [dict(r) for r in sd['history']]
+        for k, m in self.all_metrics.items():  # a checkpoint saved mid-epoch: its first epoch goes on from these
+            m.load_state_dict(sd['running'][k])
             m.to(m.device)
 
     def _log(self, d: dict[str, str]) -> None:
@@ -87,11 +83,11 @@ class MetricsCB(Callback):
     def before_fit(self, learn: Learner) -> None:
         learn.metrics = self
         self.history, self._first_row = [], True
+        for m in self.all_metrics.values(): m.reset()
 
     def before_epoch(self, learn: Learner) -> None:
-        for m in self.all_metrics.values(): m.reset()
-        if learn.resume_iter:  # resuming mid-epoch: go on from the batches done before the checkpoint
-            self._load_running()
+        if not learn.resume_iter:  # resuming mid-epoch, they hold the running state a checkpoint gave them
+            for m in self.all_metrics.values(): m.reset()
         self._start = time.perf_counter()
 
     def after_batch(self, learn: Learner) -> None:

@@ -14,12 +14,18 @@ from typing import Any
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ['Scheduler', 'CosineAnnealing', 'OneCycle', 'CyclicLR', 'get_mom', 'set_mom']
+__all__ = ['Scheduler', 'CosineAnnealing', 'OneCycle', 'CyclicLR', 'get_mom', 'set_mom', 'uses_momentum']
 
 
 def get_mom(pg: dict) -> float | None:
     """Momentum of param group `pg`: `betas[0]` (Adam family), else `momentum`; None if it has neither."""
     return pg['betas'][0] if 'betas' in pg else pg.get('momentum')
+
+
+def uses_momentum(opt: Optimizer) -> bool:
+    """Whether every param group of `opt` uses momentum (a nonzero `momentum` or beta1): where it is worth
+    cycling (`cycle_momentum`). Adagrad and Adadelta have none; RMSprop's default is 0."""
+    return all(get_mom(pg) for pg in opt.param_groups)
 
 
 def set_mom(pg: dict, mom: float) -> None:
