@@ -276,11 +276,12 @@ def save_curves(path: Path, losses: list[float], valid_losses: list[float], n_ba
     axs[0].plot([(i + 1) * n_batches for i in range(len(valid_losses))], valid_losses, 'o-', label='valid')
     axs[0].set(title='loss', xlabel='batch')
     axs[0].legend()
-    no_mom = all(math.isnan(m) for m in recs['mom'])
-    for ax, k, title in ((axs[1], 'lr', 'learning rate'),
-                         (axs[2], 'mom', 'momentum (this optimizer has none)' if no_mom else 'momentum (beta1)')):
+    for ax, k, title in ((axs[1], 'lr', 'learning rate'), (axs[2], 'mom', 'momentum (beta1)')):
         ax.plot(recs[k])
         ax.set(title=title, xlabel='batch')
+    if all(math.isnan(m) for m in recs['mom']):  # Adagrad, Adadelta
+        axs[2].set_axis_off()
+        axs[2].text(0.5, 0.5, 'this optimizer has no momentum', ha='center', va='center', transform=axs[2].transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
