@@ -27,8 +27,10 @@ from .learner import *
 from .lr_finder import *
 from .metrics import *
 from .models import *
+from .no_trace import *
 from .param_sched import *
 from .plot import *
+from .preds import *
 from .progress import *
 from .sched import *
 from .schedulers import *

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .callbacks import DeviceCB
 from .learner import Callback, Learner
@@ -39,7 +40,8 @@ class MixedPrecision(Callback):
     early), so the backward pass, the optimizer step and the metrics run outside it. `dtype=None` picks
     `amp_dtype` of the model's device (a no-op on the CPU). With float16 a `torch.amp.GradScaler` scales the
     loss: for the fit, the learner's `backward` and `step` become the scaler's (and `step` skips steps whose
-    gradients overflowed). bfloat16 has float32's range and needs no scaler.
+    gradients overflowed); the gradients are unscaled in `after_backward`, so later callbacks (`GradClipCB`)
+    see their true values. bfloat16 has float32's range and needs no scaler.
     """
     order = DeviceCB.order + 10
 
@@ -47,6 +49,7 @@ class MixedPrecision(Callback):
         self.dtype = dtype
         self.autocast: torch.autocast | None = None
         self.scaler: torch.amp.GradScaler | None = None
+        self._unscaled = False  # `after_backward` unscaled this batch's gradients, and `step` has not run yet
 
     def before_fit(self, learn: Learner) -> None:
         dev = _model_device(learn.model)
@@ -58,7 +61,13 @@ class MixedPrecision(Callback):
         def step() -> None:
             self.scaler.step(learn.opt)
             self.scaler.update()
+            self._unscaled = False
         learn.backward, learn.step = lambda: self.scaler.scale(learn.loss).backward(), step
+
+    def after_backward(self, learn: Learner) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(learn.opt)
+            self._unscaled = True
 
     def before_batch(self, learn: Learner) -> None:
         if self.fit_dtype is None:
@@ -71,7 +80,11 @@ class MixedPrecision(Callback):
             self.autocast.__exit__(None, None, None)
             self.autocast = None
 
-    cleanup_batch = after_loss
+    def cleanup_batch(self, learn: Learner) -> None:
+        self.after_loss(learn)
+        if self._unscaled:  # a batch cancelled between backward and step: ready the scaler for the next one
+            self.scaler.update()
+            self._unscaled = False
 
     def cleanup_fit(self, learn: Learner) -> None:
         if self.scaler is not None:
@@ -106,8 +119,9 @@ class CompileCB(Callback):
         self.kwargs = dict(mode=mode, dynamic=dynamic, **kwargs)
 
     def before_fit(self, learn: Learner) -> None:
-        if learn.model._compiled_call_impl is None:
-            learn.model.compile(**self.kwargs)
+        model = learn.model.module if isinstance(learn.model, DistributedDataParallel) else learn.model
+        if model._compiled_call_impl is None:  # under `DDPCB`, the module inside: compiled once, validated compiled
+            model.compile(**self.kwargs)
 
 
 def speed_cbs(mixed_precision: bool = False, channels_last: bool = False,

@@ -1,4 +1,5 @@
-"""Core callbacks: training steps as a callback, device placement, a one-batch smoke run, batch transforms."""
+"""Core callbacks: training steps as a callback, device placement, a one-batch smoke run, batch transforms,
+gradient clipping."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from .device import def_device, to_device
 from .guards import backward_loss, call_loss, call_model, check_batch
 from .learner import Callback, CancelFitException, Learner
 
-__all__ = ['TrainCB', 'DeviceCB', 'SingleBatchCB', 'BatchTransformCB']
+__all__ = ['TrainCB', 'DeviceCB', 'SingleBatchCB', 'BatchTransformCB', 'GradClipCB']
 
 
 class TrainCB(Callback):
@@ -19,10 +20,11 @@ class TrainCB(Callback):
     def before_fit(self, learn: Learner) -> None: learn.n_inp = self.n_inp
 
     def predict(self, learn: Learner) -> None:
-        check_batch(learn.batch, self.n_inp)
+        check_batch(learn.batch, self.n_inp, target=False)
         learn.preds = call_model(learn.model, *learn.batch[:self.n_inp])
 
     def get_loss(self, learn: Learner) -> None:
+        check_batch(learn.batch, self.n_inp)
         learn.loss = call_loss(learn.loss_func, learn.preds, *learn.batch[self.n_inp:])
 
     def backward(self, learn: Learner) -> None: backward_loss(learn.loss)
@@ -64,3 +66,18 @@ class BatchTransformCB(Callback):
     def before_batch(self, learn: Learner) -> None:
         if (self.on_train and learn.training) or (self.on_val and not learn.training):
             learn.batch = self.tfm(learn.batch)
+
+
+class GradClipCB(Callback):
+    """Clips the gradients' total `norm_type`-norm to at most `max_norm` after each backward
+    (`torch.nn.utils.clip_grad_norm_`, with no device synchronisation). Under fp16 `MixedPrecision` the
+    gradients it clips are already unscaled."""
+    order = 1  # after `MixedPrecision` (order 0) has unscaled fp16 gradients
+
+    def __init__(self, max_norm: float, norm_type: float = 2.0):
+        if not max_norm > 0:
+            raise ValueError(f'GradClipCB: max_norm must be positive, got {max_norm!r} (e.g. 1.0).')
+        self.max_norm, self.norm_type = max_norm, norm_type
+
+    def after_backward(self, learn: Learner) -> None:
+        torch.nn.utils.clip_grad_norm_(learn.model.parameters(), self.max_norm, self.norm_type)

@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument('--bs', type=int, default=None, help="batch size (default: the recipe's; seed: 1024)")
     f.add_argument('--opt', choices=sorted(OPTIMIZERS), help='optimizer (default: adamw)')
     f.add_argument('--sched', choices=SCHEDULES, help='learning-rate schedule (default: onecycle)')
+    f.add_argument('--wd', type=float, default=None,
+                   help="weight decay (default: the optimizer's own: 0.01 for adamw, 0 for the others)")
+    f.add_argument('--clip', type=float, default=None, metavar='MAX_NORM',
+                   help="clip the gradients' total norm to MAX_NORM (default: no clipping)")
     f.add_argument('--data', default=None,
                    help='folder with the four Fashion-MNIST IDX files (default: $MINIAI_DATA, then the cache)')
     f.add_argument('--device', default=None, help='cuda, mps or cpu (default: the best available)')
@@ -122,6 +126,10 @@ def checked_args(args: argparse.Namespace) -> argparse.Namespace:
     for flag, v in (('--epochs', args.epochs), ('--bs', args.bs), ('--limit-batches', limit)):
         if v < 1: raise SystemExit(f'miniai fit: {flag} must be at least 1 (got {v}).')
     if not args.lr > 0: raise SystemExit(f'miniai fit: --lr must be positive (got {args.lr}).')
+    if args.wd is not None and not args.wd >= 0:
+        raise SystemExit(f'miniai fit: --wd must be 0 or more (got {args.wd}).')
+    if args.clip is not None and not args.clip > 0:
+        raise SystemExit(f'miniai fit: --clip must be positive (got {args.clip}); leave it out for no clipping.')
     if not 0 <= args.label_smoothing < 1:
         raise SystemExit(f'miniai fit: --label-smoothing must be in [0, 1) (got {args.label_smoothing}).')
     return args
@@ -173,7 +181,7 @@ def fit_command(args: argparse.Namespace) -> dict:
     from torcheval.metrics import MulticlassAccuracy
 
     from .accel import amp_dtype, speed_cbs
-    from .callbacks import DeviceCB
+    from .callbacks import DeviceCB, GradClipCB
     from .checkpoint import CheckpointCB, InterruptCB
     from .data import get_dls
     from .distributed import DDPCB, get_rank, get_world_size, init_distributed
@@ -206,11 +214,13 @@ def fit_command(args: argparse.Namespace) -> dict:
            *speed_cbs(args.mixed_precision, args.channels_last, args.compile or False)]
     sched = make_sched(args.sched, args.lr, args.epochs * len(dls.train))
     if sched: cbs.append(BatchSchedCB(sched))
+    if args.clip: cbs.append(GradClipCB(args.clip))
     if distributed: cbs.append(DDPCB())
     ckpt = out / 'checkpoint.pt'
     cbs += [MetricsFileCB(out / 'metrics.json', metrics), CheckpointCB(ckpt), InterruptCB()]
     loss_func = partial(F.cross_entropy, label_smoothing=args.label_smoothing)
-    learn = TrainLearner(model, dls, loss_func, lr=args.lr, cbs=cbs, opt_func=OPTIMIZERS[args.opt])
+    opt_func = OPTIMIZERS[args.opt] if args.wd is None else partial(OPTIMIZERS[args.opt], weight_decay=args.wd)
+    learn = TrainLearner(model, dls, loss_func, lr=args.lr, cbs=cbs, opt_func=opt_func)
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         (out / 'args.json').write_text(json.dumps(vars(args), indent=2))

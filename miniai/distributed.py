@@ -104,7 +104,9 @@ class DDPCB(Callback):
     BatchNorm statistics, so every process evaluates the same model. At the end of each epoch the states of
     every `MetricsCB`'s metrics are merged over all processes, so all of them report the global values.
     """
-    order = DeviceCB.order + 1  # after `DeviceCB` has put the model on its device
+    # After `DeviceCB` and `ChannelsLastCB` have put the model on its device and in its memory format (DDP's
+    # gradient buckets take the parameters' layout), before the callbacks that use `learn.dl` or the metrics.
+    order = DeviceCB.order + 6
 
     def __init__(self, shard: bool = True, **ddp_kwargs):
         self.shard, self.ddp_kwargs = shard, ddp_kwargs

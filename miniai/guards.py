@@ -37,9 +37,10 @@ def _desc(o: Any) -> str:
     return type(o).__name__
 
 
-def check_batch(batch: Any, n_inp: int = 1) -> None:
-    """Raise a `BatchError` unless `batch` is a tuple or list of `n_inp` inputs followed by the target(s)."""
-    if isinstance(batch, (tuple, list)) and len(batch) > n_inp:
+def check_batch(batch: Any, n_inp: int = 1, target: bool = True) -> None:
+    """Raise a `BatchError` unless `batch` is a tuple or list of `n_inp` inputs followed by the target(s)
+    (`target=False`: the inputs at least, as predicting needs)."""
+    if isinstance(batch, (tuple, list)) and len(batch) >= n_inp + target:
         return
     if isinstance(batch, dict):
         got = f'a dict with keys {list(batch)}'

@@ -508,10 +508,11 @@ class Learner:
 class TrainLearner(Learner):
     """A `Learner` whose training steps are methods: override them to change how a batch is trained."""
     def predict(self) -> None:
-        check_batch(self.batch)
+        check_batch(self.batch, target=False)
         self.preds = call_model(self.model, self.batch[0])
 
     def get_loss(self) -> None:
+        check_batch(self.batch)
         self.loss = call_loss(self.loss_func, self.preds, self.batch[1])
 
     def backward(self) -> None:

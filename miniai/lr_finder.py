@@ -9,22 +9,18 @@ trains exactly as `fit()`, and a checkpoint saved after it is unchanged.
 
 from __future__ import annotations
 
-import copy
 import math
-import random
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .checkpoint import CheckpointCB
 from .hooks import HooksCallback
-from .learner import Callback, CancelEpochException, CancelFitException, Learner, loader_generators
+from .learner import Callback, CancelEpochException, CancelFitException, Learner
 from .metrics import MetricsCB
+from .no_trace import no_trace
 from .sched import BaseSchedCB, RecorderCB
 
 if TYPE_CHECKING:
@@ -166,60 +162,8 @@ class LRFindResult:
         return fig
 
 
-@contextmanager
-def _no_trace(learn: Learner) -> Iterator[None]:
-    """Pauses the `PAUSED_IN_LR_FIND` callbacks; puts back what training changes, also if the block raises."""
-    model, opt, dl, cbs, attrs = learn.model, learn.opt, learn.dls.train, list(learn.cbs), dict(vars(learn))
-    weights = {k: v.clone() for k, v in model.state_dict().items()}
-    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
-    modes = [m.training for m in model.modules()]
-    devices = {t.device for t in chain(model.parameters(), model.buffers())}
-    opt_sd = None if opt is None else copy.deepcopy(opt.state_dict())
-    gens, dl_epoch = loader_generators(dl), getattr(dl, 'epoch', None)  # e.g. `DeviceLoader` counts its epochs
-    dl_sd = copy.deepcopy(dl.state_dict()) if callable(getattr(dl, 'state_dict', None)) else None
-    cuda = torch.cuda.is_available()
-    rngs = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-            torch.cuda.get_rng_state_all() if cuda else None, [g.get_state() for g in gens])
-    for cb in cbs:
-        if getattr(cb, 'skip_in_lr_find', isinstance(cb, PAUSED_IN_LR_FIND)):
-            learn.remove_cb(cb)
-    running = [(cb, copy.deepcopy(cb.state_dict())) for cb in learn.cbs if callable(getattr(cb, 'state_dict', None))]
-    try:
-        yield
-    finally:
-        for cb in list(learn.cbs):
-            learn.remove_cb(cb)
-        for cb in cbs:  # all of them again, in their old order
-            learn.add_cb(cb)
-        for cb, sd in running:  # e.g. `ProgressCB.losses`: the last fit's, not the finder's
-            cb.load_state_dict(sd)
-        if len(devices) == 1:
-            model.to(*devices)
-        model.load_state_dict(weights)
-        for p, g in zip(model.parameters(), grads, strict=True):
-            p.grad = g
-        for m, t in zip(model.modules(), modes, strict=True):
-            m.training = t
-        if opt is not None:  # keeping the param-group dicts, which callbacks may hold
-            pgs = opt.param_groups
-            opt.load_state_dict(opt_sd)
-            for old, new in zip(pgs, opt.param_groups, strict=True):
-                old.clear()
-                old.update(new)
-            opt.param_groups = pgs
-        vars(learn).clear()  # the Learner's attributes (`opt` too, None if it was), none added
-        vars(learn).update(attrs)
-        if dl_sd is not None:
-            dl.load_state_dict(dl_sd)
-        if dl_epoch is not None:
-            dl.epoch = dl_epoch
-        random.setstate(rngs[0])
-        np.random.set_state(rngs[1])
-        torch.set_rng_state(rngs[2])
-        if cuda:
-            torch.cuda.set_rng_state_all(rngs[3])
-        for g, s in zip(gens, rngs[4], strict=True):
-            g.set_state(s)
+def _paused_in_lr_find(cb: Callback) -> bool:
+    return getattr(cb, 'skip_in_lr_find', isinstance(cb, PAUSED_IN_LR_FIND))
 
 
 def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it: int = 100,
@@ -233,7 +177,7 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it:
     if n == 0:
         raise ValueError("lr_find: the training loader has no batches")
     cb = LRFinderCB(start_lr, end_lr, num_it, smooth, stop_div)
-    with _no_trace(learn):
+    with no_trace(learn, paused=_paused_in_lr_find):
         learn.fit(math.ceil(num_it / n), valid=False, cbs=[cb])
     return LRFindResult(cb.lrs, cb.losses)
 

@@ -15,6 +15,7 @@ from miniai import (
     ChannelsLastCB,
     CompileCB,
     DeviceCB,
+    GradClipCB,
     MixedPrecision,
     TrainLearner,
     amp_dtype,
@@ -141,3 +142,42 @@ def test_mixed_precision_cleanup_does_not_hide_an_earlier_error():
     with pytest.raises(RuntimeError, match='the real problem') as e:
         learn.fit(1, cbs=[FailsToStart()])
     assert not getattr(e.value, '__notes__', None)
+
+
+class GradsAfterClip(Callback):
+    """Keeps, at each step, the gradients as the optimizer gets them (after every `after_backward`)."""
+    order = 50
+    def before_fit(self, learn): self.grads = []
+    def after_backward(self, learn): self.grads.append([p.grad.clone() for p in learn.model.parameters()])
+
+
+@pytest.mark.parametrize('dtype', [None, torch.float16])
+def test_grad_clip_steps_with_the_clipped_unscaled_gradients(dtype):
+    # SGD with lr 1: each step moves the weights by exactly the gradients the optimizer was given.
+    spy, weights = GradsAfterClip(), []
+
+    class Weights(Callback):
+        def before_batch(self, learn): weights.append([p.detach().clone() for p in learn.model.parameters()])
+    learn = TrainLearner(model(), dls(), F.cross_entropy, lr=1., opt_func=optim.SGD,
+                         cbs=[DeviceCB('cpu'), MixedPrecision(dtype), GradClipCB(0.05), spy, Weights()])
+    learn.fit(1, valid=False)
+    if dtype is not None:
+        assert learn.cbs[1].scaler is None and 'step' not in vars(learn)  # the fp16 fit used a scaler, now gone
+    for g, before, after in zip(spy.grads, weights, weights[1:]):
+        assert torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in g])) <= 0.05 * 1.001
+        for gi, b, a in zip(g, before, after, strict=True):
+            torch.testing.assert_close(b - a, gi, rtol=1e-4, atol=1e-6)
+
+
+def test_fp16_batch_cancelled_between_backward_and_step_leaves_the_scaler_ready():
+    class CancelFirstStep(Callback):
+        order = 2  # after `MixedPrecision` unscaled the gradients
+        def after_backward(self, learn):
+            if learn.iter == 0: raise CancelBatchException()
+    learn, rec = fit(MixedPrecision(torch.float16), CancelFirstStep())
+    assert len(rec.losses) == 4 and learn.train_iter == 3  # the other batches trained: no "unscale_() already called"
+
+
+def test_grad_clip_refuses_a_bad_max_norm():
+    with pytest.raises(ValueError, match='max_norm must be positive, got 0'):
+        GradClipCB(0)

@@ -8,6 +8,7 @@ process trains on synthetic data and writes what it saw to OUT/rank<r>.pt for th
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +25,9 @@ from miniai import (
     FMNIST_STD,
     Callback,
     CancelFitException,
+    ChannelsLastCB,
     CheckpointCB,
+    CompileCB,
     DeviceCB,
     DeviceLoader,
     MetricsCB,
@@ -84,7 +87,7 @@ def worker(out: Path) -> None:
     learn, metrics, seen = fit(dls, mlp())
     res = dict(rank=get_rank(), world_size=get_world_size(), main=is_main_process(), history=metrics.history,
                seen=seen.log, n_iter=seen.n_iter, wrapped=isinstance(learn.model, DistributedDataParallel),
-               state=learn.model.state_dict())
+               state=learn.model.state_dict(), preds=learn.get_preds())
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8, generator=g)
     x[:, 0, 0] = torch.arange(64)
@@ -96,6 +99,7 @@ def worker(out: Path) -> None:
     _, metrics, seen = fit(dls, model, n_epochs=1)
     res['fast'] = dict(seen=seen.log, n_iter=seen.n_iter, history=metrics.history)
     res['resumed_same'] = resumed_equals_uninterrupted(out / 'checkpoint.pt')
+    res['compiled'] = compiled_channels_last_fits()
     torch.save(res, out / f'rank{get_rank()}.pt')
 
 
@@ -126,6 +130,32 @@ def resumed_equals_uninterrupted(ck: Path) -> bool:
     torch.distributed.barrier()  # the main process has written the checkpoint
     res = run([CheckpointCB(ck)], resume=ck)
     return all(torch.equal(ref[k], res[k]) for k in ref)
+
+
+def compiled_channels_last_fits() -> dict:
+    """Two fits of a conv net with `ChannelsLastCB` and `CompileCB` (a backend that counts its graphs): how many
+    graphs each fit compiled, whether the plain module is the compiled one, and the warnings seen."""
+    n_graphs = [0]
+
+    def backend(gm, inputs):
+        n_graphs[0] += 1
+        return gm.forward
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g)
+    dls = SimpleNamespace(train=DataLoader(TensorDataset(x, y), BS, shuffle=True),
+                          valid=DataLoader(TensorDataset(x, y), BS))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(36, 10))
+    learn = TrainLearner(model, dls, F.cross_entropy, lr=0.1, opt_func=optim.SGD,
+                         cbs=[DeviceCB('cpu'), DDPCB(), ChannelsLastCB(), CompileCB(backend=backend)])
+    graphs = []
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter('always')
+        for _ in range(2):
+            learn.fit(1)
+            graphs.append(n_graphs[0] - sum(graphs))
+    return dict(graphs=graphs, plain_compiled=learn.model._compiled_call_impl is not None,
+                warnings=[str(w.message) for w in seen])
 
 
 def n_tables(out: str) -> int:
@@ -207,6 +237,26 @@ def test_metrics_are_global(launched):
     last = ranks[0]['history'][-1]
     assert last['loss'] == pytest.approx(F.cross_entropy(preds, y).item(), rel=1e-5)
     assert last['accuracy'] == pytest.approx((preds.argmax(1) == y).float().mean().item())
+
+
+def test_get_preds_gives_each_process_its_share(launched):
+    _, ranks = launched
+    ids = torch.cat([r['preds'][1][1] for r in ranks])
+    assert sorted(ids.tolist()) == list(range(N_VALID))  # each item once, on one process
+    model = mlp()
+    model.load_state_dict(ranks[0]['state'])
+    x, y, _ = synthetic(N_VALID, 1).tensors
+    with torch.no_grad():
+        torch.testing.assert_close(torch.cat([r['preds'][0] for r in ranks]), model.eval()(x[ids]))
+    assert torch.equal(torch.cat([r['preds'][1][0] for r in ranks]), y[ids])
+
+
+def test_compile_and_channels_last_under_ddp(launched):
+    for r in launched[1]:
+        c = r['compiled']
+        # Compiled once (a training and a validation graph), in the module DDP wraps: the second fit reuses them.
+        assert c['graphs'][0] >= 1 and c['graphs'][1] == 0 and c['plain_compiled']
+        assert not [w for w in c['warnings'] if 'strides' in w]  # DDP's buckets took the channels-last layout
 
 
 def test_device_loader_sharded_by_ddpcb(launched):

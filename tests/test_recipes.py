@@ -126,7 +126,9 @@ def test_optimizers_without_momentum_train_from_the_cli(tiny_fmnist, tmp_path, o
 @pytest.mark.parametrize('flags, msg', [(('--limit-batches', '-1'), '--limit-batches must be at least 1 .got -1.'),
                                         (('--limit-batches', '0'), '--limit-batches must be at least 1 .got 0.'),
                                         (('--lr', '0'), '--lr must be positive .got 0.0.'),
-                                        (('--lr', 'nan'), '--lr must be positive .got nan.')])
+                                        (('--lr', 'nan'), '--lr must be positive .got nan.'),
+                                        (('--wd', '-0.1'), '--wd must be 0 or more .got -0.1.'),
+                                        (('--clip', '0'), '--clip must be positive .got 0.0.')])
 def test_fit_refuses_bad_numbers(tiny_fmnist, tmp_path, flags, msg):
     with pytest.raises(SystemExit, match=msg):
         fit_tiny(tiny_fmnist, tmp_path / 'run', *flags)
@@ -208,3 +210,16 @@ def test_mixed_precision_on_the_cpu_says_it_does_nothing(tiny_fmnist, tmp_path):
 def test_rmsprop_keeps_its_momentum_off(tiny_fmnist, tmp_path):
     _, learn = fit_tiny(tiny_fmnist, tmp_path / 'run', '--opt', 'rmsprop', '--lr', '1e-3')
     assert learn.opt.param_groups[0]['momentum'] == 0
+
+
+def test_weight_decay_and_clipping_flags(tiny_fmnist, tmp_path):
+    from miniai import GradClipCB
+    _, learn = fit_tiny(tiny_fmnist, tmp_path / 'default')
+    assert learn.opt.param_groups[0]['weight_decay'] == 0.01  # AdamW's own
+    assert not any(isinstance(cb, GradClipCB) for cb in learn.cbs)
+    _, learn = fit_tiny(tiny_fmnist, tmp_path / 'set', '--wd', '0.05', '--clip', '0.5', '--opt', 'sgd')
+    assert isinstance(learn.opt, torch.optim.SGD) and learn.opt.param_groups[0]['weight_decay'] == 0.05
+    assert [cb.max_norm for cb in learn.cbs if isinstance(cb, GradClipCB)] == [0.5]
+    saved = json.loads((tmp_path / 'set' / 'args.json').read_text())
+    assert (saved['wd'], saved['clip']) == (0.05, 0.5)
+    assert resume_args(build_parser().parse_args(['fit', '--resume', str(tmp_path / 'set')])).clip == 0.5

@@ -1,0 +1,85 @@
+"""`no_trace`: run something on a `Learner` (an LR range test, predictions) and put back all it changed."""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import chain
+
+import numpy as np
+import torch
+
+from .learner import Callback, Learner, loader_generators
+
+__all__ = ['no_trace']
+
+
+def _loader_state(dl) -> tuple:
+    """What running a loader can change: its `state_dict()`, its own generators and its epoch count (`DeviceLoader`)."""
+    sd = copy.deepcopy(dl.state_dict()) if callable(getattr(dl, 'state_dict', None)) else None
+    gens = loader_generators(dl)
+    return dl, sd, [(g, g.get_state()) for g in gens], getattr(dl, 'epoch', None)
+
+
+def _set_loader_state(dl, sd, gens, epoch) -> None:
+    if sd is not None:
+        dl.load_state_dict(sd)
+    for g, s in gens:
+        g.set_state(s)
+    if epoch is not None:
+        dl.epoch = epoch
+
+
+@contextmanager
+def no_trace(learn: Learner, paused: Callable[[Callback], bool]) -> Iterator[None]:
+    """Takes the callbacks for which `paused(cb)` is true off `learn` for the block; afterwards puts back the
+    callbacks (in their order, with the state of those that ran), weights, buffers, gradients, training modes,
+    device, optimizer, the Learner's attributes, the loaders' positions and the RNGs, also if the block raises."""
+    model, opt, cbs, attrs = learn.model, learn.opt, list(learn.cbs), dict(vars(learn))
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
+    devices = {t.device for t in chain(model.parameters(), model.buffers())}
+    opt_sd = None if opt is None else copy.deepcopy(opt.state_dict())
+    loaders = [_loader_state(dl) for k in ('train', 'valid') if (dl := getattr(learn.dls, k, None)) is not None]
+    cuda = torch.cuda.is_available()
+    rngs = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+            torch.cuda.get_rng_state_all() if cuda else None)
+    for cb in cbs:
+        if paused(cb):
+            learn.remove_cb(cb)
+    running = [(cb, copy.deepcopy(cb.state_dict())) for cb in learn.cbs if callable(getattr(cb, 'state_dict', None))]
+    try:
+        yield
+    finally:
+        for cb in list(learn.cbs):
+            learn.remove_cb(cb)
+        for cb in cbs:  # all of them again, in their old order
+            learn.add_cb(cb)
+        for cb, sd in running:  # e.g. `ProgressCB.losses`: the last fit's, not the block's
+            cb.load_state_dict(sd)
+        if len(devices) == 1:
+            model.to(*devices)
+        model.load_state_dict(weights)
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p.grad = g
+        for m, t in zip(model.modules(), modes, strict=True):
+            m.training = t
+        if opt is not None:  # keeping the param-group dicts, which callbacks may hold
+            pgs = opt.param_groups
+            opt.load_state_dict(opt_sd)
+            for old, new in zip(pgs, opt.param_groups, strict=True):
+                old.clear()
+                old.update(new)
+            opt.param_groups = pgs
+        vars(learn).clear()  # the Learner's attributes (`opt` too, None if it was), none added
+        vars(learn).update(attrs)
+        for state in loaders:
+            _set_loader_state(*state)
+        random.setstate(rngs[0])
+        np.random.set_state(rngs[1])
+        torch.set_rng_state(rngs[2])
+        if cuda:
+            torch.cuda.set_rng_state_all(rngs[3])

@@ -1,0 +1,80 @@
+"""Predictions: `learn.get_preds()` runs the model over a loader as a fit's validation does, and gathers its
+outputs and the targets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from .data import DataLoaders
+from .learner import Callback, CancelBatchException, Learner
+from .lr_finder import PAUSED_IN_LR_FIND
+from .no_trace import no_trace
+from .progress import ProgressCB
+
+__all__ = ['GatherPredsCB', 'get_preds']
+
+
+class GatherPredsCB(Callback):
+    """At validation, keeps each batch's `preds` (after every other callback's `after_predict`, e.g. `FlipTTACB`)
+    and targets (the items after the `n_inp` inputs; none for batches of inputs only), then skips the rest of the
+    batch: no loss is computed, so batches need no targets."""
+    order = 100
+
+    def before_fit(self, learn: Learner) -> None:
+        self.preds: list[Tensor] = []
+        self.targets: list[tuple] = []
+
+    def after_predict(self, learn: Learner) -> None:
+        if learn.training:
+            return
+        if not isinstance(learn.preds, Tensor):
+            raise TypeError(f'get_preds: the model returned a {type(learn.preds).__name__}; it gathers tensors '
+                            '(override the Learner\'s predict to pick the tensor to keep).')
+        self.preds.append(learn.preds.detach())
+        self.targets.append(tuple(learn.batch[learn.n_inp:]))
+        raise CancelBatchException()
+
+    def result(self) -> tuple[Tensor, Tensor | tuple[Tensor, ...] | None]:
+        """The gathered predictions and targets, concatenated on the CPU (see `get_preds`)."""
+        if not self.preds:
+            raise ValueError('get_preds: the loader gave no batches.')
+        preds = torch.cat(self.preds).cpu()
+        n_targets = {len(t) for t in self.targets}
+        if n_targets == {0}:
+            return preds, None
+        if len(n_targets) > 1:
+            raise ValueError(f'get_preds: some batches have targets and some not ({sorted(n_targets)} items after '
+                             'the inputs); give a loader whose batches all have them, or none.')
+        ys = tuple(torch.cat(y).cpu() for y in zip(*self.targets))
+        return preds, ys[0] if len(ys) == 1 else ys
+
+
+def _paused(cb: Callback) -> bool:
+    """Callbacks that record or schedule (those `lr_find` pauses, and progress bars) do not run in `get_preds`."""
+    return isinstance(cb, (*PAUSED_IN_LR_FIND, ProgressCB)) or getattr(cb, 'skip_in_lr_find', False)
+
+
+def get_preds(learn: Learner, dl: Iterable | None = None, act: Callable[[Tensor], Tensor] | None = None
+              ) -> tuple[Tensor, Tensor | tuple[Tensor, ...] | None]:
+    """The model's outputs over `dl` (default: `learn.dls.valid`) and the batches' targets, on the CPU.
+
+    Runs like a fit's validation, in eval mode without gradients, with the Learner's callbacks that shape the
+    batches and predictions (`DeviceCB`, `BatchTransformCB`, `MixedPrecision`, `FlipTTACB`, ...); the ones that
+    record or schedule (`MetricsCB`, `RecorderCB`, schedulers, hooks, `CheckpointCB`, `ProgressCB`) do not run,
+    and, as `lr_find`, it leaves no trace. Batches are `(x, y)` or inputs only (`(x,)`: targets are then None);
+    with several targets, a tuple of them. `act` maps the outputs, e.g. `partial(torch.softmax, dim=1)` for
+    probabilities from logits. Under `DDPCB` each process gets the predictions of its share of `dl`.
+    """
+    dl = learn.dls.valid if dl is None else dl
+    cb = GatherPredsCB()
+    with no_trace(learn, paused=_paused):
+        learn.dls = DataLoaders(getattr(learn.dls, 'train', None), dl)
+        learn.fit(1, train=False, cbs=[cb])
+    preds, targets = cb.result()
+    return (preds if act is None else act(preds)), targets
+
+
+Learner.get_preds = get_preds

@@ -1,0 +1,144 @@
+"""`learn.get_preds`: the model's outputs and the targets over a loader, through the Learner's batch and
+prediction callbacks, leaving no trace."""
+
+from functools import partial
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn, optim
+from torch.utils.data import DataLoader, TensorDataset
+from torcheval.metrics import MulticlassAccuracy
+
+from miniai import (
+    BatchSchedCB,
+    BatchTransformCB,
+    CheckpointCB,
+    DeviceCB,
+    MetricsCB,
+    OneCycle,
+    ProgressCB,
+    RecorderCB,
+    TrainCB,
+    TrainLearner,
+    get_preds,
+    rec_lr,
+)
+from miniai.learner import Learner
+from miniai.recipes import FlipTTACB
+
+
+def data(n: int = 40, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 6, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+
+
+def learner(*cbs, bs: int = 8) -> TrainLearner:
+    x, y = data()
+    g = torch.Generator().manual_seed(1)
+    dls = SimpleNamespace(train=DataLoader(TensorDataset(x, y), bs, shuffle=True, generator=g),
+                          valid=DataLoader(TensorDataset(*data(20, seed=2)), bs))
+    sched = partial(OneCycle, max_lr=0.1, total_steps=len(dls.train))
+    return TrainLearner(model(), dls, F.cross_entropy, lr=0.1, opt_func=optim.AdamW,
+                        cbs=[DeviceCB('cpu'), MetricsCB(acc=MulticlassAccuracy()), BatchSchedCB(sched),
+                             RecorderCB(lr=rec_lr), *cbs])
+
+
+def test_preds_are_the_eval_mode_outputs_and_targets_of_the_valid_set():
+    learn = learner()
+    learn.fit(1)
+    preds, targets = learn.get_preds()
+    x, y = data(20, seed=2)
+    learn.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(preds, learn.model(x))
+    assert torch.equal(targets, y)
+    probs, _ = learn.get_preds(act=partial(torch.softmax, dim=1))
+    torch.testing.assert_close(probs, torch.softmax(preds, 1))
+
+
+def test_get_preds_leaves_no_trace(tmp_path):
+    ref = learner()  # the run without get_preds
+    ref.fit(1)
+    ref.fit(1)
+    learn = learner(CheckpointCB(tmp_path / 'ck.pt'))
+    learn.fit(1)
+    metrics, recorder = learn.cbs[1], learn.cbs[3]
+    history, lrs = list(metrics.history), list(recorder.recs['lr'])
+    saved = learn.state_dict()
+    (tmp_path / 'ck.pt').unlink()
+    learn.model.train()
+    learn.get_preds()
+    assert learn.model.training  # left in the mode it was in (it ran in eval mode: see the first test)
+    assert metrics.history == history and recorder.recs['lr'] == lrs  # nothing recorded
+    assert not (tmp_path / 'ck.pt').exists()  # nothing saved
+    after = learn.state_dict()
+    for k in ('epoch', 'phase', 'iter', 'train_iter', 'n_epochs'):
+        assert after[k] == saved[k]
+    for k, v in saved['model'].items():
+        assert torch.equal(after['model'][k], v)
+    learn.fit(1)  # a second fit: the same as without get_preds in between
+    for p, q in zip(learn.model.parameters(), ref.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_batches_of_inputs_only_give_no_targets():
+    learn = learner()
+    x, _ = data(12)
+    preds, targets = learn.get_preds(DataLoader(TensorDataset(x), 5))
+    assert targets is None and preds.shape == (12, 3)
+
+
+def test_two_targets_come_back_as_a_tuple_and_mixed_batches_are_refused():
+    x, y = data(12)
+    learn = learner()
+    preds, (y1, y2) = get_preds(learn, DataLoader(TensorDataset(x, y, y * 2), 5))
+    assert torch.equal(y1, y) and torch.equal(y2, y * 2)
+    mixed = [(x[:6], y[:6]), (x[6:],)]
+    with pytest.raises(ValueError, match='some batches have targets and some not'):
+        learn.get_preds(mixed)
+
+
+def test_callbacks_that_shape_batches_and_predictions_apply():
+    learn = learner(BatchTransformCB(lambda b: (b[0] * 2, *b[1:])), FlipTTACB())
+    preds, _ = learn.get_preds()
+    x, _ = data(20, seed=2)
+    learn.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(preds, (learn.model(x * 2) + learn.model((x * 2).flip(-1))) / 2)
+
+
+def test_a_plain_learner_with_two_inputs():
+    class Add(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(()))
+        def forward(self, a, b): return self.w * a + b
+    a, b = torch.randn(6, 3), torch.randn(6, 3)
+    learn = Learner(Add(), SimpleNamespace(train=None, valid=None), cbs=[TrainCB(n_inp=2)])
+    preds, targets = learn.get_preds(DataLoader(TensorDataset(a, b, a), 4))
+    torch.testing.assert_close(preds, a + b)
+    assert torch.equal(targets, a)
+
+
+def test_a_model_returning_a_tuple_is_named():
+    class Pair(nn.Linear):
+        def forward(self, x): return x, x
+    learn = TrainLearner(Pair(3, 3), SimpleNamespace(train=None, valid=None), F.mse_loss)
+    with pytest.raises(TypeError, match='the model returned a tuple'):
+        learn.get_preds([(torch.randn(2, 3),)])
+
+
+def test_progress_bars_do_not_run_and_keep_their_losses():
+    progress = ProgressCB()
+    learn = learner(progress)
+    learn.fit(1)
+    losses = list(progress.losses)
+    learn.get_preds()
+    assert progress.losses == losses
