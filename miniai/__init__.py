@@ -21,6 +21,7 @@ from .compare import *
 from .data import *
 from .device import *
 from .distributed import *
+from .early_stopping import *
 from .guards import *
 from .hooks import *
 from .learner import *

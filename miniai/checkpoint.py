@@ -21,7 +21,7 @@ from torch import nn
 
 from .distributed import get_world_size, is_main_process
 from .learner import Callback, Learner
-from .metrics import fit_metrics
+from .metrics import check_monitor, monitored_value
 
 __all__ = ['CheckpointError', 'atomic_save', 'load_checkpoint', 'check_model_state', 'CheckpointCB',
            'InterruptCB', 'FitInterrupted']
@@ -129,31 +129,14 @@ class CheckpointCB(Callback):
         self.best = sd['best']
 
     def before_fit(self, learn: Learner) -> None:
-        if self.monitor is None:
-            return
-        metrics = fit_metrics(learn)
-        if metrics is None:
-            raise ValueError(f'CheckpointCB(monitor={self.monitor!r}) needs a MetricsCB in the Learner.')
-        names = [f'{ph}_loss' for ph in learn.phases] + [
-            n if ph == 'valid' else f'train_{n}' for ph in learn.phases for n in metrics.metrics]
-        if self.monitor not in names:
-            raise ValueError(f"CheckpointCB: monitor={self.monitor!r} is not one of this fit's values "
-                             f'{names}.')
-
-    def _value(self, learn: Learner) -> float | None:
-        row = {}
-        for h in learn.metrics.history[-len(learn.phases):]:
-            if h['epoch'] == learn.epoch:
-                pre = 'train_' if h['train'] else ''
-                row.update({pre + k: v for k, v in h.items() if k not in ('loss', 'epoch', 'train', 'time')})
-                row['train_loss' if h['train'] else 'valid_loss'] = h['loss']
-        return row.get(self.monitor)
+        if self.monitor is not None:
+            check_monitor(learn, self.monitor, 'CheckpointCB')
 
     def after_epoch(self, learn: Learner) -> None:
         if learn.phase != learn.phases[-1] or not is_main_process():
             return  # save once the epoch's last phase is done
         if self.monitor is not None:
-            v = self._value(learn)
+            v = monitored_value(learn, self.monitor)
             if v is not None and math.isfinite(v) and (
                     self.best is None or (v < self.best if self.mode == 'min' else v > self.best)):
                 self.best = v

@@ -13,7 +13,7 @@ from torcheval.metrics import Mean, Metric
 from .distributed import is_main_process
 from .learner import Callback, Learner
 
-__all__ = ['MetricsCB', 'format_time', 'fit_metrics']
+__all__ = ['MetricsCB', 'format_time', 'fit_metrics', 'check_monitor', 'monitored_value']
 
 
 def format_time(t: float) -> str:
@@ -30,6 +30,30 @@ def fit_metrics(learn: Learner) -> MetricsCB | None:
     """The `MetricsCB` of the Learner's current fit, or None (`learn.metrics` stays after its fit, to be read)."""
     m = getattr(learn, 'metrics', None)
     return m if any(cb is m for cb in learn.cbs) else None
+
+
+def check_monitor(learn: Learner, monitor: str, who: str) -> None:
+    """Raise a `ValueError` naming the choices unless this fit's `MetricsCB` gives a value named `monitor`, as
+    `miniai fit`'s metrics.json names them: 'valid_loss', 'train_loss', a metric's name (its validation value,
+    e.g. 'accuracy') or 'train_<name>'. `who` is the callback that asks, for the message."""
+    metrics = fit_metrics(learn)
+    if metrics is None:
+        raise ValueError(f'{who}(monitor={monitor!r}) needs a MetricsCB in the Learner.')
+    names = [f'{ph}_loss' for ph in learn.phases] + [
+        n if ph == 'valid' else f'train_{n}' for ph in learn.phases for n in metrics.metrics]
+    if monitor not in names:
+        raise ValueError(f"{who}: monitor={monitor!r} is not one of this fit's values {names}.")
+
+
+def monitored_value(learn: Learner, monitor: str) -> float | None:
+    """The value named `monitor` (see `check_monitor`) of the current epoch, or None if it has none yet."""
+    row = {}
+    for h in learn.metrics.history[-len(learn.phases):]:
+        if h['epoch'] == learn.epoch:
+            pre = 'train_' if h['train'] else ''
+            row.update({pre + k: v for k, v in h.items() if k not in RESERVED})
+            row['train_loss' if h['train'] else 'valid_loss'] = h['loss']
+    return row.get(monitor)
 
 
 class MetricsCB(Callback):

@@ -30,6 +30,7 @@ from miniai import (
     CompileCB,
     DeviceCB,
     DeviceLoader,
+    EarlyStoppingCB,
     MetricsCB,
     TrainLearner,
     get_rank,
@@ -64,11 +65,11 @@ class SeenCB(Callback):
                          (learn.preds.argmax(1) == y).sum().item()))
 
 
-def fit(dls, model, n_epochs=2):
+def fit(dls, model, n_epochs=2, cbs=()):
     from torcheval.metrics import MulticlassAccuracy
     metrics, seen = MetricsCB(accuracy=MulticlassAccuracy()), SeenCB()
     learn = TrainLearner(model, dls, F.cross_entropy, lr=0.1, opt_func=optim.SGD,
-                         cbs=[DeviceCB('cpu'), DDPCB(), metrics, seen])
+                         cbs=[DeviceCB('cpu'), DDPCB(), metrics, seen, *cbs])
     learn.fit(n_epochs)
     return learn, metrics, seen
 
@@ -100,6 +101,12 @@ def worker(out: Path) -> None:
     res['fast'] = dict(seen=seen.log, n_iter=seen.n_iter, history=metrics.history)
     res['resumed_same'] = resumed_equals_uninterrupted(out / 'checkpoint.pt')
     res['compiled'] = compiled_channels_last_fits()
+    # 'max' of a falling training loss: no better after epoch 0, so it stops after epoch 1, on every process.
+    es = EarlyStoppingCB(monitor='train_loss', mode='max', patience=1)
+    dls = SimpleNamespace(train=DataLoader(synthetic(N_TRAIN, 0), BS, shuffle=True),
+                          valid=DataLoader(synthetic(N_VALID, 1), BS))
+    learn, metrics, _ = fit(dls, mlp(), n_epochs=5, cbs=[es])
+    res['early'] = dict(stopped=es.stopped_epoch, epochs=sorted({h['epoch'] for h in metrics.history}))
     torch.save(res, out / f'rank{get_rank()}.pt')
 
 
@@ -197,7 +204,7 @@ def items(log, training, epoch=None):
 def test_both_finish_and_only_main_prints(launched):
     proc, (r0, r1) = launched
     assert (r0['rank'], r0['world_size'], r0['main'], r1['rank'], r1['main']) == (0, 2, True, 1, False)
-    assert n_tables(proc.stdout) == 2  # one table per fit, from rank 0 only
+    assert n_tables(proc.stdout) == 3  # one table per fit with a MetricsCB, from rank 0 only
     assert not r0['wrapped'] and not any(k.startswith('module.') for k in r0['state'])  # unwrapped after fit
 
 
@@ -257,6 +264,10 @@ def test_compile_and_channels_last_under_ddp(launched):
         # Compiled once (a training and a validation graph), in the module DDP wraps: the second fit reuses them.
         assert c['graphs'][0] >= 1 and c['graphs'][1] == 0 and c['plain_compiled']
         assert not [w for w in c['warnings'] if 'strides' in w]  # DDP's buckets took the channels-last layout
+
+
+def test_early_stopping_stops_every_process_at_the_same_epoch(launched):
+    assert [r['early'] for r in launched[1]] == [dict(stopped=1, epochs=[0, 1])] * 2
 
 
 def test_device_loader_sharded_by_ddpcb(launched):

@@ -1,0 +1,68 @@
+"""`EarlyStoppingCB`: end a fit once a monitored value has stopped improving."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .checkpoint import CheckpointCB
+from .learner import Callback, CancelFitException, Learner
+from .metrics import check_monitor, monitored_value
+
+__all__ = ['EarlyStoppingCB']
+
+
+class EarlyStoppingCB(Callback):
+    """Ends the fit (`CancelFitException`) once `monitor` has gone `patience` epochs in a row without beating its
+    best by more than `min_delta` (lower for `mode='min'`, higher for 'max'); a NaN never counts as better.
+
+    `monitor` names a `MetricsCB` value as `CheckpointCB`'s does ('valid_loss', 'accuracy', 'train_loss', ...).
+    It counts after each epoch, before `CheckpointCB` saves (so a checkpoint holds the count and a resumed fit
+    goes on counting), and stops the fit as the next epoch begins. `stopped_epoch` is the last epoch trained
+    (None if it did not stop the fit). With `CheckpointCB(monitor=...)` the best weights are in its best file.
+    Under DDP every process sees the same, global, values and stops at the same epoch. Not run by `lr_find`.
+    """
+    order = CheckpointCB.order - 1  # after `MetricsCB` has the epoch's row, before the epoch's checkpoint
+    skip_in_lr_find = True
+
+    def __init__(self, monitor: str = 'valid_loss', mode: str = 'min', patience: int = 3, min_delta: float = 0.):
+        if mode not in ('min', 'max'):
+            raise ValueError(f"EarlyStoppingCB: mode must be 'min' or 'max', got {mode!r}")
+        if not isinstance(patience, int) or patience < 1:
+            raise ValueError(f'EarlyStoppingCB: patience is a number of epochs, at least 1; got {patience!r}')
+        if not min_delta >= 0:
+            raise ValueError(f'EarlyStoppingCB: min_delta must be 0 or more, got {min_delta!r}')
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+        self.best: float | None = None
+        self.wait, self.stopped_epoch = 0, None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {'best': self.best, 'wait': self.wait}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.best, self.wait = sd['best'], sd['wait']
+
+    def before_fit(self, learn: Learner) -> None:
+        check_monitor(learn, self.monitor, 'EarlyStoppingCB')
+        self.best, self.wait, self.stopped_epoch = None, 0, None
+
+    def _better(self, v: float) -> bool:
+        if not math.isfinite(v):
+            return False
+        if self.best is None:
+            return True
+        return v < self.best - self.min_delta if self.mode == 'min' else v > self.best + self.min_delta
+
+    def after_epoch(self, learn: Learner) -> None:
+        if learn.phase != learn.phases[-1]:
+            return  # once the epoch's last phase is done
+        v = monitored_value(learn, self.monitor)
+        if v is not None and self._better(v):
+            self.best, self.wait = v, 0
+        else:
+            self.wait += 1
+
+    def before_epoch(self, learn: Learner) -> None:
+        if self.wait >= self.patience:
+            self.stopped_epoch = learn.epoch - 1
+            raise CancelFitException()

@@ -1,0 +1,73 @@
+"""`EarlyStoppingCB`: when it stops, `min_delta`, modes, NaN, resuming, and its errors."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from miniai import Callback, CancelFitException, CheckpointCB, EarlyStoppingCB, MetricsCB, TrainLearner
+
+
+class ScriptedValidLoss(Callback):
+    """Makes every validation loss of epoch `e` equal `values[e]`."""
+    def __init__(self, values): self.values = values
+
+    def after_loss(self, learn):
+        if not learn.training:
+            learn.loss = learn.loss * 0 + self.values[learn.epoch]
+
+
+def learner(values, *cbs):
+    g = torch.Generator().manual_seed(0)
+    ds = TensorDataset(torch.randn(16, 4, generator=g), torch.randint(0, 2, (16,), generator=g))
+    torch.manual_seed(0)
+    return TrainLearner(nn.Linear(4, 2), SimpleNamespace(train=DataLoader(ds, 8), valid=DataLoader(ds, 8)),
+                        F.cross_entropy, lr=0.1, cbs=[MetricsCB(), ScriptedValidLoss(values), *cbs])
+
+
+def epochs_run(learn):
+    return sorted({h['epoch'] for h in learn.metrics.history})
+
+
+@pytest.mark.filterwarnings('ignore:MetricsCB. the valid loss')
+@pytest.mark.parametrize('values, kw, stopped', [
+    ([1.0, 0.95, 0.94, 0.96, 0.5, 0.4], dict(patience=2, min_delta=0.02), 3),  # 0.94 is not 0.02 better
+    ([1.0, 0.95, 0.94, 0.96, 0.5, 0.4], dict(patience=2), None),               # it is better: no stop
+    ([1.0, 2.0, 2.0, 2.0, 2.0, 2.0], dict(patience=3, mode='max'), 4),
+    ([1.0, math.nan, math.nan, 0.5, 0.4, 0.3], dict(patience=2), 2),           # NaN is never better
+])
+def test_stops_after_patience_epochs_without_improvement(values, kw, stopped):
+    es = EarlyStoppingCB(**kw)
+    learn = learner(values, es)
+    learn.fit(6)
+    assert es.stopped_epoch == stopped
+    assert epochs_run(learn) == list(range(6 if stopped is None else stopped + 1))
+
+
+def test_a_resumed_fit_goes_on_counting(tmp_path):
+    values = [1.0, 0.9, 0.95, 0.95, 0.95, 0.8, 0.7]
+    ref = EarlyStoppingCB(patience=3)
+    learner(values, ref).fit(7)
+
+    class StopAfter(Callback):
+        order = CheckpointCB.order + 1  # after the epoch's checkpoint
+        def after_epoch(self, learn):
+            if not learn.training and learn.epoch == 2: raise CancelFitException()
+    learner(values, EarlyStoppingCB(patience=3), CheckpointCB(tmp_path / 'ck.pt'), StopAfter()).fit(7)
+    es = EarlyStoppingCB(patience=3)
+    learn = learner(values, es, CheckpointCB(tmp_path / 'ck.pt'))
+    learn.fit(7, resume=tmp_path / 'ck.pt')
+    assert es.stopped_epoch == ref.stopped_epoch == 4 and epochs_run(learn) == list(range(5))
+
+
+def test_bad_arguments_and_monitors_are_named():
+    for kw, msg in ((dict(mode='lowest'), "'min' or 'max'"), (dict(patience=0), 'at least 1'),
+                    (dict(min_delta=-1), 'min_delta must be 0 or more')):
+        with pytest.raises(ValueError, match=msg):
+            EarlyStoppingCB(**kw)
+    with pytest.raises(ValueError, match=r"EarlyStoppingCB: monitor='acc' is not one of this fit's values"):
+        learner([1.0], EarlyStoppingCB(monitor='acc')).fit(1)
