@@ -40,8 +40,9 @@ class MixedPrecision(Callback):
     early), so the backward pass, the optimizer step and the metrics run outside it. `dtype=None` picks
     `amp_dtype` of the model's device (a no-op on the CPU). With float16 a `torch.amp.GradScaler` scales the
     loss: for the fit, the learner's `backward` and `step` become the scaler's (and `step` skips steps whose
-    gradients overflowed); the gradients are unscaled in `after_backward`, so later callbacks (`GradClipCB`)
-    see their true values. bfloat16 has float32's range and needs no scaler.
+    gradients overflowed), and `learn.grad_scaler` is the scaler (`GradClipCB` reads its scale). Gradients stay
+    scaled until the step, so a batch cancelled after backward (gradient accumulation) adds up correctly.
+    bfloat16 has float32's range and needs no scaler.
     """
     order = DeviceCB.order + 10
 
@@ -49,7 +50,6 @@ class MixedPrecision(Callback):
         self.dtype = dtype
         self.autocast: torch.autocast | None = None
         self.scaler: torch.amp.GradScaler | None = None
-        self._unscaled = False  # `after_backward` unscaled this batch's gradients, and `step` has not run yet
 
     def before_fit(self, learn: Learner) -> None:
         dev = _model_device(learn.model)
@@ -61,13 +61,8 @@ class MixedPrecision(Callback):
         def step() -> None:
             self.scaler.step(learn.opt)
             self.scaler.update()
-            self._unscaled = False
         learn.backward, learn.step = lambda: self.scaler.scale(learn.loss).backward(), step
-
-    def after_backward(self, learn: Learner) -> None:
-        if self.scaler is not None:
-            self.scaler.unscale_(learn.opt)
-            self._unscaled = True
+        learn.grad_scaler = self.scaler
 
     def before_batch(self, learn: Learner) -> None:
         if self.fit_dtype is None:
@@ -80,15 +75,11 @@ class MixedPrecision(Callback):
             self.autocast.__exit__(None, None, None)
             self.autocast = None
 
-    def cleanup_batch(self, learn: Learner) -> None:
-        self.after_loss(learn)
-        if self._unscaled:  # a batch cancelled between backward and step: ready the scaler for the next one
-            self.scaler.update()
-            self._unscaled = False
+    cleanup_batch = after_loss
 
     def cleanup_fit(self, learn: Learner) -> None:
         if self.scaler is not None:
-            del learn.backward, learn.step
+            del learn.backward, learn.step, learn.grad_scaler
             self.scaler = None
 
 

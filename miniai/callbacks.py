@@ -70,14 +70,15 @@ class BatchTransformCB(Callback):
 
 class GradClipCB(Callback):
     """Clips the gradients' total `norm_type`-norm to at most `max_norm` after each backward
-    (`torch.nn.utils.clip_grad_norm_`, with no device synchronisation). Under fp16 `MixedPrecision` the
-    gradients it clips are already unscaled."""
-    order = 1  # after `MixedPrecision` (order 0) has unscaled fp16 gradients
-
+    (`torch.nn.utils.clip_grad_norm_`, with no device synchronisation). Under fp16 `MixedPrecision`, whose
+    gradients stay scaled until the step, it clips them to `max_norm` times the scale (one read of the scale a
+    batch): the same as clipping the unscaled gradients to `max_norm`."""
     def __init__(self, max_norm: float, norm_type: float = 2.0):
         if not max_norm > 0:
             raise ValueError(f'GradClipCB: max_norm must be positive, got {max_norm!r} (e.g. 1.0).')
         self.max_norm, self.norm_type = max_norm, norm_type
 
     def after_backward(self, learn: Learner) -> None:
-        torch.nn.utils.clip_grad_norm_(learn.model.parameters(), self.max_norm, self.norm_type)
+        scaler = getattr(learn, 'grad_scaler', None)
+        max_norm = self.max_norm * (1. if scaler is None else scaler.get_scale())
+        torch.nn.utils.clip_grad_norm_(learn.model.parameters(), max_norm, self.norm_type)

@@ -51,10 +51,10 @@ def check_batch(batch: Any, n_inp: int = 1, target: bool = True) -> None:
     else:
         got = _desc(batch)
     xs = ', '.join(['x'] * n_inp)
-    raise BatchError(f'Batches must be ({xs}, y) tuples, but the DataLoader gave {got}. Make the '
-                     'dataset return (input, target) pairs (e.g. TensorDataset(x, y)), collate dict items '
-                     'into tuples (DataLoaders.from_dd(..., as_tuple=True)), or convert each batch with a '
-                     'BatchTransformCB.')
+    inputs_only = f' For get_preds, ({xs},) tuples will do.' if not target else ''
+    raise BatchError(f'Batches must be ({xs}, y) tuples, but the DataLoader gave {got}.{inputs_only} Make the dataset '
+                     'return such tuples (e.g. TensorDataset(x, y)), collate dict items into tuples '
+                     '(DataLoaders.from_dd(..., as_tuple=True)), or convert each batch with a BatchTransformCB.')
 
 
 def _devices(xs: tuple) -> set:

@@ -173,7 +173,7 @@ class Learner:
         # cancelled) and whether it is done, the checkpoint being resumed (until its first phase starts), and
         # the BatchNorm buffers (and a copy) that the NaN guard puts back.
         self._at: tuple | None = None
-        self._n_done, self._phase_done, self._ck = 0, False, None
+        self._n_done, self._phase_done, self._ck, self._fitting = 0, False, None, False
         self._norm_bufs: list[torch.Tensor] = []
         self._norm_copy: list[torch.Tensor] = []
         for cb in cbs or ():
@@ -254,6 +254,7 @@ class Learner:
 
         `resume`: a checkpoint of this run (a file, or a folder with `checkpoint.pt`) to continue from;
         `n_epochs` is still the run's total, and what the checkpoint had done is skipped."""
+        self.refuse_in_fit('fit')
         if not isinstance(n_epochs, int) or isinstance(n_epochs, bool) or n_epochs < 1:
             raise ValueError(f"fit(n_epochs={n_epochs!r}): n_epochs must be a positive whole number of "
                              "epochs.")
@@ -277,12 +278,19 @@ class Learner:
             self.phases = phases
             self.n_epochs, self.epochs = n_epochs, range(ck['epoch'] if ck else 0, n_epochs)
             self.n_iter = n_epochs * len(self.dls.train) if train else 0
-            self.train_iter, self._ck = 0, ck
+            self.train_iter, self._ck, self._fitting = 0, ck, True
             self._fit()
         finally:
-            self._ck = None
+            self._ck, self._fitting = None, False
             for cb in cbs:
                 self.remove_cb(cb)
+
+    def refuse_in_fit(self, what: str) -> None:
+        """Raise a `RuntimeError` if a fit is running: `what` (a fit, `lr_find`, `get_preds`) cannot run inside
+        one, as it would restart the callbacks and counters of the fit that runs."""
+        if self._fitting:
+            raise RuntimeError(f'{what}: this Learner is in the middle of a fit (was it called from a callback?); '
+                               f'call {what} before or after the fit.')
 
     def _check_loaders(self, phases: tuple[str, ...]) -> None:
         for phase in phases:

@@ -173,6 +173,7 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it:
     Leaves no trace (see the module's doc). Callbacks in `PAUSED_IN_LR_FIND`, or with `skip_in_lr_find`
     True, do not run meanwhile; the others (training steps, device, batch transforms, progress bars) do.
     """
+    learn.refuse_in_fit('lr_find')
     n = len(learn.dls.train)
     if n == 0:
         raise ValueError("lr_find: the training loader has no batches")

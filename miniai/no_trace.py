@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
 
@@ -33,17 +33,19 @@ def _set_loader_state(dl, sd, gens, epoch) -> None:
 
 
 @contextmanager
-def no_trace(learn: Learner, paused: Callable[[Callback], bool]) -> Iterator[None]:
+def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterable = ()) -> Iterator[None]:
     """Takes the callbacks for which `paused(cb)` is true off `learn` for the block; afterwards puts back the
     callbacks (in their order, with the state of those that ran), weights, buffers, gradients, training modes,
-    device, optimizer, the Learner's attributes, the loaders' positions and the RNGs, also if the block raises."""
+    device, optimizer, the Learner's attributes, the positions of its loaders and of `loaders`, and the RNGs,
+    also if the block raises."""
     model, opt, cbs, attrs = learn.model, learn.opt, list(learn.cbs), dict(vars(learn))
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     modes = [m.training for m in model.modules()]
     devices = {t.device for t in chain(model.parameters(), model.buffers())}
     opt_sd = None if opt is None else copy.deepcopy(opt.state_dict())
-    loaders = [_loader_state(dl) for k in ('train', 'valid') if (dl := getattr(learn.dls, k, None)) is not None]
+    own = [dl for k in ('train', 'valid') if (dl := getattr(learn.dls, k, None)) is not None]
+    loaders = [_loader_state(dl) for dl in {id(dl): dl for dl in (*own, *loaders)}.values()]
     cuda = torch.cuda.is_available()
     rngs = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
             torch.cuda.get_rng_state_all() if cuda else None)

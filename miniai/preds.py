@@ -66,11 +66,14 @@ def get_preds(learn: Learner, dl: Iterable | None = None, act: Callable[[Tensor]
     record or schedule (`MetricsCB`, `RecorderCB`, schedulers, hooks, `CheckpointCB`, `ProgressCB`) do not run,
     and, as `lr_find`, it leaves no trace. Batches are `(x, y)` or inputs only (`(x,)`: targets are then None);
     with several targets, a tuple of them. `act` maps the outputs, e.g. `partial(torch.softmax, dim=1)` for
-    probabilities from logits. Under `DDPCB` each process gets the predictions of its share of `dl`.
+    probabilities from logits. They come in the loader's order: a shuffled loader's (and without the items that
+    `drop_last` drops; its position is put back after); use an unshuffled loader to line them up with a dataset.
+    Under `DDPCB` each process gets the predictions of its share of `dl`.
     """
+    learn.refuse_in_fit('get_preds')
     dl = learn.dls.valid if dl is None else dl
     cb = GatherPredsCB()
-    with no_trace(learn, paused=_paused):
+    with no_trace(learn, paused=_paused, loaders=[dl]):
         learn.dls = DataLoaders(getattr(learn.dls, 'train', None), dl)
         learn.fit(1, train=False, cbs=[cb])
     preds, targets = cb.result()

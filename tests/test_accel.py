@@ -145,37 +145,51 @@ def test_mixed_precision_cleanup_does_not_hide_an_earlier_error():
 
 
 class GradsAfterClip(Callback):
-    """Keeps, at each step, the gradients as the optimizer gets them (after every `after_backward`)."""
+    """Keeps, at each step, the gradients as the optimizer gets them (unscaled, under an fp16 grad scaler)."""
     order = 50
     def before_fit(self, learn): self.grads = []
-    def after_backward(self, learn): self.grads.append([p.grad.clone() for p in learn.model.parameters()])
+
+    def after_backward(self, learn):
+        scaler = getattr(learn, 'grad_scaler', None)
+        scale = 1. if scaler is None else scaler.get_scale()
+        self.grads.append([p.grad / scale for p in learn.model.parameters()])
 
 
 @pytest.mark.parametrize('dtype', [None, torch.float16])
-def test_grad_clip_steps_with_the_clipped_unscaled_gradients(dtype):
-    # SGD with lr 1: each step moves the weights by exactly the gradients the optimizer was given.
+def test_grad_clip_steps_with_the_clipped_gradients(dtype):
+    # SGD with lr 1: each step moves the weights by exactly the (unscaled) gradients the optimizer was given.
     spy, weights = GradsAfterClip(), []
 
     class Weights(Callback):
         def before_batch(self, learn): weights.append([p.detach().clone() for p in learn.model.parameters()])
+    mp = MixedPrecision(dtype)
     learn = TrainLearner(model(), dls(), F.cross_entropy, lr=1., opt_func=optim.SGD,
-                         cbs=[DeviceCB('cpu'), MixedPrecision(dtype), GradClipCB(0.05), spy, Weights()])
+                         cbs=[DeviceCB('cpu'), mp, GradClipCB(0.05), spy, Weights()])
     learn.fit(1, valid=False)
-    if dtype is not None:
-        assert learn.cbs[1].scaler is None and 'step' not in vars(learn)  # the fp16 fit used a scaler, now gone
+    assert mp.scaler is None and 'grad_scaler' not in vars(learn)  # the fp16 fit's scaler is gone
     for g, before, after in zip(spy.grads, weights, weights[1:]):
         assert torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in g])) <= 0.05 * 1.001
         for gi, b, a in zip(g, before, after, strict=True):
             torch.testing.assert_close(b - a, gi, rtol=1e-4, atol=1e-6)
 
 
-def test_fp16_batch_cancelled_between_backward_and_step_leaves_the_scaler_ready():
-    class CancelFirstStep(Callback):
-        order = 2  # after `MixedPrecision` unscaled the gradients
-        def after_backward(self, learn):
-            if learn.iter == 0: raise CancelBatchException()
-    learn, rec = fit(MixedPrecision(torch.float16), CancelFirstStep())
-    assert len(rec.losses) == 4 and learn.train_iter == 3  # the other batches trained: no "unscale_() already called"
+class AccumulateTwo(Callback):
+    """Gradient accumulation: the even batches skip their step (and zero_grad), so their gradients add up."""
+    order = 2
+    def after_backward(self, learn):
+        if learn.iter % 2 == 0: raise CancelBatchException()
+
+
+@pytest.mark.parametrize('clip', [False, True])
+def test_fp16_gradient_accumulation_adds_up_as_in_float32(clip):
+    def weights(dtype):
+        learn = TrainLearner(model(), dls(), F.cross_entropy, lr=0.1, opt_func=optim.SGD,
+                             cbs=[DeviceCB('cpu'), MixedPrecision(dtype), AccumulateTwo(),
+                                  *([GradClipCB(0.5)] if clip else [])])
+        learn.fit(1, valid=False)
+        return [p.detach() for p in learn.model.parameters()]
+    for a, b in zip(weights(None), weights(torch.float16), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-3)
 
 
 def test_grad_clip_refuses_a_bad_max_norm():

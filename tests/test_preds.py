@@ -12,10 +12,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from torcheval.metrics import MulticlassAccuracy
 
 from miniai import (
+    BatchError,
     BatchSchedCB,
     BatchTransformCB,
+    Callback,
     CheckpointCB,
     DeviceCB,
+    DeviceLoader,
     MetricsCB,
     OneCycle,
     ProgressCB,
@@ -142,3 +145,30 @@ def test_progress_bars_do_not_run_and_keep_their_losses():
     losses = list(progress.losses)
     learn.get_preds()
     assert progress.losses == losses
+
+
+@pytest.mark.parametrize('call', ['get_preds', 'lr_find', 'fit'])
+def test_refused_inside_a_fit(call):
+    class CallsDuringFit(Callback):
+        def after_epoch(self, learn): getattr(learn, call)()
+    cb = CallsDuringFit()
+    learn = learner(cb)
+    with pytest.raises(RuntimeError, match=f'{call}: this Learner is in the middle of a fit'):
+        learn.fit(1)
+    learn.remove_cb(cb).fit(1)  # the Learner is usable again
+
+
+def test_inputs_only_batches_are_named_in_the_error():
+    learn = learner()
+    with pytest.raises(BatchError, match=r'\(x, y\) tuples.*a bare tensor.*For get_preds, \(x,\) tuples will do'):
+        learn.get_preds(DataLoader(torch.randn(4, 1, 6, 6), 2))
+
+
+def test_a_shuffled_loader_is_put_back_so_calls_agree():
+    x, y = data()
+    for dl in (DataLoader(TensorDataset(x, y), 8, shuffle=True, generator=torch.Generator().manual_seed(3)),
+               DeviceLoader(torch.randint(0, 256, (40, 6, 6), dtype=torch.uint8), y, bs=8, shuffle=True, device='cpu',
+                            seed=3)):
+        learn = learner()
+        first, second = (learn.get_preds(dl)[1] for _ in range(2))
+        assert torch.equal(first, second) and not torch.equal(first, y)  # the loader's order, the same each time
