@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .callbacks import DeviceCB
-from .learner import Callback, Learner
+from .learner import Callback, Learner, MomentumLearner
 
 __all__ = ['amp_dtype', 'MixedPrecision', 'ChannelsLastCB', 'CompileCB', 'speed_cbs']
 
@@ -41,8 +41,9 @@ class MixedPrecision(Callback):
     `amp_dtype` of the model's device (a no-op on the CPU). With float16 a `torch.amp.GradScaler` scales the
     loss: for the fit, the learner's `backward` and `step` become the scaler's (and `step` skips steps whose
     gradients overflowed), and `learn.grad_scaler` is the scaler (`GradClipCB` reads its scale). Gradients stay
-    scaled until the step, so a batch cancelled after backward (gradient accumulation) adds up correctly.
-    bfloat16 has float32's range and needs no scaler.
+    scaled until the step, so a batch cancelled after backward (gradient accumulation) adds up correctly; a
+    `MomentumLearner`, which keeps gradients across steps, is refused. bfloat16 has float32's range and needs no
+    scaler.
     """
     order = DeviceCB.order + 10
 
@@ -56,6 +57,10 @@ class MixedPrecision(Callback):
         self.device_type, self.fit_dtype = dev.type, self.dtype or amp_dtype(dev)
         if self.fit_dtype != torch.float16:
             return
+        if isinstance(learn, MomentumLearner):
+            raise TypeError('MixedPrecision with float16: a MomentumLearner keeps its gradients across steps, which '
+                            "the grad scaler unscales in place at each step, so its momentum would be wrong. Use "
+                            'MixedPrecision(torch.bfloat16), or a TrainLearner with optim.SGD(momentum=...).')
         self.scaler = torch.amp.GradScaler(self.device_type)
 
         def step() -> None:

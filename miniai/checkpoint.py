@@ -96,7 +96,8 @@ def check_model_state(model: nn.Module, sd: dict[str, torch.Tensor], path: Any =
 
 
 class CheckpointCB(Callback):
-    """Saves a resumable checkpoint (`learn.save`) every `every` epochs and after the last one and, with
+    """Saves a resumable checkpoint (`learn.save`) every `every` epochs and after the last one (the one after which
+    `learn.should_stop` ends the fit, if set) and, with
     `monitor`, whenever that `MetricsCB` value is the best so far (the lowest for `mode='min'`, else highest).
 
     `monitor` names a column as `miniai fit`'s metrics.json does: 'valid_loss', 'train_loss', a metric's name
@@ -142,7 +143,7 @@ class CheckpointCB(Callback):
                 self.best = v
                 learn.save(self.best_path)
         n = learn.epoch + 1
-        if self.every and (n % self.every == 0 or n == learn.n_epochs):
+        if self.every and (n % self.every == 0 or n == learn.n_epochs or learn.should_stop):
             learn.save(self.path)
 
 

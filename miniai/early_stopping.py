@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 from .checkpoint import CheckpointCB
-from .learner import Callback, CancelFitException, Learner
+from .learner import Callback, Learner
 from .metrics import check_monitor, monitored_value
 
 __all__ = ['EarlyStoppingCB']
 
 
 class EarlyStoppingCB(Callback):
-    """Ends the fit (`CancelFitException`) once `monitor` has gone `patience` epochs in a row without beating its
-    best by more than `min_delta` (lower for `mode='min'`, higher for 'max'); a NaN never counts as better.
+    """Ends the fit (`learn.should_stop`) once `monitor` has gone `patience` epochs in a row without beating its
+    best by more than `min_delta` (lower for `mode='min'`, higher for 'max'); a NaN never counts as better, and
+    an epoch without the value (cancelled) does not count, with a warning.
 
     `monitor` names a `MetricsCB` value as `CheckpointCB`'s does ('valid_loss', 'accuracy', 'train_loss', ...).
-    It counts after each epoch, before `CheckpointCB` saves (so a checkpoint holds the count and a resumed fit
-    goes on counting), and stops the fit as the next epoch begins. `stopped_epoch` is the last epoch trained
+    It counts after each epoch, before `CheckpointCB`, which then saves the epoch the fit stops after; the
+    count is in the checkpoint, so a resumed fit goes on counting. `stopped_epoch` is the last epoch trained
     (None if it did not stop the fit). With `CheckpointCB(monitor=...)` the best weights are in its best file.
     Under DDP every process sees the same, global, values and stops at the same epoch. Not run by `lr_find`.
     """
@@ -37,10 +39,10 @@ class EarlyStoppingCB(Callback):
         self.wait, self.stopped_epoch = 0, None
 
     def state_dict(self) -> dict[str, Any]:
-        return {'best': self.best, 'wait': self.wait}
+        return {'best': self.best, 'wait': self.wait, 'stopped_epoch': self.stopped_epoch}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.best, self.wait = sd['best'], sd['wait']
+        self.best, self.wait, self.stopped_epoch = sd['best'], sd['wait'], sd['stopped_epoch']
 
     def before_fit(self, learn: Learner) -> None:
         check_monitor(learn, self.monitor, 'EarlyStoppingCB')
@@ -57,12 +59,13 @@ class EarlyStoppingCB(Callback):
         if learn.phase != learn.phases[-1]:
             return  # once the epoch's last phase is done
         v = monitored_value(learn, self.monitor)
-        if v is not None and self._better(v):
+        if v is None:
+            warnings.warn(f'EarlyStoppingCB: epoch {learn.epoch} has no {self.monitor!r} (was its phase cancelled?); '
+                          'it does not count.', stacklevel=2)
+            return
+        if self._better(v):
             self.best, self.wait = v, 0
-        else:
-            self.wait += 1
-
-    def before_epoch(self, learn: Learner) -> None:
+            return
+        self.wait += 1
         if self.wait >= self.patience:
-            self.stopped_epoch = learn.epoch - 1
-            raise CancelFitException()
+            self.stopped_epoch, learn.should_stop = learn.epoch, True

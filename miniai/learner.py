@@ -153,6 +153,7 @@ class Learner:
     done in this fit), `pct_train` (fraction done) and `resume_iter` (batches of this epoch done before a
     mid-epoch resume; else 0). `splitter(model)`, if given, returns the param groups handed to `opt_func`
     (discriminative lrs). `nan_guard=False` turns off the check of each training loss (`NonFiniteLossError`).
+    A callback sets `should_stop = True` to end the fit once the current epoch is done (e.g. `EarlyStoppingCB`).
     `n_inp`: how many items of a batch are the model's inputs (the rest are targets).
     """
     n_inp = 1
@@ -174,6 +175,7 @@ class Learner:
         # the BatchNorm buffers (and a copy) that the NaN guard puts back.
         self._at: tuple | None = None
         self._n_done, self._phase_done, self._ck, self._fitting = 0, False, None, False
+        self.should_stop = False
         self._norm_bufs: list[torch.Tensor] = []
         self._norm_copy: list[torch.Tensor] = []
         for cb in cbs or ():
@@ -278,7 +280,7 @@ class Learner:
             self.phases = phases
             self.n_epochs, self.epochs = n_epochs, range(ck['epoch'] if ck else 0, n_epochs)
             self.n_iter = n_epochs * len(self.dls.train) if train else 0
-            self.train_iter, self._ck, self._fitting = 0, ck, True
+            self.train_iter, self._ck, self._fitting, self.should_stop = 0, ck, True, False
             self._fit()
         finally:
             self._ck, self._fitting = None, False
@@ -311,6 +313,8 @@ class Learner:
         self._norm_bufs = [b for m in norms for b in m.buffers(recurse=False)]
         self._norm_copy = [b.clone() for b in self._norm_bufs]
         for epoch in self.epochs:
+            if self.should_stop:
+                break
             self.epoch = epoch
             for phase in self.phases:
                 if phase == 'train':
@@ -412,7 +416,8 @@ class Learner:
         return {'format': 'miniai.checkpoint', 'version': 1, 'model': self._plain_model().state_dict(),
                 'opt': self.opt and self.opt.state_dict(), 'opt_type': type(self.opt).__name__,
                 'epoch': epoch, 'phase': phase, 'iter': n_done, 'train_iter': self.train_iter,
-                'n_epochs': self.n_epochs, 'start': start or now, 'rng_now': now['rng'] if n_done else None,
+                'n_epochs': self.n_epochs, 'should_stop': self.should_stop,
+                'start': start or now, 'rng_now': now['rng'] if n_done else None,
                 'cbs': {k: cb.state_dict() for k, cb in self._stateful_cbs().items()}}
 
     def _plain_model(self) -> nn.Module:
@@ -510,7 +515,7 @@ class Learner:
             for old, new in zip(pgs, self.opt.param_groups, strict=True):
                 old.update(new)
             self.opt.param_groups = pgs  # keep the param-group dicts, which callbacks (e.g. RecorderCB) hold
-        self.train_iter = ck['train_iter']
+        self.train_iter, self.should_stop = ck['train_iter'], ck.get('should_stop', False)
 
 
 class TrainLearner(Learner):

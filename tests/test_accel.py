@@ -17,6 +17,7 @@ from miniai import (
     DeviceCB,
     GradClipCB,
     MixedPrecision,
+    MomentumLearner,
     TrainLearner,
     amp_dtype,
     conv,
@@ -195,3 +196,16 @@ def test_fp16_gradient_accumulation_adds_up_as_in_float32(clip):
 def test_grad_clip_refuses_a_bad_max_norm():
     with pytest.raises(ValueError, match='max_norm must be positive, got 0'):
         GradClipCB(0)
+
+
+def test_fp16_refuses_a_momentum_learner_and_bf16_takes_it():
+    def momentum_learner(dtype):
+        return MomentumLearner(model(), dls(), F.cross_entropy, lr=1e-2, cbs=[DeviceCB('cpu'), MixedPrecision(dtype)])
+    learn = momentum_learner(torch.float16)
+    before = [p.clone() for p in learn.model.parameters()]
+    with pytest.raises(TypeError, match='MomentumLearner keeps its gradients across steps.*bfloat16'):
+        learn.fit(1)
+    assert all(torch.equal(p, q) for p, q in zip(before, learn.model.parameters()))  # refused before any step
+    learn = momentum_learner(torch.bfloat16)
+    learn.fit(1)
+    assert learn.train_iter == 4

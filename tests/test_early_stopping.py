@@ -9,7 +9,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from miniai import Callback, CancelFitException, CheckpointCB, EarlyStoppingCB, MetricsCB, TrainLearner
+from miniai import (
+    Callback,
+    CancelEpochException,
+    CancelFitException,
+    CheckpointCB,
+    EarlyStoppingCB,
+    MetricsCB,
+    TrainLearner,
+    load_checkpoint,
+)
 
 
 class ScriptedValidLoss(Callback):
@@ -71,3 +80,30 @@ def test_bad_arguments_and_monitors_are_named():
             EarlyStoppingCB(**kw)
     with pytest.raises(ValueError, match=r"EarlyStoppingCB: monitor='acc' is not one of this fit's values"):
         learner([1.0], EarlyStoppingCB(monitor='acc')).fit(1)
+
+
+def test_the_stop_ends_like_a_full_fit_and_is_checkpointed(tmp_path):
+    values = [1.0, 0.9, 0.95, 0.96, 0.5, 0.4, 0.3, 0.2]
+    es = EarlyStoppingCB(patience=1)
+    learn = learner(values, es, CheckpointCB(tmp_path / 'ck.pt', every=2))
+    learn.fit(8)
+    assert es.stopped_epoch == 2 and learn.epoch == 2 and not learn.model.training  # eval mode, as after a full fit
+    # every=2 saves after epochs 1 and 3; the epoch the fit stops after is saved too
+    assert load_checkpoint(tmp_path / 'ck.pt')['epoch'] == 3
+    resumed = EarlyStoppingCB(patience=1)
+    again = learner(values, resumed, CheckpointCB(tmp_path / 'ck.pt', every=2))
+    again.fit(8, resume=tmp_path / 'ck.pt')
+    assert epochs_run(again) == [0, 1, 2] and resumed.stopped_epoch == 2  # it stopped there: nothing more to train
+    for p, q in zip(learn.model.parameters(), again.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_an_epoch_without_the_value_does_not_count():
+    class CancelTraining(Callback):
+        def before_epoch(self, learn):
+            if learn.training: raise CancelEpochException()
+    es = EarlyStoppingCB(monitor='train_loss', patience=1)
+    learn = learner([1.0] * 4, es, CancelTraining())
+    with pytest.warns(UserWarning, match=r"epoch \d has no 'train_loss'.*does not count"):
+        learn.fit(4)
+    assert es.stopped_epoch is None and epochs_run(learn) == [0, 1, 2, 3]
