@@ -20,7 +20,8 @@ class EarlyStoppingCB(Callback):
 
     `monitor` names a `MetricsCB` value as `CheckpointCB`'s does ('valid_loss', 'accuracy', 'train_loss', ...).
     It counts after each epoch, before `CheckpointCB`, which then saves the epoch the fit stops after; the
-    count is in the checkpoint, so a resumed fit goes on counting. `stopped_epoch` is the last epoch trained
+    count is in the checkpoint, so a resumed fit goes on counting (and one resumed after the stop trains nothing:
+    `learn.load(path)` then `fit(n)` trains on from it). `stopped_epoch` is the last epoch trained
     (None if it did not stop the fit). With `CheckpointCB(monitor=...)` the best weights are in its best file.
     Under DDP every process sees the same, global, values and stops at the same epoch. Not run by `lr_find`.
     """

@@ -153,7 +153,9 @@ class Learner:
     done in this fit), `pct_train` (fraction done) and `resume_iter` (batches of this epoch done before a
     mid-epoch resume; else 0). `splitter(model)`, if given, returns the param groups handed to `opt_func`
     (discriminative lrs). `nan_guard=False` turns off the check of each training loss (`NonFiniteLossError`).
-    A callback sets `should_stop = True` to end the fit once the current epoch is done (e.g. `EarlyStoppingCB`).
+    A callback sets `should_stop = True` to end the fit once the current epoch is done (e.g. `EarlyStoppingCB`);
+    each fit starts with it False. Checkpoints keep it: resuming a stopped run trains nothing (with a warning),
+    while `load` then `fit` trains on.
     `n_inp`: how many items of a batch are the model's inputs (the rest are targets).
     """
     n_inp = 1
@@ -307,15 +309,23 @@ class Learner:
 
     @with_cbs('fit')
     def _fit(self) -> None:
-        if self._ck is not None:
-            self._restore(self._ck)  # after `before_fit`: see the module's docstring
+        ck, mid_epoch = self._ck, False
+        if ck is not None:
+            self._restore(ck)  # after `before_fit`: see the module's docstring
+            stopped = ck.get('should_stop', False)  # checkpoints from before `should_stop` existed have none
+            self.should_stop = self.should_stop or stopped  # a callback may have set it in `before_fit`
+            mid_epoch = bool(ck['iter']) or ck['phase'] != self.phases[0]
+            if stopped and not mid_epoch and ck['epoch'] < self.n_epochs:
+                warnings.warn(f"fit(..., resume=...): the run in this checkpoint was stopped early (should_stop, e.g. "
+                              f"by EarlyStoppingCB) after epoch {ck['epoch'] - 1}, so there is nothing to train. To "
+                              'train on from it, learn.load(path) then fit(n) without resume.', stacklevel=4)
         norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
         self._norm_bufs = [b for m in norms for b in m.buffers(recurse=False)]
         self._norm_copy = [b.clone() for b in self._norm_bufs]
         for epoch in self.epochs:
-            if self.should_stop:
+            if self.should_stop and not mid_epoch:  # a mid-epoch checkpoint's epoch is finished first
                 break
-            self.epoch = epoch
+            self.epoch, mid_epoch = epoch, False
             for phase in self.phases:
                 if phase == 'train':
                     self.one_epoch(True)
@@ -402,8 +412,7 @@ class Learner:
             self.create_opt()
         self._check_opt(ck)
         self._restore(ck)
-        self.epoch, self.n_epochs = ck['epoch'], ck['n_epochs']
-        self._at, self._n_done, self._phase_done = (ck['epoch'], ck['phase'], ck['start']), ck['iter'], False
+        self.n_epochs, self.should_stop = ck['n_epochs'], ck.get('should_stop', False)
         self._set_random_state(ck['start'])
         if ck['rng_now'] is not None:
             set_rng_state(ck['rng_now'])
@@ -515,7 +524,8 @@ class Learner:
             for old, new in zip(pgs, self.opt.param_groups, strict=True):
                 old.update(new)
             self.opt.param_groups = pgs  # keep the param-group dicts, which callbacks (e.g. RecorderCB) hold
-        self.train_iter, self.should_stop = ck['train_iter'], ck.get('should_stop', False)
+        self.train_iter, self.epoch = ck['train_iter'], ck['epoch']
+        self._at, self._n_done, self._phase_done = (ck['epoch'], ck['phase'], ck['start']), ck['iter'], False
 
 
 class TrainLearner(Learner):

@@ -92,7 +92,8 @@ def test_the_stop_ends_like_a_full_fit_and_is_checkpointed(tmp_path):
     assert load_checkpoint(tmp_path / 'ck.pt')['epoch'] == 3
     resumed = EarlyStoppingCB(patience=1)
     again = learner(values, resumed, CheckpointCB(tmp_path / 'ck.pt', every=2))
-    again.fit(8, resume=tmp_path / 'ck.pt')
+    with pytest.warns(UserWarning, match='nothing to train'):
+        again.fit(8, resume=tmp_path / 'ck.pt')
     assert epochs_run(again) == [0, 1, 2] and resumed.stopped_epoch == 2  # it stopped there: nothing more to train
     for p, q in zip(learn.model.parameters(), again.model.parameters(), strict=True):
         assert torch.equal(p, q)
@@ -107,3 +108,57 @@ def test_an_epoch_without_the_value_does_not_count():
     with pytest.warns(UserWarning, match=r"epoch \d has no 'train_loss'.*does not count"):
         learn.fit(4)
     assert es.stopped_epoch is None and epochs_run(learn) == [0, 1, 2, 3]
+
+
+class StopAfterThisEpoch(Callback):
+    """Sets `learn.should_stop` during the first batch of epoch 1 (e.g. a time budget): that epoch is finished."""
+    def after_batch(self, learn):
+        if learn.training and learn.epoch == 1 and learn.iter == 0: learn.should_stop = True
+
+
+def test_should_stop_set_mid_epoch_finishes_the_epoch_also_after_a_mid_epoch_resume(tmp_path):
+    ref = learner([1.0] * 5, StopAfterThisEpoch())
+    ref.fit(5)
+    assert epochs_run(ref) == [0, 1] and ref.train_iter == 4 and not ref.model.training
+
+    class CancelAtBatchEnd(Callback):  # as `InterruptCB` does on Ctrl-C
+        order = 100
+        def after_batch(self, learn):
+            if learn.training and learn.epoch == 1 and learn.iter == 0: raise CancelFitException()
+    stopped = learner([1.0] * 5, StopAfterThisEpoch(), CancelAtBatchEnd())
+    stopped.fit(5)
+    stopped.save(tmp_path / 'mid.pt')
+    resumed = learner([1.0] * 5, StopAfterThisEpoch())
+    resumed.fit(5, resume=tmp_path / 'mid.pt')  # the rest of epoch 1, then the stop
+    assert epochs_run(resumed) == [0, 1] and resumed.train_iter == 4
+    assert torch.equal(resumed.model.weight, ref.model.weight)
+
+
+@pytest.mark.filterwarnings('ignore:Checkpoint. callback states')
+def test_resuming_a_stopped_run_trains_nothing_and_says_so_while_load_then_fit_trains_on(tmp_path):
+    es = EarlyStoppingCB(patience=1)
+    learn = learner([1.0] * 6, es, CheckpointCB(tmp_path / 'ck.pt'))
+    learn.fit(6)
+    assert es.stopped_epoch == 1
+    again = learner([1.0] * 6, EarlyStoppingCB(patience=1))
+    with pytest.warns(UserWarning, match='stopped early .* after epoch 1, so there is nothing to train'):
+        again.fit(6, resume=tmp_path / 'ck.pt')
+    assert torch.equal(again.model.weight, learn.model.weight) and again.should_stop
+    again.save(tmp_path / 'same.pt')  # a resume that ran no epoch saves the checkpoint it resumed
+    assert load_checkpoint(tmp_path / 'same.pt')['epoch'] == load_checkpoint(tmp_path / 'ck.pt')['epoch'] == 2
+    fresh = learner([1.0] * 6, EarlyStoppingCB(patience=10))
+    fresh.load(tmp_path / 'ck.pt')
+    assert fresh.should_stop
+    fresh.fit(2)  # a new fit: trains on from the loaded weights
+    assert not fresh.should_stop and fresh.train_iter == 4
+
+
+@pytest.mark.filterwarnings('ignore:Checkpoint. callback states')
+def test_a_stop_set_in_before_fit_holds_on_resume(tmp_path):
+    class StopAtOnce(Callback):
+        def before_fit(self, learn): learn.should_stop = True
+    learn = learner([1.0] * 4, CheckpointCB(tmp_path / 'ck.pt'))
+    learn.fit(1)
+    again = learner([1.0] * 4, StopAtOnce())
+    again.fit(4, resume=tmp_path / 'ck.pt')
+    assert again.train_iter == 2 and epochs_run(again) == [0]  # only the checkpoint's epoch
