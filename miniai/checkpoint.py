@@ -7,7 +7,6 @@ only tensors, numbers, strings and plain containers, and are read with `torch.lo
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
@@ -21,7 +20,7 @@ from torch import nn
 
 from .distributed import get_world_size, is_main_process
 from .learner import Callback, Learner
-from .metrics import check_monitor, monitored_value
+from .metrics import check_monitor, improves, monitored_value
 
 __all__ = ['CheckpointError', 'atomic_save', 'load_checkpoint', 'check_model_state', 'CheckpointCB',
            'InterruptCB', 'FitInterrupted']
@@ -138,8 +137,7 @@ class CheckpointCB(Callback):
             return  # save once the epoch's last phase is done
         if self.monitor is not None:
             v = monitored_value(learn, self.monitor)
-            if v is not None and math.isfinite(v) and (
-                    self.best is None or (v < self.best if self.mode == 'min' else v > self.best)):
+            if v is not None and improves(v, self.best, self.mode):
                 self.best = v
                 learn.save(self.best_path)
         n = learn.epoch + 1

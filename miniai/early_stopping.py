@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
 from .checkpoint import CheckpointCB
 from .learner import Callback, Learner
-from .metrics import check_monitor, monitored_value
+from .metrics import check_monitor, improves, monitored_value
 
 __all__ = ['EarlyStoppingCB']
 
@@ -49,13 +48,6 @@ class EarlyStoppingCB(Callback):
         check_monitor(learn, self.monitor, 'EarlyStoppingCB')
         self.best, self.wait, self.stopped_epoch = None, 0, None
 
-    def _better(self, v: float) -> bool:
-        if not math.isfinite(v):
-            return False
-        if self.best is None:
-            return True
-        return v < self.best - self.min_delta if self.mode == 'min' else v > self.best + self.min_delta
-
     def after_epoch(self, learn: Learner) -> None:
         if learn.phase != learn.phases[-1]:
             return  # once the epoch's last phase is done
@@ -64,7 +56,7 @@ class EarlyStoppingCB(Callback):
             warnings.warn(f'EarlyStoppingCB: epoch {learn.epoch} has no {self.monitor!r} (was its phase cancelled?); '
                           'it does not count.', stacklevel=2)
             return
-        if self._better(v):
+        if improves(v, self.best, self.mode, self.min_delta):
             self.best, self.wait = v, 0
             return
         self.wait += 1

@@ -13,7 +13,7 @@ from torcheval.metrics import Mean, Metric
 from .distributed import is_main_process
 from .learner import Callback, Learner
 
-__all__ = ['MetricsCB', 'format_time', 'fit_metrics', 'check_monitor', 'monitored_value']
+__all__ = ['MetricsCB', 'format_time', 'fit_metrics', 'check_monitor', 'monitored_value', 'improves']
 
 
 def format_time(t: float) -> str:
@@ -54,6 +54,16 @@ def monitored_value(learn: Learner, monitor: str) -> float | None:
             row.update({pre + k: v for k, v in h.items() if k not in RESERVED})
             row['train_loss' if h['train'] else 'valid_loss'] = h['loss']
     return row.get(monitor)
+
+
+def improves(v: float, best: float | None, mode: str, min_delta: float = 0.) -> bool:
+    """Whether `v` beats `best` (None: nothing yet) by more than `min_delta`: lower for `mode='min'`, higher for
+    'max'. A NaN or infinite `v` never does."""
+    if not math.isfinite(v):
+        return False
+    if best is None:
+        return True
+    return v < best - min_delta if mode == 'min' else v > best + min_delta
 
 
 class MetricsCB(Callback):
