@@ -268,8 +268,8 @@ class Learner:
         for cb in cbs:
             check_callback(cb)
         self._check_loaders(phases)
-        if self.opt is None:
-            self.create_opt(lr)
+        if self.opt is None and (train or any(True for _ in self.model.parameters())):
+            self.create_opt(lr)  # a model without parameters can still be validated, with no optimizer
         elif lr is not None:
             for pg in self.opt.param_groups:
                 pg['lr'] = lr

@@ -172,3 +172,11 @@ def test_a_shuffled_loader_is_put_back_so_calls_agree():
         learn = learner()
         first, second = (learn.get_preds(dl)[1] for _ in range(2))
         assert torch.equal(first, second) and not torch.equal(first, y)  # the loader's order, the same each time
+
+
+def test_a_model_without_parameters_can_be_validated():
+    x, y = data(12)
+    learn = TrainLearner(nn.Flatten(), SimpleNamespace(train=None, valid=DataLoader(TensorDataset(x, y), 5)),
+                         F.cross_entropy)
+    preds, targets = learn.get_preds()
+    assert torch.equal(preds, x.flatten(1)) and torch.equal(targets, y) and learn.opt is None
