@@ -80,6 +80,10 @@ def _label_hints(preds: Any, y: Any) -> list[str]:
     if not (isinstance(preds, Tensor) and isinstance(y, Tensor) and preds.ndim == 2):
         return []
     hints, c = [], preds.shape[1]
+    if c == 1:  # one output per item: a binary loss, which wants float targets shaped like the predictions
+        bad = y.shape != preds.shape or not y.is_floating_point()
+        return [f'with one output per item, targets must be floats of shape {list(preds.shape)}: use '
+                f'y.float(){".unsqueeze(1)" if y.shape == preds.shape[:1] else ""}'] if bad else []
     if y.ndim == 2 and y.shape[1] == 1 and c > 1:
         hints.append(f'class-index targets must have shape [{len(y)}], not {list(y.shape)}: use y.squeeze(1)')
     if y.is_floating_point() and y.shape != preds.shape:

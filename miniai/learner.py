@@ -43,8 +43,10 @@ import random
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
-from itertools import islice
-from operator import attrgetter
+from functools import wraps
+from itertools import islice, repeat
+from numbers import Real
+from operator import attrgetter, index
 from typing import Any
 
 import numpy as np
@@ -96,6 +98,7 @@ class with_cbs:
     def __call__(self, f: Callable) -> Callable:
         nm, cancel = self.nm, _cancels[self.nm]
 
+        @wraps(f)
         def _f(o, *args, **kwargs):
             try:
                 o.callback(f'before_{nm}')
@@ -117,10 +120,49 @@ def check_callback(cb: Any) -> None:
         raise TypeError(f'Learner callbacks: {cb!r} is not a callback; pass {fix}.')
 
 
+def as_cbs(cbs: Callback | Iterable[Callback] | None) -> list[Callback]:
+    """`cbs` as a list: a single callback becomes a list of one."""
+    return [cbs] if hasattr(cbs, 'order') else list(cbs or ())
+
+
+def check_n_epochs(n_epochs: Any) -> int:
+    """`n_epochs` as an int (NumPy integers too); a `ValueError` unless it is a positive whole number."""
+    try:
+        n = index(n_epochs)
+    except TypeError:
+        n = 0
+    if n < 1 or isinstance(n_epochs, bool):
+        raise ValueError(f"fit(n_epochs={n_epochs!r}): n_epochs must be a positive whole number of epochs.")
+    return n
+
+
+def check_lr(lr: Any, resume: Any = None) -> None:
+    """Raise a `ValueError` unless `lr` is None or a finite number >= 0, and None when resuming."""
+    if lr is None:
+        return
+    if resume is not None:
+        raise ValueError('fit(..., lr=..., resume=...): a resumed run goes on with the lrs and schedule it saved; '
+                         'drop lr. To train on from a checkpoint at another lr: learn.load(path), then fit(n, lr=...).')
+    if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr < 0:
+        raise ValueError(f'fit(lr={lr!r}): lr must be a finite number >= 0.')
+
+
 def loader_generators(dl: Any) -> list[torch.Generator]:
-    """The generators of its own that a DataLoader shuffles with (`DataLoader(..., generator=g)`)."""
-    gs = (getattr(dl, 'generator', None), getattr(getattr(dl, 'sampler', None), 'generator', None))
+    """The generators of its own that a DataLoader shuffles with (`DataLoader(..., generator=g)`, or its sampler's or
+    batch sampler's sampler's)."""
+    sampler, batch_sampler = getattr(dl, 'sampler', None), getattr(dl, 'batch_sampler', None)
+    gs = (getattr(dl, 'generator', None), getattr(sampler, 'generator', None),
+          getattr(getattr(batch_sampler, 'sampler', None), 'generator', None))
     return list({id(g): g for g in gs if isinstance(g, torch.Generator)}.values())
+
+
+def _order_kind(sd: dict[str, Any] | None) -> str:
+    """How a loader with checkpoint state `sd` keeps its data order, in words."""
+    if sd is None:
+        return 'no state (unshuffled, or shuffled by the global RNG)'
+    if list(sd) == ['generators']:
+        return f"{len(sd['generators'])} generator(s) of its own"
+    return f'a state_dict with {sorted(sd)}'
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -169,6 +211,7 @@ class Learner:
         self.opt_func, self.splitter, self.nan_guard = opt_func, splitter, nan_guard
         self.cbs: list[Callback] = []
         self.opt: optim.Optimizer | None = None
+        self._own_lrs: tuple[optim.Optimizer | None, list] = (None, [])  # see `create_opt`
         self._handlers: dict[str, list[Callable]] = {}
         self.epoch, self.iter, self.train_iter, self.n_epochs, self.n_iter = 0, 0, 0, 0, 0
         self.phases, self.phase, self.resume_iter = ('train', 'valid'), 'train', 0
@@ -180,22 +223,35 @@ class Learner:
         self.should_stop = False
         self._norm_bufs: list[torch.Tensor] = []
         self._norm_copy: list[torch.Tensor] = []
-        for cb in cbs or ():
+        if isinstance(loss_func, type):
+            raise TypeError(f'Learner: loss_func is the class {loss_func.__name__}; pass an instance, '
+                            f'{loss_func.__name__}(), or a function such as F.cross_entropy.')
+        for cb in as_cbs(cbs):
             self.add_cb(cb)
 
     # -- callbacks ---------------------------------------------------------------------------------
     def add_cb(self, cb: Callback) -> Learner:
         """Add a callback (it stays for every later fit)."""
-        check_callback(cb)
+        self._check_new_cbs([cb])
         self.cbs.append(cb)
         self._handlers.clear()
         return self
 
     def remove_cb(self, cb: Callback) -> Learner:
         """Remove a callback that was added."""
+        if not any(c is cb for c in self.cbs):
+            raise ValueError(f'Learner.remove_cb: {type(cb).__name__} is not one of this Learner\'s callbacks.')
         self.cbs.remove(cb)
         self._handlers.clear()
         return self
+
+    def _check_new_cbs(self, cbs: list[Callback]) -> None:
+        """Raise unless `cbs` are callback instances, each new to this Learner and given once."""
+        for i, cb in enumerate(cbs):
+            check_callback(cb)
+            if any(c is cb for c in [*self.cbs, *cbs[:i]]):
+                raise ValueError(f'Learner: this {type(cb).__name__} is added twice, so it would run twice per '
+                                 'event; add it once (to run two, make two).')
 
     def _handlers_of(self, method_nm: str) -> list[Callable]:
         """The callbacks' `method_nm` methods in `order` (cached until the callbacks change)."""
@@ -247,35 +303,66 @@ class Learner:
 
     def create_opt(self, lr: float | None = None) -> optim.Optimizer:
         """Build the optimizer from `opt_func` over the model's parameters (or the `splitter`'s groups)."""
-        params = self.splitter(self.model) if self.splitter else self.model.parameters()
-        self.opt = self.opt_func(params, lr=self.lr if lr is None else lr)
+        groups = list(self.splitter(self.model) if self.splitter else self.model.parameters())
+        # The lrs the splitter gave its groups, which every fit keeps (None: the group takes the fit's lr); read
+        # before the optimizer fills in its defaults in these dicts.
+        own = [g.get('lr') if isinstance(g, dict) else None for g in groups]
+        self.opt = self.opt_func(groups, lr=self.lr if lr is None else lr)
+        n = len(self.opt.param_groups)
+        self._own_lrs = (self.opt, own if len(own) == n else [None] * n)
         return self.opt
+
+    def _set_lrs(self, lr: float | None) -> None:
+        """Start a fit at `lr` (None: `self.lr`) in every param group but those the splitter gave an lr of their
+        own. An optimizer set by hand (not built by `create_opt`) keeps its lrs unless `lr` is given."""
+        opt, own = self._own_lrs
+        if opt is not self.opt:
+            if lr is None:
+                return
+            own = repeat(None)
+        for pg, o in zip(self.opt.param_groups, own):
+            pg['lr'] = (self.lr if lr is None else lr) if o is None else o
+            pg.pop('initial_lr', None)  # so that a scheduler built in this fit starts from it
+
+    def _check_opt_params(self) -> None:
+        """Raise if the optimizer holds parameters that are not the model's (the model or a layer was replaced)."""
+        if self.opt is None:
+            return
+        own = {id(p) for p in self._plain_model().parameters()}
+        if any(id(p) not in own for pg in self.opt.param_groups for p in pg['params']):
+            raise ValueError("fit: the optimizer holds parameters that are not the model's: was learn.model, or one "
+                             'of its layers, replaced after the optimizer was built? Build one for the model as it '
+                             'is now with learn.create_opt() (its state starts afresh), then fit.')
 
     def fit(self, n_epochs: int = 1, train: bool = True, valid: bool = True,
             cbs: Iterable[Callback] | None = None, lr: float | None = None,
             resume: str | os.PathLike | None = None) -> None:
         """Train for `n_epochs`; `cbs` are added for this fit only (removed even if it raises).
 
+        Every fit starts at `lr`, else `self.lr` (as the first fit builds the optimizer): the schedule of an earlier
+        fit does not carry over. Param groups that the `splitter` gave an lr of their own keep it; an optimizer set
+        by hand (`learn.opt = ...`) keeps its lrs unless `lr` is given.
+
         `resume`: a checkpoint of this run (a file, or a folder with `checkpoint.pt`) to continue from;
         `n_epochs` is still the run's total, and what the checkpoint had done is skipped."""
         self.refuse_in_fit('fit')
-        if not isinstance(n_epochs, int) or isinstance(n_epochs, bool) or n_epochs < 1:
-            raise ValueError(f"fit(n_epochs={n_epochs!r}): n_epochs must be a positive whole number of "
-                             "epochs.")
+        n_epochs = check_n_epochs(n_epochs)
         phases = ('train',) * train + ('valid',) * valid
+        if not phases:
+            raise ValueError('fit(train=False, valid=False) would run nothing; keep at least one of them True.')
+        check_lr(lr, resume)
         ck = None if resume is None else self._read_checkpoint(resume, n_epochs, phases)
-        cbs = list(cbs or ())
-        for cb in cbs:
-            check_callback(cb)
+        cbs = as_cbs(cbs)
+        self._check_new_cbs(cbs)
         self._check_loaders(phases)
+        self._check_opt_params()
         if self.opt is None and (train or any(True for _ in self.model.parameters())):
             self.create_opt(lr)  # a model without parameters can still be validated, with no optimizer
-        elif lr is not None:
-            for pg in self.opt.param_groups:
-                pg['lr'] = lr
-                pg.pop('initial_lr', None)  # so that a scheduler built in this fit starts from `lr`
+        elif self.opt is not None and ck is None:
+            self._set_lrs(lr)
         if ck is not None:
             self._check_opt(ck)
+        self._handlers.clear()  # `learn.cbs` may have been edited, or a callback's order changed
         for cb in cbs:
             self.add_cb(cb)
         try:
@@ -302,7 +389,13 @@ class Learner:
                 raise TypeError(f'Learner: dls (a {type(self.dls).__name__}) has no .{phase}; give DataLoaders(train, '
                                 'valid), or any object whose .train and .valid are loaders.')
             dl = getattr(self.dls, phase)
-            if hasattr(dl, '__len__') and len(dl) == 0:
+            try:
+                n = len(dl)
+            except TypeError:
+                raise TypeError(f'dls.{phase} (a {type(dl).__name__}) has no length (is its dataset an '
+                                'IterableDataset?): the Learner needs the number of batches per epoch, for schedules, '
+                                'progress and resuming; give a loader over a dataset with __len__.') from None
+            if n == 0:
                 raise ValueError(f'dls.{phase} has no batches: its dataset is empty, or holds fewer items '
                                  'than one batch with drop_last=True. Check the data (path, split, filters) '
                                  'or lower the batch size.')
@@ -426,13 +519,15 @@ class Learner:
                 'opt': self.opt and self.opt.state_dict(), 'opt_type': type(self.opt).__name__,
                 'epoch': epoch, 'phase': phase, 'iter': n_done, 'train_iter': self.train_iter,
                 'n_epochs': self.n_epochs, 'should_stop': self.should_stop,
-                'start': start or now, 'rng_now': now['rng'] if n_done else None,
+                'start': start or now, 'rng_now': now['rng'] if n_done else None, 'n_batches': self._n_batches(),
                 'cbs': {k: cb.state_dict() for k, cb in self._stateful_cbs().items()}}
 
     def _plain_model(self) -> nn.Module:
-        """The model, unwrapped from `DistributedDataParallel` during a `DDPCB` fit."""
+        """The model, unwrapped from `DistributedDataParallel` (during a `DDPCB` fit) and from `torch.compile(model)`
+        (whose weights are the module's with an `_orig_mod.` prefix)."""
         m = self.model
-        return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
+        m = m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
+        return getattr(m, '_orig_mod', m)
 
     def _resume_point(self) -> tuple[int, str, int, dict | None]:
         """(epoch, phase, training batches of it done, random state at the phase's start or None for now)."""
@@ -446,22 +541,51 @@ class Learner:
             return epoch, self.phases[i], 0, None
         return epoch + 1, self.phases[0], 0, None
 
+    def _n_batches(self) -> dict[str, int]:
+        """Each loader's number of batches per epoch."""
+        return {k: len(dl) for k in ('train', 'valid') if hasattr(dl := getattr(self.dls, k, None), '__len__')}
+
+    def _loader_state(self, k: str) -> dict[str, Any] | None:
+        """Loader `k`'s state for a checkpoint: its `state_dict()`, else its own generators' states, else None."""
+        dl = getattr(self.dls, k, None)
+        if callable(getattr(dl, 'state_dict', None)):
+            return dl.state_dict()
+        gens = loader_generators(dl)
+        return {'generators': [g.get_state() for g in gens]} if gens else None
+
+    def _check_loader_state(self, ck: dict[str, Any], path: Any) -> None:
+        """Raise a `CheckpointError` if checkpoint `ck`'s loaders differ from this Learner's in their number of
+        batches or in how they keep their data order: the resumed run would not see the same data."""
+        from .checkpoint import CheckpointError
+        for k, n in ck.get('n_batches', {}).items():  # checkpoints from before `n_batches` have none
+            if (own := self._n_batches().get(k)) is not None and own != n:
+                raise CheckpointError(f'{path} was saved by a run whose dls.{k} had {n} batches per epoch; this one '
+                                      f'has {own}. Resume with the same data and batch size.')
+        for k in ('train', 'valid'):
+            if getattr(self.dls, k, None) is None:
+                continue
+            saved, own = _order_kind(ck['start']['dls'].get(k)), _order_kind(self._loader_state(k))
+            if saved != own:
+                raise CheckpointError(f'{path}: dls.{k} keeps its data order in {own}, but the loader of the run '
+                                      f'that saved it kept {saved}. Resume with the loaders of that run (same kind, '
+                                      'shuffling and generator).')
+
     def _random_state(self) -> dict[str, Any]:
         """The global RNGs and each loader's state: its `state_dict()`, else its own generators' states."""
-        dls = {}
-        for k in ('train', 'valid'):
-            dl = getattr(self.dls, k, None)
-            if callable(getattr(dl, 'state_dict', None)):
-                dls[k] = dl.state_dict()
-            elif gens := loader_generators(dl):
-                dls[k] = {'generators': [g.get_state() for g in gens]}
+        dls = {k: sd for k in ('train', 'valid') if (sd := self._loader_state(k)) is not None}
         return {'rng': get_rng_state(), 'dls': dls}
 
     def _set_random_state(self, s: dict[str, Any]) -> None:
+        """Restore the global RNGs and the loaders' states (a loader unlike the saved one is left as it is, with a
+        warning: `load` into a Learner with other data; a resume refuses it first)."""
         set_rng_state(s['rng'])
         for k, sd in s['dls'].items():
-            dl = getattr(self.dls, k)
-            if callable(getattr(dl, 'load_state_dict', None)):
+            dl = getattr(self.dls, k, None)
+            if _order_kind(sd) != _order_kind(self._loader_state(k)):
+                warnings.warn(f"Checkpoint: dls.{k}'s data order was not restored: it keeps it in "
+                              f'{_order_kind(self._loader_state(k))}, the saved loader in {_order_kind(sd)}.',
+                              stacklevel=3)
+            elif callable(getattr(dl, 'load_state_dict', None)):
                 dl.load_state_dict(sd)
             else:
                 for g, state in zip(loader_generators(dl), sd['generators'], strict=True):
@@ -480,7 +604,7 @@ class Learner:
     def _read_checkpoint(self, path: str | os.PathLike, n_epochs: int | None = None,
                          phases: tuple[str, ...] = ()) -> dict[str, Any]:
         """Read a checkpoint and check that it fits the model (the same architecture) and, for a resume,
-        the fit (`n_epochs`, `phases`); loads nothing."""
+        the fit (`n_epochs`, `phases`) and the loaders; loads nothing."""
         from .checkpoint import check_model_state, load_checkpoint
         ck = load_checkpoint(path)
         if n_epochs is not None and ck['epoch'] > n_epochs:
@@ -490,7 +614,9 @@ class Learner:
             raise ValueError(f"fit(..., resume=...): the checkpoint stopped in the {ck['phase']} phase of epoch "
                              f"{ck['epoch']}, which this fit (phases {phases}) does not run; resume with the "
                              "train/valid arguments of the fit that saved it.")
-        check_model_state(self.model, ck['model'], path)
+        check_model_state(self._plain_model(), ck['model'], path)
+        if n_epochs is not None:
+            self._check_loader_state(ck, path)
         return ck
 
     def _check_opt(self, ck: dict[str, Any]) -> None:
@@ -531,12 +657,12 @@ class Learner:
 class TrainLearner(Learner):
     """A `Learner` whose training steps are methods: override them to change how a batch is trained."""
     def predict(self) -> None:
-        check_batch(self.batch, target=False)
-        self.preds = call_model(self.model, self.batch[0])
+        check_batch(self.batch, self.n_inp, target=False)
+        self.preds = call_model(self.model, *self.batch[:self.n_inp])
 
     def get_loss(self) -> None:
-        check_batch(self.batch)
-        self.loss = call_loss(self.loss_func, self.preds, self.batch[1])
+        check_batch(self.batch, self.n_inp)
+        self.loss = call_loss(self.loss_func, self.preds, *self.batch[self.n_inp:])
 
     def backward(self) -> None:
         backward_loss(self.loss)
@@ -561,3 +687,12 @@ class MomentumLearner(TrainLearner):
             for p in self.model.parameters():
                 if p.grad is not None:
                     p.grad *= self.mom
+
+    def state_dict(self) -> dict[str, Any]:
+        """A checkpoint, with the gradients: they carry over to the next step, so a resume needs them."""
+        return {**super().state_dict(), 'grads': [p.grad for p in self._plain_model().parameters()]}
+
+    def _restore(self, ck: dict[str, Any]) -> None:
+        super()._restore(ck)
+        for p, g in zip(self._plain_model().parameters(), ck.get('grads', repeat(None))):
+            p.grad = None if g is None else g.to(p.device, p.dtype)

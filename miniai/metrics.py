@@ -133,8 +133,16 @@ class MetricsCB(Callback):
         self.loss.update(learn.loss.detach(), weight=len(x))
 
     def compute(self) -> dict[str, float]:
-        """The current value of every metric and of the loss, as Python floats (one device read)."""
-        return {k: m.compute().item() for k, m in self.all_metrics.items()}
+        """The current value of every metric and of the loss, as Python floats (one device read each)."""
+        res = {}
+        for k, m in self.all_metrics.items():
+            v = m.compute()
+            if v.numel() != 1:
+                raise ValueError(f'MetricsCB: metric {k!r} ({type(m).__name__}) gives {v.numel()} values, but each '
+                                 "metric logs one number: use its averaged form (e.g. average='macro'), or one "
+                                 'MetricsCB entry per value you want.')
+            res[k] = v.item()
+        return res
 
     def after_epoch(self, learn: Learner) -> None:
         row = {**self.compute(), 'epoch': learn.epoch, 'train': learn.training,

@@ -288,3 +288,20 @@ def test_set_seed_deterministic_repeats_a_fit_exactly():
     finally:
         torch.use_deterministic_algorithms(False)
     assert la == lb and len(la) == 2 * (8 + 8) and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize('y, hint', [
+    (torch.zeros(16), r'floats of shape \[4, 1\]: use y.float\(\).unsqueeze\(1\)'),
+    (torch.zeros(16, 1, dtype=torch.long), r'floats of shape \[4, 1\]: use y.float\(\)\.$')])
+def test_a_binary_loss_gets_binary_hints(y, hint):
+    x, _ = data()
+    with pytest.raises(BatchError, match=f'binary_cross_entropy_with_logits.*{hint}'):
+        TrainLearner(nn.Linear(4, 1), dls_of(x, y), F.binary_cross_entropy_with_logits).fit(1)
+
+
+@pytest.mark.filterwarnings('ignore:The reduce argument of torch.scatter')  # torcheval's, for average=None
+def test_a_metric_giving_several_values_is_named():
+    x, y = data()
+    metrics = MetricsCB(per_class=MulticlassAccuracy(num_classes=2, average=None))
+    with pytest.raises(ValueError, match=r"metric 'per_class' \(MulticlassAccuracy\) gives 2 values.*average="):
+        TrainLearner(nn.Linear(4, 2), dls_of(x, y), F.cross_entropy, cbs=[metrics]).fit(1)

@@ -378,3 +378,110 @@ def test_a_refused_fit_callback_leaves_no_callback_behind():
     with pytest.raises(TypeError, match=r'pass an instance, MetricsCB\(\)'):
         learn.fit(1, cbs=[EventLog(), MetricsCB])
     assert learn.cbs == []
+
+
+def test_callbacks_edited_on_learn_cbs_take_effect_at_the_next_fit():
+    learn, a, b = make_learner(), EventLog(), EventLog()
+    learn.add_cb(a)
+    learn.fit(1)
+    learn.cbs.remove(a)
+    learn.cbs.append(b)
+    learn.fit(1)
+    assert len(a.log) == len(b.log) > 0
+
+
+def test_an_optimizer_left_over_from_a_replaced_model_is_refused():
+    learn = make_learner()
+    learn.fit(1)
+    learn.model = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"not the model's.*learn.create_opt\(\)"):
+        learn.fit(1)
+    learn.create_opt()
+    w = learn.model.weight.clone()
+    learn.fit(1)
+    assert not torch.equal(w, learn.model.weight)
+
+
+def test_trainlearner_feeds_n_inp_inputs_to_the_model():
+    class Add(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+        def forward(self, a, b): return self.lin(a + b)
+    g = torch.Generator().manual_seed(0)
+    x1, x2, y = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g), torch.randint(0, 2, (6,), generator=g)
+    dl = DataLoader(TensorDataset(x1, x2, y), 2)
+    learn = TrainLearner(Add(), SimpleNamespace(train=dl, valid=dl), F.cross_entropy)
+    learn.n_inp = 2
+    learn.fit(1)
+    preds, targets = learn.get_preds()
+    assert torch.allclose(preds, learn.model(x1, x2).detach()) and torch.equal(targets, y)
+
+
+def test_every_fit_starts_at_its_lr_or_learn_lr_and_the_splitters_own_lrs_stay():
+    from functools import partial
+
+    from miniai import BatchSchedCB, CosineAnnealing
+    learn = make_learner(splitter=lambda m: [{'params': [m.weight], 'lr': 1e-4}, {'params': [m.bias]}])
+    learn.fit(1, lr=1e-2)
+    learn.fit(1, lr=1e-2)
+    assert [pg['lr'] for pg in learn.opt.param_groups] == [1e-4, 1e-2]
+    learn.fit(1, cbs=[BatchSchedCB(partial(CosineAnnealing, T_max=len(learn.dls.train), eta_min=1e-6))])
+    learn.fit(1, train=False)  # a plain fit starts at learn.lr, not where the schedule ended
+    assert [pg['lr'] for pg in learn.opt.param_groups] == [1e-4, learn.lr]
+
+
+def test_an_optimizer_set_by_hand_keeps_its_lrs_unless_fit_gets_one():
+    learn = make_learner()
+    learn.opt = optim.SGD(learn.model.parameters(), lr=0.5)
+    learn.fit(1)
+    assert learn.opt.param_groups[0]['lr'] == 0.5
+    learn.fit(1, lr=0.2)
+    assert learn.opt.param_groups[0]['lr'] == 0.2
+
+
+@pytest.mark.parametrize('lr', [-0.1, float('nan'), float('inf'), '0.1', True])
+def test_a_bad_fit_lr_is_refused_before_anything_changes(lr):
+    learn = make_learner()
+    learn.fit(1)
+    before = learn.opt.state_dict()
+    with pytest.raises(ValueError, match='lr must be a finite number'):
+        learn.fit(1, lr=lr)
+    assert learn.opt.state_dict() == before
+    learn.fit(1)
+
+
+def test_lr_with_resume_is_refused(tmp_path):
+    learn = make_learner()
+    learn.fit(1)
+    learn.save(tmp_path / 'ck.pt')
+    with pytest.raises(ValueError, match='drop lr'):
+        learn.fit(2, lr=0.5, resume=tmp_path / 'ck.pt')
+    assert learn.opt.param_groups[0]['lr'] == learn.lr
+
+
+def test_bad_learner_and_fit_arguments_get_clear_errors():
+    with pytest.raises(TypeError, match=r'pass an instance, CrossEntropyLoss\(\)'):
+        TrainLearner(nn.Linear(3, 2), tiny_dls(), nn.CrossEntropyLoss)
+    learn = make_learner()
+    with pytest.raises(ValueError, match='would run nothing'):
+        learn.fit(1, train=False, valid=False)
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self): return iter([(torch.randn(2, 3), torch.tensor([0, 1]))])
+    stream = DataLoader(Stream(), batch_size=None)
+    with pytest.raises(TypeError, match=r'dls.train \(a DataLoader\) has no length'):
+        TrainLearner(nn.Linear(3, 2), SimpleNamespace(train=stream, valid=stream), F.cross_entropy).fit(1)
+
+
+def test_callbacks_are_added_once_and_a_single_one_needs_no_list():
+    import numpy as np
+    log = EventLog()
+    learn = TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, cbs=log)
+    with pytest.raises(ValueError, match='added twice'):
+        learn.fit(1, cbs=[log])
+    with pytest.raises(ValueError, match='added twice'):
+        learn.add_cb(EventLog()).fit(1, cbs=[e := EventLog(), e])
+    with pytest.raises(ValueError, match='not one of'):
+        learn.remove_cb(EventLog())
+    learn.fit(np.int64(1), cbs=EventLog())
+    assert learn.n_epochs == 1 and type(learn.n_epochs) is int

@@ -1,0 +1,102 @@
+"""Resuming across Learner kinds and loaders: a MomentumLearner's carried gradients, a batch sampler's own
+generator, a compiled model's weights, and loaders unlike the saved run's refused before anything changes."""
+
+import warnings
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+
+from miniai.checkpoint import CheckpointError
+from miniai.learner import Callback, CancelFitException, MomentumLearner, TrainLearner
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 6, generator=g)
+    return TensorDataset(x[:32], (x[:32, 0] > 0).long()), TensorDataset(x[32:], (x[32:, 0] > 0).long())
+
+
+def shuffled(bs=8, seed=0):
+    """Loaders shuffling with a generator of their own."""
+    train, valid = data()
+    return SimpleNamespace(train=DataLoader(train, bs, shuffle=True, generator=torch.Generator().manual_seed(seed)),
+                           valid=DataLoader(valid, 8))
+
+
+class StopAt(Callback):
+    """Ends the fit after `n` training batches (as Ctrl-C with `InterruptCB` would, at a batch end)."""
+    def __init__(self, n): self.n = n
+    def after_batch(self, learn):
+        if learn.train_iter == self.n: raise CancelFitException()
+
+
+def run(make, dls, path=None, stop=None):
+    """The same run, fresh: whole, or stopped after `stop` batches and saved to `path`, or resumed from `path`."""
+    torch.manual_seed(0)
+    learn = make(dls())
+    if stop:
+        learn.fit(3, cbs=[StopAt(stop)])
+        learn.save(path)
+    else:
+        learn.fit(3, resume=path)
+    return learn
+
+
+def model(): return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+@pytest.mark.parametrize('make, dls', [
+    (lambda dls: MomentumLearner(model(), dls, F.cross_entropy, lr=0.05, mom=0.9), shuffled),
+    (lambda dls: TrainLearner(model(), dls, F.cross_entropy, lr=0.05), lambda: SimpleNamespace(
+        train=DataLoader(data()[0], batch_sampler=BatchSampler(
+            RandomSampler(data()[0], generator=torch.Generator().manual_seed(3)), 8, False)),
+        valid=DataLoader(data()[1], 8))),
+], ids=['momentum-learner', 'batch-sampler-generator'])
+def test_resumed_run_is_bit_identical(tmp_path, make, dls):
+    ref = run(make, dls)
+    run(make, dls, tmp_path / 'ck.pt', stop=6)
+    learn = run(make, dls, tmp_path / 'ck.pt')
+    for p, q in zip(ref.model.parameters(), learn.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize('other, match', [
+    (lambda: shuffled(bs=4), 'had 4 batches per epoch; this one has 8'),
+    (lambda: SimpleNamespace(train=DataLoader(data()[0], 8, shuffle=True), valid=DataLoader(data()[1], 8)),
+     r'keeps its data order in no state .* kept 1 generator\(s\) of its own'),
+])
+def test_a_resume_with_other_loaders_is_refused_before_anything_changes(tmp_path, other, match):
+    make = lambda dls: TrainLearner(model(), dls, F.cross_entropy, lr=0.05)
+    run(make, shuffled, tmp_path / 'ck.pt', stop=2)
+    learn = make(other())
+    w = [p.clone() for p in learn.model.parameters()]
+    with pytest.raises(CheckpointError, match=match):
+        learn.fit(3, resume=tmp_path / 'ck.pt')
+    assert all(torch.equal(p, q) for p, q in zip(w, learn.model.parameters(), strict=True)) and learn.opt is None
+
+
+def test_load_into_a_learner_with_other_loaders_warns_and_loads_the_weights(tmp_path):
+    make = lambda dls: TrainLearner(model(), dls, F.cross_entropy, lr=0.05)
+    saved = run(make, shuffled, tmp_path / 'ck.pt', stop=2)
+    learn = make(SimpleNamespace(train=DataLoader(data()[0], 8, shuffle=True), valid=DataLoader(data()[1], 8)))
+    with pytest.warns(UserWarning, match="dls.train's data order was not restored"):
+        learn.load(tmp_path / 'ck.pt')
+    assert all(torch.equal(p, q) for p, q in zip(saved.model.parameters(), learn.model.parameters(), strict=True))
+
+
+def test_a_compiled_models_checkpoint_loads_into_the_plain_model(tmp_path):
+    torch.manual_seed(0)
+    plain = model()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)
+        learn = TrainLearner(torch.compile(plain, backend='eager'), shuffled(), F.cross_entropy, lr=0.05)
+        learn.fit(1)
+    learn.save(tmp_path / 'ck.pt')
+    other = TrainLearner(model(), shuffled(), F.cross_entropy).load(tmp_path / 'ck.pt')
+    assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), other.model.parameters(), strict=True))
