@@ -43,7 +43,7 @@ class MixedPrecision(Callback):
     gradients overflowed), and `learn.grad_scaler` is the scaler (`GradClipCB` reads its scale). Gradients stay
     scaled until the step, so a batch cancelled after backward (gradient accumulation) adds up correctly; a
     `MomentumLearner`, which keeps gradients across steps, is refused. bfloat16 has float32's range and needs no
-    scaler.
+    scaler. The scaler's state (its scale) is in checkpoints and goes on into the next fit.
     """
     order = DeviceCB.order + 10
 
@@ -51,6 +51,17 @@ class MixedPrecision(Callback):
         self.dtype = dtype
         self.autocast: torch.autocast | None = None
         self.scaler: torch.amp.GradScaler | None = None
+        self._loaded: dict[str, Any] = {}  # the scaler's state between fits (ended or loaded by `learn.load`)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {'scaler': self.scaler.state_dict()} if self.scaler is not None else self._loaded
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Into this fit's scaler (a resume); between fits (`learn.load`), kept for the next fit's scaler."""
+        if sd and self.scaler is not None:
+            self.scaler.load_state_dict(sd['scaler'])
+        else:
+            self._loaded = sd
 
     def before_fit(self, learn: Learner) -> None:
         dev = _model_device(learn.model)
@@ -62,6 +73,8 @@ class MixedPrecision(Callback):
                             "the grad scaler unscales in place at each step, so its momentum would be wrong. Use "
                             'MixedPrecision(torch.bfloat16), or a TrainLearner with optim.SGD(momentum=...).')
         self.scaler = torch.amp.GradScaler(self.device_type)
+        if self._loaded:
+            self.scaler.load_state_dict(self._loaded['scaler'])
 
         def step() -> None:
             self.scaler.step(learn.opt)
@@ -85,7 +98,7 @@ class MixedPrecision(Callback):
     def cleanup_fit(self, learn: Learner) -> None:
         if self.scaler is not None:
             del learn.backward, learn.step, learn.grad_scaler
-            self.scaler = None
+            self._loaded, self.scaler = self.state_dict(), None
 
 
 class ChannelsLastCB(Callback):

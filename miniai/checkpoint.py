@@ -7,7 +7,10 @@ only tensors, numbers, strings and plain containers, and are read with `torch.lo
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
+import re
 import signal
 import sys
 import threading
@@ -35,10 +38,37 @@ def _file(path: str | os.PathLike) -> Path:
     return path / 'checkpoint.pt' if path.is_dir() else path
 
 
+_ALLOWED = 'tensors, numbers, strings, lists and dicts'
+
+
+def _refused(e: Exception) -> str | None:
+    """What `torch.load(..., weights_only=True)` refused to unpickle, from its error `e`; None for other errors."""
+    m = re.search(r'WeightsUnpickler error: (?:Unsupported global: GLOBAL (\S+)|(.*))', str(e))
+    return m and (m[1] or m[2])
+
+
+def _check_states_load(states: dict[str, Any]) -> None:
+    """Raise a `TypeError` naming the first callback whose state (in `states`, keyed as in a checkpoint) would
+    not load back with `torch.load(..., weights_only=True)`."""
+    for k, sd in states.items():
+        buf = io.BytesIO()
+        torch.save(sd, buf)
+        buf.seek(0)
+        try:
+            torch.load(buf, map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise TypeError(f'Checkpoint: the state_dict of callback {k} holds a {_refused(e)}, which checkpoints '
+                            f'(read with weights_only=True) cannot hold: make it return only {_ALLOWED} (e.g. '
+                            'float(x) for a numpy number).') from e
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """`torch.save(obj)` to a temporary file beside `path`, fsync it, then rename it over `path`: a crash
-    mid-write leaves the previous file intact (and no temporary file)."""
-    path = Path(path)
+    """`torch.save(obj)` to a temporary file beside `path` (an existing folder: its `checkpoint.pt`), fsync
+    it, then rename it over `path`: a crash mid-write leaves the previous file intact (and no temporary file).
+    The callback states of a miniai checkpoint (`Learner.state_dict()`) are first checked to load back."""
+    if isinstance(obj, dict) and obj.get('format') == 'miniai.checkpoint':
+        _check_states_load(obj['cbs'])
+    path = _file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
     try:
@@ -67,6 +97,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ck = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
+        if what := _refused(e):
+            raise CheckpointError(f'{path} holds a {what}, which torch.load(..., weights_only=True) does not allow '
+                                  f"(the file is not corrupt): a callback's state_dict must return only {_ALLOWED} "
+                                  '(e.g. float(x) for a numpy number).') from e
         raise CheckpointError(f'{path} cannot be read as a checkpoint ({type(e).__name__}: {e}); it may be '
                               'truncated or corrupt, or not a torch file.') from e
     if not isinstance(ck, dict) or ck.get('format') != 'miniai.checkpoint':
@@ -94,6 +128,16 @@ def check_model_state(model: nn.Module, sd: dict[str, torch.Tensor], path: Any =
                           'exactly as in the run that saved it (same architecture and sizes).')
 
 
+def check_monitor_state(cb: Callback, sd: dict[str, Any]) -> None:
+    """Raise if state `sd` of `cb` (a `CheckpointCB` or `EarlyStoppingCB`) was saved for another monitor or
+    mode, so its best would be another value's; states saved before they were kept pass."""
+    name, saved = type(cb).__name__, (sd.get('monitor', cb.monitor), sd.get('mode', cb.mode))
+    if saved != (cb.monitor, cb.mode):
+        raise ValueError(f"{name}: the checkpoint's {name} watched monitor={saved[0]!r}, mode={saved[1]!r}; this one "
+                         f'monitor={cb.monitor!r}, mode={cb.mode!r}. Its best is not comparable: build it with the '
+                         'monitor and mode of the run that saved the checkpoint.')
+
+
 class CheckpointCB(Callback):
     """Saves a resumable checkpoint (`learn.save`) every `every` epochs and after the last one (the one after which
     `learn.should_stop` ends the fit, if set) and, with
@@ -104,7 +148,8 @@ class CheckpointCB(Callback):
     beside it as `<stem>_best.pt`; or a folder (an existing one, or a name without a suffix), holding
     `checkpoint.pt` and `best.pt`. `every=0` keeps only the best. Only the main process of a distributed run
     writes. Runs after `MetricsCB` and `ProgressCB`, so their state for the epoch is in the checkpoint; does
-    not run during `lr_find`.
+    not run during `lr_find`. Its state holds the best with its monitor and mode; a resume with others is
+    refused.
     """
     order = 10
     skip_in_lr_find = True
@@ -113,6 +158,9 @@ class CheckpointCB(Callback):
                  mode: str = 'min'):
         if mode not in ('min', 'max'):
             raise ValueError(f"CheckpointCB: mode must be 'min' or 'max', got {mode!r}")
+        if not isinstance(every, int) or every < 0:
+            raise ValueError(f'CheckpointCB: every is a number of epochs, 1 or more (0: only the best, with a '
+                             f'monitor); got {every!r}')
         if not every and monitor is None:
             raise ValueError('CheckpointCB: nothing to save; give every >= 1 (epochs) and/or a monitor')
         p = Path(path)
@@ -123,9 +171,10 @@ class CheckpointCB(Callback):
         self.best: float | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {'best': self.best}
+        return {'best': self.best, 'monitor': self.monitor, 'mode': self.mode}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
+        check_monitor_state(self, sd)
         self.best = sd['best']
 
     def before_fit(self, learn: Learner) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from .checkpoint import CheckpointCB
+from .checkpoint import CheckpointCB, check_monitor_state
 from .learner import Callback, Learner
 from .metrics import check_monitor, improves, monitored_value
 
@@ -20,9 +20,10 @@ class EarlyStoppingCB(Callback):
     `monitor` names a `MetricsCB` value as `CheckpointCB`'s does ('valid_loss', 'accuracy', 'train_loss', ...).
     It counts after each epoch, before `CheckpointCB`, which then saves the epoch the fit stops after; the
     count is in the checkpoint, so a resumed fit goes on counting (and one resumed after the stop trains nothing:
-    `learn.load(path)` then `fit(n)` trains on from it). `stopped_epoch` is the last epoch trained
-    (None if it did not stop the fit). With `CheckpointCB(monitor=...)` the best weights are in its best file.
-    Under DDP every process sees the same, global, values and stops at the same epoch. Not run by `lr_find`.
+    `learn.load(path)` then `fit(n)` trains on from it); a resume with another monitor or mode is refused.
+    `stopped_epoch` is the last epoch trained (None if it did not stop the fit). With `CheckpointCB(monitor=...)`
+    the best weights are in its best file. Under DDP every process sees the same, global, values and stops at the
+    same epoch. Not run by `lr_find`.
     """
     order = CheckpointCB.order - 1  # after `MetricsCB` has the epoch's row, before the epoch's checkpoint
     skip_in_lr_find = True
@@ -39,9 +40,11 @@ class EarlyStoppingCB(Callback):
         self.wait, self.stopped_epoch = 0, None
 
     def state_dict(self) -> dict[str, Any]:
-        return {'best': self.best, 'wait': self.wait, 'stopped_epoch': self.stopped_epoch}
+        return {'best': self.best, 'wait': self.wait, 'stopped_epoch': self.stopped_epoch, 'monitor': self.monitor,
+                'mode': self.mode}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
+        check_monitor_state(self, sd)
         self.best, self.wait, self.stopped_epoch = sd['best'], sd['wait'], sd['stopped_epoch']
 
     def before_fit(self, learn: Learner) -> None:

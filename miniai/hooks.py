@@ -28,7 +28,12 @@ class Hook:
 
 class Hooks(list):
     """A `Hook` on each of `ms`, removed together."""
-    def __init__(self, ms: Iterable[nn.Module], f: Callable): super().__init__([Hook(m, f) for m in ms])
+    def __init__(self, ms: Iterable[nn.Module], f: Callable):
+        ms = list(ms)
+        if bad := [m for m in ms if not isinstance(m, nn.Module)]:
+            raise TypeError(f'Hooks: hooks go on modules; got {bad[0]!r} ({type(bad[0]).__name__}): pass the '
+                            "modules themselves, e.g. model.fc or model.get_submodule('fc').")
+        super().__init__([Hook(m, f) for m in ms])
     def __enter__(self) -> Hooks: return self
     def __exit__(self, *args) -> None: self.remove()
     def __del__(self) -> None: self.remove()
@@ -41,10 +46,12 @@ class Hooks(list):
         for h in self: h.remove()
 
 
-def append_stats(hook: Hook, mod: nn.Module, inp: tuple, outp: torch.Tensor) -> None:
-    """Hook function: keep the mean, std and a 40-bin histogram of |activation| for training batches."""
+def append_stats(hook: Hook, mod: nn.Module, inp: tuple, outp: torch.Tensor | tuple) -> None:
+    """Hook function: keep the mean, std and a 40-bin histogram of |activation| for training batches. Of an
+    output that is a tuple (e.g. `nn.GRU`'s output and hidden state), the first item is taken."""
     if not mod.training: return
     if not hasattr(hook, 'stats'): hook.stats = ([], [], [])
+    while isinstance(outp, (tuple, list)): outp = outp[0]
     acts = outp.detach().float()
     hook.stats[0].append(acts.mean())
     hook.stats[1].append(acts.std())

@@ -20,7 +20,8 @@ __all__ = ['GatherPredsCB', 'get_preds']
 class GatherPredsCB(Callback):
     """At validation, keeps each batch's `preds` (after every other callback's `after_predict`, e.g. `FlipTTACB`)
     and targets (the items after the `n_inp` inputs; none for batches of inputs only), then skips the rest of the
-    batch: no loss is computed, so batches need no targets."""
+    batch: no loss is computed, so batches need no targets. Half-precision predictions (under `MixedPrecision`)
+    are kept as float32, as fastai does."""
     order = 100
 
     def before_fit(self, learn: Learner) -> None:
@@ -33,7 +34,8 @@ class GatherPredsCB(Callback):
         if not isinstance(learn.preds, Tensor):
             raise TypeError(f'get_preds: the model returned a {type(learn.preds).__name__}; it gathers tensors '
                             '(override the Learner\'s predict to pick the tensor to keep).')
-        self.preds.append(learn.preds.detach())
+        preds = learn.preds.detach()
+        self.preds.append(preds.float() if preds.dtype in (torch.float16, torch.bfloat16) else preds)
         self.targets.append(tuple(learn.batch[learn.n_inp:]))
         raise CancelBatchException()
 

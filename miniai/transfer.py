@@ -65,6 +65,9 @@ def resnet34_for(n_classes: int, in_channels: int = 1, pretrained: bool = True, 
 def unfreeze(model: nn.Module, n_blocks: int | None = None) -> nn.Module:
     """Make trainable the last `n_blocks` of `layer1`..`layer4` (None: the whole model) and the head `fc`;
     the rest is frozen, except BatchNorm layers, which always train (fastai's practice)."""
+    if n_blocks is not None and not 0 <= n_blocks <= len(_BLOCKS):
+        raise ValueError(f'unfreeze: n_blocks is how many of {", ".join(_BLOCKS)} to train, 0 to {len(_BLOCKS)} '
+                         f'(None: the whole model); got {n_blocks!r}')
     blocks = _BLOCKS if n_blocks is None else _BLOCKS[len(_BLOCKS) - n_blocks:]
     model.requires_grad_(n_blocks is None)
     for m in [model.fc, *(getattr(model, b) for b in blocks)]:

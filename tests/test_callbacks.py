@@ -180,3 +180,25 @@ def test_hooks_callback_hooks_the_given_modules_in_every_fit():
         assert len(hooks) == 2 and len(seen) == 2 * len(learn.dls.train)
     with pytest.raises(ValueError, match='mods is empty'):
         HooksCallback(print, mods=[])
+
+
+class GRUNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.fc = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
+
+    def forward(self, x): return self.fc(self.rnn(x[:, None])[0][:, -1])
+
+
+def test_activation_stats_take_the_first_tensor_of_a_tuple_output():
+    stats = ActivationStats()
+    learn = TrainLearner(GRUNet(), tiny_dls(), F.cross_entropy, lr=0.1, cbs=[stats])
+    learn.fit(1)
+    assert [len(h.stats[0]) for h in stats] == [3, 3, 3]  # the net, its GRU (output, not hidden state), fc
+
+
+def test_hooks_refuse_a_non_module_up_front():
+    lin = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match=r"Hooks: hooks go on modules; got 'fc' \(str\)"):
+        Hooks([lin, 'fc'], print)
+    assert len(lin._forward_hooks) == 0

@@ -2,6 +2,7 @@
 mid-epoch, on Ctrl-C, from the CLI)."""
 
 import copy
+import io
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,7 @@ from torch import nn, optim
 from torch.utils.data import DataLoader, TensorDataset
 from torcheval.metrics import MulticlassAccuracy
 
+from miniai.accel import MixedPrecision
 from miniai.checkpoint import (
     CheckpointCB,
     CheckpointError,
@@ -174,7 +177,10 @@ def test_crash_mid_save_keeps_the_old_checkpoint_and_no_temp_file(tmp_path, monk
     path = learn.save(tmp_path / 'ck.pt')
     good = path.read_bytes()
 
+    save = torch.save
     def crash(obj, f, *args, **kwargs):
+        if isinstance(f, io.BytesIO):  # the check that the callback states load back
+            return save(obj, f, *args, **kwargs)
         f.write(good[:100])  # part of a file, then the disk fills up
         raise OSError('No space left on device')
     monkeypatch.setattr(torch, 'save', crash)
@@ -531,3 +537,84 @@ def test_a_resume_refused_by_a_callback_changes_nothing(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, weights(other), strict=True))
     assert_same_checkpoint(opt_before['state'], other.opt.state_dict()['state'])  # (a scheduler built in
     # `before_fit` has set its first lr, as it does in every fit)
+
+
+class BigLoss(Callback):
+    """Scales the loss so that fp16 gradients overflow at the grad scaler's initial scale, which then drops."""
+    def after_loss(self, learn): learn.loss = learn.loss * 100
+
+
+class ScaleAtStart(Callback):
+    """Keeps the grad scaler's scale at the start of the fit, and ends the fit there."""
+    order = MixedPrecision.order + 1
+
+    def before_fit(self, learn):
+        self.scale = learn.grad_scaler.get_scale()
+        raise CancelFitException
+
+
+def test_fp16_resume_restores_the_grad_scaler_and_is_bit_identical(tmp_path):
+    fp16 = lambda *cbs: make_learner(cbs=[MixedPrecision(torch.float16), BigLoss(), *cbs])
+    torch.manual_seed(0)
+    ref = fp16()
+    ref.fit(N_EPOCHS)
+    torch.manual_seed(0)
+    learn = fp16(At('after_batch', 1, 1, CancelFitException))
+    learn.fit(N_EPOCHS)
+    learn.save(tmp_path / 'ck.pt')
+    scaler = load_checkpoint(tmp_path / 'ck.pt')['cbs']['MixedPrecision_0']['scaler']
+    assert scaler['scale'] < 2. ** 16  # overflows lowered it
+    torch.manual_seed(1234)
+    res = fp16()
+    res.fit(N_EPOCHS, resume=tmp_path / 'ck.pt')
+    assert_same_run(ref, res)
+    loaded = fp16(start := ScaleAtStart())  # loaded before any fit: the next fit's scaler starts from it
+    loaded.load(tmp_path / 'ck.pt')
+    assert cb_of(loaded, MixedPrecision).state_dict() == {'scaler': scaler}
+    loaded.fit(N_EPOCHS)
+    assert start.scale == scaler['scale']
+
+
+def test_checkpointcb_refuses_a_best_kept_for_another_monitor_or_mode(tmp_path):
+    saved = {**CheckpointCB(tmp_path, monitor='valid_loss').state_dict(), 'best': 0.5}
+    for cb in (CheckpointCB(tmp_path, monitor='acc', mode='max'), CheckpointCB(tmp_path, monitor='valid_loss',
+                                                                                mode='max')):
+        with pytest.raises(ValueError, match="CheckpointCB: the checkpoint's CheckpointCB watched "
+                                             "monitor='valid_loss', mode='min'; this one monitor="):
+            cb.load_state_dict(saved)
+        assert cb.best is None
+    old = CheckpointCB(tmp_path, monitor='acc', mode='max')
+    old.load_state_dict({'best': 0.75})  # saved before monitor and mode were kept
+    assert old.best == 0.75
+
+
+class NumpyState(Callback):
+    """A state that torch.save takes but torch.load(..., weights_only=True) refuses: a numpy number."""
+    def state_dict(self): return {'best': np.float64(0.5)}
+    def load_state_dict(self, sd): pass
+
+
+def test_a_callback_state_that_would_not_load_is_named_at_save_and_at_load(tmp_path):
+    learn = make_learner(cbs=[NumpyState(), CheckpointCB(tmp_path)], epochs=1)
+    for save in (lambda: learn.save(tmp_path / 'ck.pt'), lambda: learn.fit(1)):
+        with pytest.raises(TypeError, match=r'state_dict of callback NumpyState_0 holds a numpy\S*scalar.*'
+                                            r'only tensors, numbers, strings, lists and dicts'):
+            save()
+    assert list(tmp_path.iterdir()) == []
+    torch.save(learn.state_dict(), tmp_path / 'np.pt')  # unchecked
+    with pytest.raises(CheckpointError, match=r"holds a numpy\S*scalar.*not corrupt\): a callback's state_dict "
+                                              'must return only tensors, numbers'):
+        load_checkpoint(tmp_path / 'np.pt')
+
+
+def test_save_into_an_existing_folder_writes_its_checkpoint_pt(tmp_path):
+    learn = make_learner(epochs=1)
+    assert learn.save(tmp_path) == tmp_path / 'checkpoint.pt'  # as load and CheckpointCB read a folder
+    learn.load(tmp_path)
+    assert learn.save(tmp_path / 'new').is_file()  # a path that is not a folder (yet) is the file
+
+
+def test_checkpointcb_every_is_a_whole_number_of_epochs(tmp_path):
+    for every in (-1, 2.5, '2'):
+        with pytest.raises(ValueError, match=r'every is a number of epochs, 1 or more \(0: only the best'):
+            CheckpointCB(tmp_path, every=every)

@@ -162,3 +162,15 @@ def test_a_stop_set_in_before_fit_holds_on_resume(tmp_path):
     again = learner([1.0] * 4, StopAtOnce())
     again.fit(4, resume=tmp_path / 'ck.pt')
     assert again.train_iter == 2 and epochs_run(again) == [0]  # only the checkpoint's epoch
+
+
+def test_a_state_saved_for_another_monitor_or_mode_is_refused(tmp_path):
+    learn = learner([1.0, 0.9], EarlyStoppingCB(patience=3), CheckpointCB(tmp_path / 'ck.pt'))
+    learn.fit(2)
+    for es, this in ((EarlyStoppingCB('train_loss'), "monitor='train_loss', mode='min'"),
+                     (EarlyStoppingCB(mode='max'), "monitor='valid_loss', mode='max'")):
+        with pytest.raises(ValueError, match=f"watched monitor='valid_loss', mode='min'; this one {this}"):
+            learner([1.0, 0.9], es).load(tmp_path / 'ck.pt')
+    es = EarlyStoppingCB()
+    es.load_state_dict({'best': 0.5, 'wait': 1, 'stopped_epoch': None})  # saved before monitor and mode were
+    assert (es.best, es.wait) == (0.5, 1)

@@ -20,6 +20,7 @@ from miniai import (
     DeviceCB,
     DeviceLoader,
     MetricsCB,
+    MixedPrecision,
     OneCycle,
     ProgressCB,
     RecorderCB,
@@ -180,3 +181,10 @@ def test_a_model_without_parameters_can_be_validated():
                          F.cross_entropy)
     preds, targets = learn.get_preds()
     assert torch.equal(preds, x.flatten(1)) and torch.equal(targets, y) and learn.opt is None
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_half_precision_predictions_come_back_as_float32(dtype):
+    learn = learner(MixedPrecision(dtype))
+    preds, _ = learn.get_preds(act=partial(torch.softmax, dim=1))
+    assert preds.dtype == torch.float32

@@ -162,3 +162,10 @@ def test_discriminative_groups_and_one_tiny_batch():
     assert [pg['lr'] for pg in learn.opt.param_groups] == pytest.approx([1e-3, 1e-2 / math.sqrt(10), 1e-2])
     assert torch.equal(model.layer1[0].conv1.weight, frozen)
     assert not torch.equal(model.layer4[0].conv1.weight, thawed)
+
+
+def test_unfreeze_refuses_a_number_of_blocks_out_of_range():
+    model = resnet34_for(4, pretrained=False, img_size=28)
+    for n in (-1, 5):
+        with pytest.raises(ValueError, match=f'unfreeze: n_blocks is how many of layer1, .* 0 to 4 .*got {n}'):
+            unfreeze(model, n)
