@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import math
 import os
@@ -12,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import optim
 
@@ -27,7 +30,9 @@ SCHEDULES = ('onecycle', 'cosine', 'cyclic', 'none')
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 # `miniai fit`'s defaults, filled in by `checked_args`: the parser leaves every option None unless it is given,
 # so that `--resume` can tell what was given.
-FIT_DEFAULTS = {'epochs': 5, 'opt': 'adamw', 'sched': 'onecycle', 'seed': 42, 'recipe': 'seed'}
+FIT_DEFAULTS = {'epochs': 5, 'opt': 'adamw', 'sched': 'onecycle', 'seed': 42, 'recipe': 'seed',
+                'mixed_precision': False, 'channels_last': False}
+DEVICE_TYPES = ('cpu', 'cuda', 'mps')
 
 
 def make_sched(name: str, lr: float, total_steps: int):
@@ -78,9 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flip test-time augmentation at validation (default: the recipe's; best, cpu: yes)")
     f.add_argument('--label-smoothing', type=float, default=None, metavar='EPS',
                    help="label smoothing of the cross-entropy loss (default: the recipe's; best, cpu: 0.1)")
-    f.add_argument('--mixed-precision', action='store_true',
+    f.add_argument('--mixed-precision', action='store_true', default=None,
                    help='autocast to bf16 (fp16 with a grad scaler on GPUs without bf16) on CUDA; float32 elsewhere')
-    f.add_argument('--channels-last', action='store_true', help='channels-last memory format')
+    f.add_argument('--channels-last', action='store_true', default=None, help='channels-last memory format')
     f.add_argument('--compile', nargs='?', const='default', default=None, choices=COMPILE_MODES,
                    help='torch.compile the model, in mode default (if no mode is given), reduce-overhead, ...')
     from .compare import add_compare_args
@@ -98,13 +103,18 @@ class MetricsFileCB(Callback):
     def after_epoch(self, learn: Learner) -> None:
         if learn.phase == learn.phases[-1] and is_main_process():
             tmp = self.path.with_name(f'.{self.path.name}.tmp')  # written whole, then renamed: never half a file
-            tmp.write_text(json.dumps(epoch_rows(self.metrics.history), indent=2))
+            rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()}
+                    for r in epoch_rows(self.metrics.history)]  # NaN and inf are not JSON: null
+            tmp.write_text(json.dumps(rows, indent=2, allow_nan=False))
             os.replace(tmp, self.path)
 
 
 def checked_args(args: argparse.Namespace) -> argparse.Namespace:
     """`miniai fit`'s options, with a resumed run's own and the recipe's defaults filled in; refuses bad ones."""
     from .recipes import RECIPES
+    for k in ('out', 'resume'):
+        if getattr(args, k): setattr(args, k, str(Path(getattr(args, k)).expanduser()))
+    if args.data: args.data = str(Path(args.data).expanduser().resolve())  # args.json's works from any folder
     if args.resume:
         args = resume_args(args)
         if not (Path(args.resume) / 'checkpoint.pt').is_file():
@@ -125,30 +135,56 @@ def checked_args(args: argparse.Namespace) -> argparse.Namespace:
     limit = 1 if args.limit_batches is None else args.limit_batches
     for flag, v in (('--epochs', args.epochs), ('--bs', args.bs), ('--limit-batches', limit)):
         if v < 1: raise SystemExit(f'miniai fit: {flag} must be at least 1 (got {v}).')
-    if not args.lr > 0: raise SystemExit(f'miniai fit: --lr must be positive (got {args.lr}).')
-    if args.wd is not None and not args.wd >= 0:
-        raise SystemExit(f'miniai fit: --wd must be 0 or more (got {args.wd}).')
-    if args.clip is not None and not args.clip > 0:
-        raise SystemExit(f'miniai fit: --clip must be positive (got {args.clip}); leave it out for no clipping.')
+    if not 0 < args.lr < math.inf:
+        raise SystemExit(f'miniai fit: --lr must be positive and finite (got {args.lr}).')
+    if args.wd is not None and not 0 <= args.wd < math.inf:
+        raise SystemExit(f'miniai fit: --wd must be 0 or more, and finite (got {args.wd}).')
+    if args.clip is not None and not 0 < args.clip < math.inf:
+        raise SystemExit(f'miniai fit: --clip must be positive and finite (got {args.clip}); leave it out for no '
+                         'clipping.')
     if not 0 <= args.label_smoothing < 1:
         raise SystemExit(f'miniai fit: --label-smoothing must be in [0, 1) (got {args.label_smoothing}).')
     return args
 
 
-def checked_device(name: str | None) -> torch.device:
-    """The device `--device name` names (the best one there is if None), if this machine has it."""
+def checked_device(name: str | None, command: str = 'fit', saved_in: str | None = None) -> torch.device:
+    """The device `--device name` names (the best one there is if None), if miniai trains on its type and this
+    machine has it. `command` and `saved_in` (the run folder whose args.json gave `name`) are for the messages."""
     from .device import def_device
     try:
         device = torch.device(name or def_device)
     except (RuntimeError, ValueError) as e:
-        raise SystemExit(f'miniai fit: --device {name!r} is not a device torch knows ({e}); use cpu, cuda, '
+        raise SystemExit(f'miniai {command}: --device {name!r} is not a device torch knows ({e}); use cpu, cuda, '
                          'cuda:1 or mps.') from None
+    if device.type not in DEVICE_TYPES:
+        raise SystemExit(f'miniai {command}: --device {name}: miniai trains on cpu, cuda, cuda:N or mps only.')
     count = (torch.cuda.device_count() if device.type == 'cuda' else
              int(torch.backends.mps.is_available()) if device.type == 'mps' else 1)
     if (device.index or 0) >= count:
-        raise SystemExit(f'miniai fit: --device {name}, but torch sees {count} {device.type} device(s) here; '
-                         'leave --device out to use the best device there is, or pass --device cpu.')
+        fix = (f'the run in {saved_in} was saved with --device {name}: resume it with --device cpu (or another '
+               'device this machine has)' if saved_in else
+               'leave --device out to use the best device there is, or pass --device cpu')
+        raise SystemExit(f'miniai {command}: --device {name}, but torch sees {count} {device.type} device(s) here; '
+                         f'{fix}.')
     return device
+
+
+def new_run_dir(distributed: bool = False) -> Path:
+    """A new folder runs/<timestamp> (runs/<timestamp>-2, -3, ... if taken), made by the main process only;
+    with `distributed`, every process gets its name."""
+    out = None
+    if is_main_process():
+        base = Path('runs') / time.strftime('%Y%m%d-%H%M%S')
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for i in itertools.count(1):
+            out = base.with_name(base.name + (f'-{i}' if i > 1 else ''))
+            with contextlib.suppress(FileExistsError):
+                out.mkdir()  # atomic: of two runs started in the same second, one gets -2
+                break
+    if distributed:
+        dist.broadcast_object_list(box := [out], src=0)
+        out = box[0]
+    return out
 
 
 def fit_or_exit(learn: Learner, args: argparse.Namespace, ckpt: Path) -> None:
@@ -191,16 +227,16 @@ def fit_command(args: argparse.Namespace) -> dict:
     from .recipes import RECIPES, FlipTTACB
     from .sched import BatchSchedCB, RecorderCB, rec_lr, rec_mom
 
+    saved_device = args.resume and args.device is None  # the device comes from the run's args.json
     args = checked_args(args)
     recipe = RECIPES[args.recipe]
     distributed = init_distributed()  # under torchrun: join the group before anything goes on a GPU
-    device = checked_device(args.device)
+    device = checked_device(args.device, saved_in=args.resume if saved_device else None)
     if recipe.cpu_note and device.type == 'cpu' and is_main_process():
         warnings.warn(f'miniai fit --recipe {args.recipe} on the CPU: {recipe.cpu_note}', stacklevel=2)
     if args.mixed_precision and amp_dtype(device) is None and is_main_process():
         warnings.warn(f'miniai fit --mixed-precision does nothing on the {device.type}: autocast pays off on CUDA '
                       'GPUs; this run trains in float32.', stacklevel=2)
-    out = Path(args.out or Path('runs') / time.strftime('%Y%m%d-%H%M%S'))
     set_seed(args.seed)
     n = args.limit_batches and args.limit_batches * args.bs
     augment = (recipe.augment or RECIPES['best'].augment) if args.augment else None
@@ -216,6 +252,7 @@ def fit_command(args: argparse.Namespace) -> dict:
     if sched: cbs.append(BatchSchedCB(sched))
     if args.clip: cbs.append(GradClipCB(args.clip))
     if distributed: cbs.append(DDPCB())
+    out = Path(args.out) if args.out else new_run_dir(distributed)
     ckpt = out / 'checkpoint.pt'
     cbs += [MetricsFileCB(out / 'metrics.json', metrics), CheckpointCB(ckpt), InterruptCB()]
     loss_func = partial(F.cross_entropy, label_smoothing=args.label_smoothing)
@@ -241,7 +278,7 @@ def resume_args(args: argparse.Namespace) -> argparse.Namespace:
     run, saved = Path(args.resume), Path(args.resume) / 'args.json'
     unset = vars(build_parser().parse_args(['fit']))  # all None: options newer than the saved run take defaults
     if given := [k for k, v in vars(args).items() if k not in ('command', 'resume', 'device', 'data')
-                 and v not in (None, False)]:
+                 and v is not None]:
         flags = ', '.join('--' + k.replace('_', '-') for k in given)
         raise SystemExit(f'miniai fit --resume {run}: continues that run with its own options (its args.json); '
                          f'only --device and --data may be given with it, not {flags}. To train with other '

@@ -250,11 +250,9 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
     optimizer × seed; writes compare.csv and compare.png and prints the final accuracies."""
     import matplotlib
     matplotlib.use('Agg')
-    import torch
-
     from .callbacks import BatchTransformCB, DeviceCB
+    from .cli import checked_device
     from .data import DataLoaders, DeviceLoader, fashion_mnist_arrays
-    from .device import def_device
     from .vision import batch_augment, channel_stats, vanilla_cnn
 
     names = {k.lower(): k for k in COMPARE_OPTS}
@@ -272,12 +270,15 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
     if not seeds:
         raise SystemExit(f'miniai compare: --seeds {args.seeds} gives no seeds: give a count of at least 1, or a '
                          'comma list of seeds.')
+    if len(set(seeds)) < len(seeds):
+        raise SystemExit(f'miniai compare: --seeds {args.seeds} repeats a seed, which would train the same run '
+                         'twice and understate the spread; give each seed once.')
     for flag, v in (('--epochs', args.epochs), ('--bs', args.bs),
                     ('--limit-batches', 1 if args.limit_batches is None else args.limit_batches)):
         if v < 1:
             raise SystemExit(f'miniai compare: {flag} must be at least 1 (got {v}).')
-    device = torch.device(args.device or def_device)
-    out = Path(args.out or Path('runs') / time.strftime('compare-%Y%m%d-%H%M%S'))
+    device = checked_device(args.device, 'compare')
+    out = Path(args.out).expanduser() if args.out else Path('runs') / time.strftime('compare-%Y%m%d-%H%M%S')
     if (out / 'compare.csv').exists():
         raise SystemExit(f'miniai compare: {out} already holds a comparison (compare.csv); give another --out.')
 

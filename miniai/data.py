@@ -14,7 +14,6 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from functools import partial
-from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,8 +64,9 @@ def _bad(path: Path, problem: str) -> DataError:
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read one IDX file, gzipped or plain, into a native-endian array, checking its magic number, dtype code,
-    dims and that the payload is exactly the size the header declares."""
+    """Read one IDX file, gzipped or plain (told apart by gzip's magic bytes, not by the name), into a
+    native-endian array, checking its magic number, dtype code, dims and that the payload is exactly the size
+    the header declares."""
     path = Path(path)
     try:
         buf = path.read_bytes()
@@ -74,7 +74,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise MissingDataError(f'{path}: file not found. {_how_to_get(path.parent)}') from None
     except OSError as e:
         raise _bad(path, f'cannot be read ({e.strerror})') from e
-    if path.suffix == '.gz' or buf[:2] == b'\x1f\x8b':
+    if not buf:
+        raise _bad(path, 'empty file (0 bytes)')
+    if buf[:2] == b'\x1f\x8b':  # gzip's magic, whatever the name says
         try:
             buf = gzip.decompress(buf)
         except (OSError, EOFError, zlib.error) as e:
@@ -136,6 +138,9 @@ def _read_fmnist(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if len(y) and y.max() >= len(FMNIST_CLASSES):
             raise _bad(yf, f'label {y.max()} out of range 0..9')
         res[split] = x, y
+    if (len(res['train'][0]), len(res['test'][0])) == (10_000, 60_000):
+        raise DataError(f"{folder}: the train-* files hold 10,000 images and the t10k-* files 60,000: they are "
+                        "swapped. Swap them back: Fashion-MNIST's 60,000 training images go in the train-* files.")
     return res
 
 
@@ -211,14 +216,15 @@ def load_fashion_mnist(path: str | os.PathLike | None = None) -> DatasetDict:
     return datasets.DatasetDict({split: _hf_split(x, y, split) for split, (x, y) in arrays.items()})
 
 
-def _collate_get(get: itemgetter, b: list) -> Any:
-    return get(default_collate(b))
+def _collate_get(keys: tuple[str, ...], b: list) -> tuple:
+    d = default_collate(b)
+    return tuple(d[k] for k in keys)
 
 
 def collate_dict(ds: Dataset) -> Callable[[list], tuple]:
     """A collate function turning a list of dict items into a tuple of batched columns, in `ds.features`
-    order (picklable, so it works with worker processes)."""
-    return partial(_collate_get, itemgetter(*ds.features))
+    order, `(x,)` for one column (picklable, so it works with worker processes)."""
+    return partial(_collate_get, tuple(ds.features))
 
 
 class DataLoaders:

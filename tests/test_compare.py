@@ -157,6 +157,11 @@ def test_compare_refuses_empty_choices(flags, msg):
         main(['compare', *flags])
 
 
+def test_compare_refuses_repeated_seeds(tmp_path):
+    with pytest.raises(SystemExit, match='--seeds 1,1 repeats a seed'):
+        main(['compare', '--seeds', '1,1', '--data', str(tmp_path)])  # an empty folder: reached only without a check
+
+
 def test_compare_refuses_an_out_that_holds_a_comparison(tmp_path):
     (tmp_path / 'compare.csv').write_text('')
     with pytest.raises(SystemExit, match='already holds a comparison'):

@@ -160,6 +160,24 @@ def test_read_idx_round_trips_dtypes_and_plain_files(tmp_path):
         read_idx(tmp_path / 'nope.gz')
 
 
+def test_read_idx_goes_by_the_bytes_not_the_name(tmp_path):
+    a = np.arange(6, dtype=np.uint8)
+    write_idx(tmp_path / 'a', a).rename(tmp_path / 'plain.gz')  # decompressed, but named .gz
+    np.testing.assert_array_equal(read_idx(tmp_path / 'plain.gz'), a)
+    (tmp_path / 'empty.gz').write_bytes(b'')
+    with pytest.raises(DataError, match=r'empty.gz: empty file \(0 bytes\)'):
+        read_idx(tmp_path / 'empty.gz')
+
+
+def test_train_and_test_files_swapped_are_refused(tmp_path):
+    for (xf, yf), n in zip(FILES.values(), (10_000, 60_000), strict=True):  # Fashion-MNIST's sizes, swapped
+        write_idx(tmp_path / xf, np.zeros((n, 28, 28), np.uint8))
+        write_idx(tmp_path / yf, np.zeros(n, np.uint8))
+    with pytest.raises(DataError, match='the train-. files hold 10,000 images and the t10k-. files 60,000: they are '
+                                        'swapped'):
+        fashion_mnist_arrays(tmp_path)
+
+
 def test_inconsistent_files_raise(tmp_path):
     folder = write_fmnist(tmp_path / 'fm', n_train=6)
     write_idx(folder / 'train-labels-idx1-ubyte.gz', np.zeros(5, np.uint8))
@@ -365,6 +383,13 @@ def test_show_images():
     fig, axs = get_grid(4)
     assert axs.shape == (2, 2) and show_image(ims[0], ax=axs[0, 0], title='t') is axs[0, 0]
     plt.close('all')
+
+
+def test_from_dd_batches_are_tuples_with_one_column_too(tmp_path):
+    dd = load_fashion_mnist(write_fmnist(tmp_path / 'fm', n_train=4, n_test=2)).remove_columns('label')
+    dls = DataLoaders.from_dd(dd.with_format('torch'), 2)
+    x, = next(iter(dls.valid))  # (x,), not a bare tensor
+    assert isinstance(x, torch.Tensor) and len(x) == 2
 
 
 def test_from_dd_names_the_missing_split(tmp_path):

@@ -125,10 +125,14 @@ def test_optimizers_without_momentum_train_from_the_cli(tiny_fmnist, tmp_path, o
 
 @pytest.mark.parametrize('flags, msg', [(('--limit-batches', '-1'), '--limit-batches must be at least 1 .got -1.'),
                                         (('--limit-batches', '0'), '--limit-batches must be at least 1 .got 0.'),
-                                        (('--lr', '0'), '--lr must be positive .got 0.0.'),
-                                        (('--lr', 'nan'), '--lr must be positive .got nan.'),
-                                        (('--wd', '-0.1'), '--wd must be 0 or more .got -0.1.'),
-                                        (('--clip', '0'), '--clip must be positive .got 0.0.')])
+                                        (('--lr', '0'), '--lr must be positive and finite .got 0.0.'),
+                                        (('--lr', 'nan'), '--lr must be positive and finite .got nan.'),
+                                        (('--lr', 'inf'), '--lr must be positive and finite .got inf.'),
+                                        (('--wd', '-0.1'), '--wd must be 0 or more, and finite .got -0.1.'),
+                                        (('--wd', 'inf'), '--wd must be 0 or more, and finite .got inf.'),
+                                        (('--clip', '0'), '--clip must be positive and finite .got 0.0.'),
+                                        (('--clip', 'inf'), '--clip must be positive and finite .got inf.'),
+                                        (('--label-smoothing', 'inf'), '--label-smoothing must be in .0, 1. .got inf')])
 def test_fit_refuses_bad_numbers(tiny_fmnist, tmp_path, flags, msg):
     with pytest.raises(SystemExit, match=msg):
         fit_tiny(tiny_fmnist, tmp_path / 'run', *flags)

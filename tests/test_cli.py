@@ -1,0 +1,89 @@
+"""`miniai fit` and `miniai compare` options: what `--resume` counts as given, the default output folder, paths in
+args.json, metrics.json's non-finite values and the device checks."""
+
+import json
+import math
+import re
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from miniai.cli import MetricsFileCB, build_parser, checked_args, fit_command, main, resume_args
+
+
+def fit(data, *flags):
+    args = build_parser().parse_args(['fit', '--epochs', '1', '--limit-batches', '2', '--device', 'cpu',
+                                      '--data', str(data), *flags])
+    return args, fit_command(args)
+
+
+@pytest.mark.parametrize('flags', [('--seed', '0'), ('--wd', '0'), ('--label-smoothing', '0'), ('--clip', '0'),
+                                   ('--epochs', '0'), ('--limit-batches', '0'), ('--no-augment',), ('--no-tta',),
+                                   ('--mixed-precision',)])
+def test_resume_refuses_options_given_as_zero_or_off(tmp_path, flags):
+    flag = flags[0].replace('--no-', '--')
+    with pytest.raises(SystemExit, match=f'only --device and --data may be given with it, not {flag}\\.'):
+        resume_args(build_parser().parse_args(['fit', '--resume', str(tmp_path), *flags]))
+
+
+def test_speed_flags_default_to_false_in_new_and_resumed_runs(tmp_path):
+    args = checked_args(build_parser().parse_args(['fit']))
+    assert (args.mixed_precision, args.channels_last) == (False, False)  # what args.json records
+    (tmp_path / 'checkpoint.pt').write_bytes(b'')
+    for saved in ({'mixed_precision': True, 'channels_last': False}, {}):  # {}: a run from before the flags
+        (tmp_path / 'args.json').write_text(json.dumps(saved))
+        args = checked_args(build_parser().parse_args(['fit', '--resume', str(tmp_path)]))
+        assert (args.mixed_precision, args.channels_last) == (saved.get('mixed_precision', False), False)
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tiny_fmnist, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, 'strftime', lambda fmt, *a: '20260101-120000')
+    for seed in (1, 2):
+        fit(tiny_fmnist, '--seed', str(seed))
+    runs = tmp_path / 'runs'
+    assert sorted(p.name for p in runs.iterdir()) == ['20260101-120000', '20260101-120000-2']
+    assert [json.loads((runs / d / 'args.json').read_text())['seed'] for d in sorted(runs.iterdir())] == [1, 2]
+
+
+def test_metrics_json_writes_non_finite_values_as_null(tmp_path):
+    history = [{'epoch': 0, 'train': True, 'loss': math.inf, 'time': 1., 'accuracy': .1},
+               {'epoch': 0, 'train': False, 'loss': math.nan, 'time': 1., 'accuracy': .1}]
+    path = tmp_path / 'metrics.json'
+    MetricsFileCB(path, SimpleNamespace(history=history)).after_epoch(SimpleNamespace(phase='valid',
+                                                                                      phases=('train', 'valid')))
+    rows = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f'{c} is not JSON'))
+    assert (rows[0]['train_loss'], rows[0]['valid_loss'], rows[0]['accuracy']) == (None, None, .1)
+
+
+def test_paths_in_args_json_work_from_any_folder(tiny_fmnist, tmp_path, monkeypatch):
+    (tmp_path / 'home').mkdir()
+    (tmp_path / 'cwd').mkdir()
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    monkeypatch.chdir(tmp_path / 'cwd')
+    fit('..', '--out', '~/run')  # tiny_fmnist is tmp_path
+    run = tmp_path / 'home' / 'run'
+    assert json.loads((run / 'args.json').read_text())['data'] == str(tiny_fmnist.resolve())
+    monkeypatch.chdir(tmp_path / 'home')
+    args = checked_args(build_parser().parse_args(['fit', '--resume', '~/run']))
+    assert (args.resume, args.out, args.data) == (str(run), str(run), str(tiny_fmnist.resolve()))
+
+
+def test_fit_and_compare_accept_only_devices_miniai_trains_on(tmp_path):
+    n = torch.cuda.device_count()
+    for command in ('fit', 'compare'):  # --data: an empty folder, which only a missed device check would reach
+        with pytest.raises(SystemExit, match=f'^miniai {command}: --device meta: miniai trains on cpu, cuda'):
+            main([command, '--device', 'meta', '--data', str(tmp_path), '--out', str(tmp_path / 'out')])
+        with pytest.raises(SystemExit, match=f'^miniai {command}: --device cuda:{n}, but torch sees {n} cuda'):
+            main([command, '--device', f'cuda:{n}', '--data', str(tmp_path), '--out', str(tmp_path / 'out')])
+
+
+def test_resuming_on_a_machine_without_the_saved_device_says_to_pass_one(tmp_path):
+    n = torch.cuda.device_count()
+    (tmp_path / 'args.json').write_text(json.dumps({'device': f'cuda:{n}'}))
+    (tmp_path / 'checkpoint.pt').write_bytes(b'')
+    with pytest.raises(SystemExit, match=re.escape(f'the run in {tmp_path} was saved with --device cuda:{n}: resume '
+                                                   'it with --device cpu')):
+        main(['fit', '--resume', str(tmp_path)])
