@@ -131,7 +131,8 @@ def suggest_lrs(lrs: Sequence[float], losses: Sequence[float], skip_start: int =
 @dataclass
 class LRFindResult:
     """The lrs and smoothed losses an LR finder recorded, and the lrs `suggest_lrs` suggests from them
-    (leaving out, as fastai does, the first tenth of the points and the last 5: start-up and divergence)."""
+    (leaving out, as fastai does, the first tenth of the points before the first non-finite loss, and the last
+    5 of them: start-up and divergence)."""
     lrs: list[float] = field(repr=False)
     losses: list[float] = field(repr=False)
     minimum: float = field(init=False)
@@ -141,7 +142,7 @@ class LRFindResult:
     lower: float = field(init=False)
 
     def __post_init__(self):
-        k = len(self.lrs) // 10
+        k = next((i for i, v in enumerate(self.losses) if not math.isfinite(v)), len(self.losses)) // 10
         vars(self).update(suggest_lrs(self.lrs, self.losses, skip_start=k, skip_end=min(5, k)))
 
     def plot(self, ax: Axes | None = None) -> Figure:
@@ -174,6 +175,9 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it:
     True, do not run meanwhile; the others (training steps, device, batch transforms, progress bars) do.
     """
     learn.refuse_in_fit('lr_find')
+    if isinstance(num_it, int) and num_it < 2:
+        raise ValueError(f"lr_find: num_it is the number of batches to try; it needs at least 2 to suggest an lr, "
+                         f"got {num_it!r}")
     n = len(learn.dls.train)
     if n == 0:
         raise ValueError("lr_find: the training loader has no batches")

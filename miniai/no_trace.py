@@ -35,11 +35,12 @@ def _set_loader_state(dl, sd, gens, epoch) -> None:
 @contextmanager
 def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterable = ()) -> Iterator[None]:
     """Takes the callbacks for which `paused(cb)` is true off `learn` for the block; afterwards puts back the
-    callbacks (in their order, with the state of those that ran), weights, buffers, gradients, training modes,
-    device, optimizer, the Learner's attributes, the positions of its loaders and of `loaders`, and the RNGs,
-    also if the block raises."""
+    callbacks (in their order, with the state of those that ran), weights, buffers (non-persistent ones too),
+    gradients, training modes, device, optimizer, the Learner's attributes, the positions of its loaders and of
+    `loaders`, and the RNGs, also if the block raises."""
     model, opt, cbs, attrs = learn.model, learn.opt, list(learn.cbs), dict(vars(learn))
     weights = {k: v.clone() for k, v in model.state_dict().items()}
+    bufs = {k: b.clone() for k, b in model.named_buffers() if k not in weights}  # non-persistent ones
     grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     modes = [m.training for m in model.modules()]
     devices = {t.device for t in chain(model.parameters(), model.buffers())}
@@ -65,6 +66,8 @@ def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterab
         if len(devices) == 1:
             model.to(*devices)
         model.load_state_dict(weights)
+        for k, b in bufs.items():
+            model.get_buffer(k).copy_(b)
         for p, g in zip(model.parameters(), grads, strict=True):
             p.grad = g
         for m, t in zip(model.modules(), modes, strict=True):

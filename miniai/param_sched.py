@@ -12,10 +12,10 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from itertools import accumulate
-from typing import Any
+from typing import Any, Literal
 
 from .learner import Callback, Learner
-from .schedulers import get_mom, set_mom
+from .schedulers import get_mom, set_mom, uses_momentum
 
 __all__ = ['Sched', 'annealer', 'sched_lin', 'sched_cos', 'sched_exp', 'sched_no', 'combine_scheds',
            'ParamScheduler', 'fit_one_cycle']
@@ -42,10 +42,15 @@ def sched_cos(start: float, end: float, pos: float) -> float:
     return end + (start - end) / 2 * (1 + math.cos(math.pi * pos))
 
 
-@annealer
-def sched_exp(start: float, end: float, pos: float) -> float:
-    """Exponential (linear on a log scale) from `start` to `end`; both must be positive."""
+def _exp(start: float, end: float, pos: float) -> float:
     return start * (end / start) ** pos
+
+
+def sched_exp(start: float, end: float) -> Sched:
+    """Exponential (linear on a log scale) from `start` to `end`; both must be positive."""
+    if not all(math.isfinite(v) and v > 0 for v in (start, end)):
+        raise ValueError(f"sched_exp is linear on a log scale: start and end must be positive, got {start=}, {end=}")
+    return partial(_exp, start, end)
 
 
 @annealer
@@ -62,9 +67,9 @@ def combine_scheds(pcts: Sequence[float], scheds: Sequence[Sched]) -> Sched:
     if len(pcts) != len(scheds):
         raise ValueError(f"combine_scheds: pcts has {len(pcts)} fractions but scheds has {len(scheds)} "
                          "schedules: give one fraction per schedule")
-    if not pcts or any(p <= 0 for p in pcts):
+    if not pcts or not all(math.isfinite(p) and p > 0 for p in pcts):
         raise ValueError(f"combine_scheds: pcts must be positive fractions of training, got {list(pcts)}")
-    if abs(sum(pcts) - 1) > 1e-6:
+    if not abs(sum(pcts) - 1) <= 1e-6:
         raise ValueError(f"combine_scheds: pcts must sum to 1, got {list(pcts)} (sum {sum(pcts)})")
     starts = [0., *accumulate(pcts)][:-1]
 
@@ -117,6 +122,9 @@ class ParamScheduler(Callback):
         return {'hps': self.hps}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
+        if set(sd['hps']) != set(self.scheds):
+            raise ValueError(f"ParamScheduler: the saved state schedules {sorted(sd['hps'])} but this one schedules "
+                             f"{sorted(self.scheds)}: resume with a ParamScheduler of the same hyperparameters")
         self.hps = {k: list(v) for k, v in sd['hps'].items()}
 
     def before_batch(self, learn: Learner) -> None:
@@ -135,17 +143,25 @@ class ParamScheduler(Callback):
 
 def fit_one_cycle(learn: Learner, n_epochs: int, lr_max: float | Sequence[float], div: float = 25.,
                   div_final: float = 1e5, pct_start: float = 0.25,
-                  moms: tuple[float, float, float] | None = (0.95, 0.85, 0.95),
+                  moms: tuple[float, float, float] | Literal['auto'] | None = 'auto',
                   cbs: Iterable[Callback] | None = None, **kwargs) -> ParamScheduler:
     """Fit with fastai's 1cycle policy; returns the `ParamScheduler` used (its `hps` hold the lr, mom curves).
 
     The lr rises (cosine) from `lr_max/div` to `lr_max` over `pct_start` of the batches, then anneals to
-    `lr_max/div_final`; momentum goes the opposite way through `moms` (`None` leaves it alone). `lr_max` may
-    be a list, one per param group. `kwargs` go to `learn.fit`.
+    `lr_max/div_final`; momentum goes the opposite way through `moms` (`None` leaves it alone; 'auto' is
+    (0.95, 0.85, 0.95) if the optimizer uses momentum (`uses_momentum`), else `None`). `lr_max` may be a list,
+    one per param group. `kwargs` go to `learn.fit`.
     """
     if not 0 < pct_start < 1:
         raise ValueError(f"fit_one_cycle: pct_start is the fraction of training spent warming up, in (0, 1); "
                          f"got {pct_start!r}")
+    opt = learn.create_opt() if learn.opt is None else learn.opt
+    if moms == 'auto':
+        moms = (0.95, 0.85, 0.95) if uses_momentum(opt) else None
+    elif moms is not None and not uses_momentum(opt):
+        raise ValueError(f"fit_one_cycle: moms={moms!r} cycles momentum, but this {type(opt).__name__} does not use "
+                         "any (its momentum or beta1 is 0, or it has none): leave moms out, or use an optimizer with "
+                         "momentum, e.g. opt_func=partial(optim.SGD, momentum=0.9)")
     pcts = [pct_start, 1 - pct_start]
 
     def cycle(lr: float) -> Sched:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
 from .guards import check_sched_steps
 from .learner import Callback, Learner
+from .metrics import MetricsCB, check_monitor, monitored_value
 from .schedulers import get_mom
 
 if TYPE_CHECKING:
@@ -17,11 +21,13 @@ __all__ = ['BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'RecorderCB', 'rec_lr'
 
 
 class BaseSchedCB(Callback):
-    """Builds `sched(opt)` at the start of the fit; subclasses say when it steps.
+    """Builds `sched(opt)` at the start of a fit that trains; subclasses say when it steps.
 
     `sched` is any callable taking the optimizer: a scheduler class of ours or of `torch.optim.lr_scheduler`,
-    usually through `functools.partial`, e.g. `partial(OneCycle, max_lr=6e-2, total_steps=n)`. Warns when its
-    `total_steps` (or `T_max`) differs from the steps the fit takes. Its state goes into checkpoints.
+    usually through `functools.partial`, e.g. `partial(OneCycle, max_lr=6e-2, total_steps=n)`
+    (`ReduceLROnPlateau`: with `EpochSchedCB(..., monitor=...)` only). Warns when its `total_steps` (or `T_max`)
+    differs from the steps the fit takes. Its state goes into checkpoints. A validation-only fit builds and
+    steps nothing: the scheduler of the last fit, and its state, are kept.
     """
     def __init__(self, sched: Callable[..., Any]):
         if not callable(sched):
@@ -30,8 +36,15 @@ class BaseSchedCB(Callback):
         self.sched, self._loaded = sched, {}
 
     def before_fit(self, learn: Learner) -> None:
-        self.schedo, self._loaded = self.sched(learn.opt), {}
+        if 'train' not in learn.phases:
+            return  # validation only: keep the last fit's scheduler and its state
+        schedo = self.sched(learn.opt)
+        self.check_sched(learn, schedo)
+        self.schedo, self._loaded = schedo, {}
         check_sched_steps(self.schedo, self.n_steps(learn), type(self).__name__)
+
+    def check_sched(self, learn: Learner, schedo: Any) -> None:
+        """Raise if this callback cannot step `schedo` in this fit."""
 
     def n_steps(self, learn: Learner) -> int:
         """How many times this fit steps the scheduler (0: unknown, no check)."""
@@ -53,6 +66,11 @@ class BaseSchedCB(Callback):
 
 class BatchSchedCB(BaseSchedCB):
     """Steps the scheduler after every training batch."""
+    def check_sched(self, learn: Learner, schedo: Any) -> None:
+        if isinstance(schedo, ReduceLROnPlateau):
+            raise ValueError("BatchSchedCB: ReduceLROnPlateau steps once per epoch with a monitored value: use "
+                             "EpochSchedCB(partial(ReduceLROnPlateau, ...), monitor='valid_loss')")
+
     def n_steps(self, learn: Learner) -> int:
         return learn.n_iter
 
@@ -60,11 +78,40 @@ class BatchSchedCB(BaseSchedCB):
 
 
 class EpochSchedCB(BaseSchedCB):
-    """Steps the scheduler after every training epoch."""
-    def n_steps(self, learn: Learner) -> int:
-        return learn.n_epochs if 'train' in learn.phases else 0
+    """Steps the scheduler after every training epoch; with `monitor` (for `ReduceLROnPlateau`, and only for it),
+    once per epoch after its last phase, with the `MetricsCB` value named `monitor` ('valid_loss', 'accuracy',
+    'train_loss', ... as for `EarlyStoppingCB`). An epoch without that value (cancelled) does not step, with a
+    warning."""
+    order = MetricsCB.order + 1  # after `MetricsCB` has the epoch's row
 
-    def after_epoch(self, learn: Learner) -> None: self._step(learn)
+    def __init__(self, sched: Callable[..., Any], monitor: str | None = None):
+        super().__init__(sched)
+        self.monitor = monitor
+
+    def check_sched(self, learn: Learner, schedo: Any) -> None:
+        plateau = isinstance(schedo, ReduceLROnPlateau)
+        if plateau and self.monitor is None:
+            raise ValueError("EpochSchedCB: ReduceLROnPlateau steps with the value it watches: name it, e.g. "
+                             "EpochSchedCB(partial(ReduceLROnPlateau, ...), monitor='valid_loss')")
+        if not plateau and self.monitor is not None:
+            raise ValueError(f'EpochSchedCB: monitor={self.monitor!r} is for ReduceLROnPlateau, but '
+                             f'{type(schedo).__name__} steps without a value: leave monitor out')
+        if self.monitor is not None:
+            check_monitor(learn, self.monitor, 'EpochSchedCB')
+
+    def n_steps(self, learn: Learner) -> int:
+        return learn.n_epochs
+
+    def after_epoch(self, learn: Learner) -> None:
+        if self.monitor is None:
+            self._step(learn)
+        elif 'train' in learn.phases and learn.phase == learn.phases[-1]:  # not in a validation-only fit
+            v = monitored_value(learn, self.monitor)
+            if v is None:
+                warnings.warn(f'EpochSchedCB: epoch {learn.epoch} has no {self.monitor!r} (was its phase cancelled?); '
+                              'the scheduler does not step.', stacklevel=2)
+            else:
+                self.schedo.step(v)
 
 
 def rec_lr(cb: RecorderCB) -> float:
@@ -87,12 +134,17 @@ class RecorderCB(Callback):
     `rec = RecorderCB(lr=rec_lr, mom=rec_mom)`, then `rec.recs['lr']` or `rec.plot()`.
     """
     def __init__(self, **fns: Callable[[RecorderCB], float]):
+        if not fns:
+            raise ValueError('RecorderCB: name at least one series to record, e.g. RecorderCB(lr=rec_lr, mom=rec_mom)')
         self.fns, self.recs = fns, {k: [] for k in fns}
 
     def state_dict(self) -> dict[str, Any]:
         return {'recs': self.recs}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
+        if set(sd['recs']) != set(self.fns):
+            raise ValueError(f"RecorderCB: the saved state records {sorted(sd['recs'])} but this one records "
+                             f"{sorted(self.fns)}: resume with a RecorderCB recording the same series")
         self.recs = {k: list(v) for k, v in sd['recs'].items()}
 
     def before_fit(self, learn: Learner) -> None:

@@ -139,6 +139,7 @@ class CosineAnnealing(Scheduler):
 
     def __init__(self, opt: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
         _check_pos('T_max', T_max, integer=False)
+        _check_lrs('eta_min', [eta_min], zero_ok=True)
         self.T_max, self.eta_min = T_max, float(eta_min)
         super().__init__(opt)
 
@@ -170,6 +171,9 @@ class OneCycle(Scheduler):
                              f'got {pct_start!r}')
         if anneal_strategy not in ('cos', 'linear'):
             raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+        for name, v in (('div_factor', div_factor), ('final_div_factor', final_div_factor)):
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f'{name} divides the lr: it must be a positive number, got {v!r}')
         n = len(opt.param_groups)
         self.max_lrs = _check_lrs('max_lr', _per_group('max_lr', max_lr, n))
         self.total_steps, self.pct_start, self.anneal_strategy = total_steps, pct_start, anneal_strategy

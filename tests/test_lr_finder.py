@@ -276,6 +276,12 @@ def test_result_and_plot():
     matplotlib.pyplot.close(fig)
 
 
+def test_result_skips_a_tenth_of_the_finite_points():
+    losses = [2. - 0.05 * i for i in range(15)] + [math.nan] * 85  # stop_div=False: a NaN tail
+    res = LRFindResult(list(LRS[:100]), losses)
+    assert res.minimum == suggest_lrs(LRS[:100], losses, skip_start=1, skip_end=1)['minimum'] == LRS[13] / 10
+
+
 @pytest.mark.parametrize('warm', [False, True], ids=['no_opt', 'warm_opt'])
 def test_restores_everything_when_the_fit_raises(warm):
     class Boom(Callback):
@@ -305,7 +311,26 @@ def test_argument_checks():
                    ('smooth', {'smooth': 1.})):
         with pytest.raises(ValueError, match=nm):
             LRFinderCB(**kw)
+    with pytest.raises(ValueError, match='num_it .* at least 2'):
+        make_learner().lr_find(num_it=1)
     assert lr_find is TrainLearner.lr_find
+
+
+def test_non_persistent_buffers_are_restored():
+    class RunningScale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer('ema', torch.ones(4), persistent=False)
+
+        def forward(self, x):
+            if self.training: self.ema.mul_(0.9).add_(0.1 * x.abs().mean(0))
+            return x / self.ema
+
+    learn = make_learner()
+    learn.model = nn.Sequential(RunningScale(), learn.model)
+    ema = learn.model[0].ema.clone()
+    learn.lr_find(num_it=5)
+    assert torch.equal(ema, learn.model[0].ema)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')

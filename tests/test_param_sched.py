@@ -71,11 +71,18 @@ def test_combine_scheds_pieces():
 
 
 @pytest.mark.parametrize('pcts,n,msg', [([0.5, 0.5], 3, 'one fraction per schedule'), ([], 0, 'positive'),
-                                        ([1.2, -0.2], 2, 'positive'), ([0.5, 0.4], 2, 'sum to 1')])
+                                        ([1.2, -0.2], 2, 'positive'), ([0.5, 0.4], 2, 'sum to 1'),
+                                        ([math.nan, 1.], 2, 'positive'), ([math.inf, 1.], 2, 'positive')])
 def test_combine_scheds_validates_pcts(pcts, n, msg):
     with pytest.raises(ValueError, match=msg) as e:
         combine_scheds(pcts, [sched_no(1, 1)] * n)
     assert 'pcts' in str(e.value)
+
+
+@pytest.mark.parametrize('start,end', [(0., 1e-2), (1e-3, -1e-2), (math.nan, 1.), (1., math.inf)])
+def test_sched_exp_needs_positive_ends_when_built(start, end):
+    with pytest.raises(ValueError, match='sched_exp .* must be positive'):
+        sched_exp(start, end)
 
 
 def matching_one_cycle(total, pct_start=0.3, max_lr=0.1, div=25., div_final=1e4, moms=(0.95, 0.85)):
@@ -175,6 +182,24 @@ def test_fit_one_cycle_per_group_lr_max_and_no_moms():
     assert set(ps.hps) == {'lr'} and {r[0]['momentum'] for r in rec.recs} == {0.9}
     with pytest.raises(ValueError, match='pct_start'):
         fit_one_cycle(learn, 1, 0.1, pct_start=1)
+
+
+@pytest.mark.parametrize('opt_func', [optim.SGD, optim.RMSprop])
+def test_fit_one_cycle_cycles_momentum_only_where_the_optimizer_uses_it(opt_func):
+    learn = make_learner(opt_func)
+    ps = fit_one_cycle(learn, 1, 0.01, valid=False)
+    assert set(ps.hps) == {'lr'} and learn.opt.param_groups[0]['momentum'] == 0
+    fit_one_cycle(learn, 1, 0.01, valid=False)  # a second fit: RMSprop made no momentum buffer, none is needed
+    with pytest.raises(ValueError, match=rf'moms=\(0.9, 0.8, 0.9\) cycles momentum, but this {opt_func.__name__}'):
+        fit_one_cycle(make_learner(opt_func), 1, 0.01, moms=(0.9, 0.8, 0.9))
+    assert fit_one_cycle(make_learner(), 1, 0.01, moms=(0.9, 0.8, 0.9)).hps['mom'][0] == 0.9  # SGD momentum 0.9
+
+
+def test_param_scheduler_refuses_a_state_of_other_hyperparameters():
+    ps = ParamScheduler({'lr': sched_no(1, 1), 'mom': sched_no(.9, .9)})
+    ps.load_state_dict({'hps': {'mom': [], 'lr': [1.]}})
+    with pytest.raises(ValueError, match=r"schedules \['lr'\] but this one schedules \['lr', 'mom'\].*same"):
+        ps.load_state_dict({'hps': {'lr': [1.]}})
 
 
 class StopAfter(Callback):

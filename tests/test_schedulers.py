@@ -280,6 +280,13 @@ ERRORS = [
     (partial(OneCycle, max_lr=[0.1, math.nan], total_steps=10), r'max_lr .* got \[0.1, nan\]'),
     (partial(CyclicLR, base_lr=-0.01, max_lr=0.1, step_size_up=2), 'base_lr .* must be 0 or more'),
     (partial(CyclicLR, base_lr=0.01, max_lr=-0.1, step_size_up=2), 'max_lr .* must be positive'),
+    (partial(OneCycle, max_lr=0.1, total_steps=10, div_factor=-25), 'div_factor .* positive number, got -25'),
+    (partial(OneCycle, max_lr=0.1, total_steps=10, div_factor=0), 'div_factor'),
+    (partial(OneCycle, max_lr=0.1, total_steps=10, div_factor=math.inf), 'div_factor'),
+    (partial(OneCycle, max_lr=0.1, total_steps=10, final_div_factor=0), 'final_div_factor'),
+    (partial(OneCycle, max_lr=0.1, total_steps=10, final_div_factor=math.nan), 'final_div_factor'),
+    (partial(CosineAnnealing, T_max=2, eta_min=-0.5), 'eta_min .* must be 0 or more, got -0.5'),
+    (partial(CosineAnnealing, T_max=2, eta_min=math.nan), 'eta_min .* got nan'),
 ]
 
 

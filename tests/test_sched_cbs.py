@@ -1,0 +1,122 @@
+"""`BatchSchedCB`/`EpochSchedCB` (ReduceLROnPlateau, validation-only fits) and `RecorderCB`'s argument checks."""
+
+from functools import partial
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn, optim
+from torch.optim.lr_scheduler import ReduceLROnPlateau, StepLR
+from torch.utils.data import DataLoader, TensorDataset
+
+from miniai.checkpoint import CheckpointCB
+from miniai.learner import Callback, CancelEpochException, CancelFitException, TrainLearner
+from miniai.metrics import MetricsCB
+from miniai.sched import BatchSchedCB, EpochSchedCB, RecorderCB, rec_lr, rec_mom
+from miniai.schedulers import OneCycle
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def make_learner(cbs=()):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    ds = TensorDataset(torch.randn(24, 4, generator=g), torch.randint(0, 3, (24,), generator=g))
+    dls = SimpleNamespace(train=DataLoader(ds, 8), valid=DataLoader(ds, 8))
+    return TrainLearner(nn.Linear(4, 3), dls, F.cross_entropy, lr=0.1, cbs=list(cbs),
+                        opt_func=partial(optim.SGD, momentum=0.9))
+
+
+class EpochLRs(Callback):
+    """The lr each training epoch used."""
+    def before_fit(self, learn): self.lrs = []
+
+    def before_epoch(self, learn):
+        if learn.training: self.lrs.append(learn.opt.param_groups[0]['lr'])
+
+
+PLATEAU = partial(ReduceLROnPlateau, factor=0.5, patience=1, threshold=0.05)
+
+
+@pytest.mark.filterwarnings('error')
+def test_plateau_steps_with_the_monitored_value_like_torch():
+    cb, metrics, lrs = EpochSchedCB(PLATEAU, monitor='valid_loss'), MetricsCB(), EpochLRs()
+    learn = make_learner([cb, metrics, lrs])  # listed before MetricsCB: its `order` still puts it after
+    learn.fit(6)
+    values = [h['loss'] for h in metrics.history if not h['train']]
+    ref_opt = optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    ref, ref_lrs = PLATEAU(ref_opt), []
+    for v in values:
+        ref_lrs.append(ref_opt.param_groups[0]['lr'])
+        ref.step(v)
+    assert lrs.lrs == ref_lrs and ref_lrs[-1] < 0.1  # the lr dropped once the loss stopped improving enough
+    assert learn.state_dict()['cbs']['EpochSchedCB_0']['sched'] == ref.state_dict()  # in checkpoints
+
+
+class StopAfter(Callback):
+    order = CheckpointCB.order + 1  # after the epoch's checkpoint
+
+    def after_epoch(self, learn):
+        if learn.epoch == 2 and not learn.training: raise CancelFitException()
+
+
+def test_plateau_resumes_from_a_checkpoint(tmp_path):
+    def run(*cbs, resume=None):
+        cb = EpochSchedCB(PLATEAU, monitor='valid_loss')
+        learn = make_learner([cb, MetricsCB(), *cbs])
+        learn.fit(6, resume=resume)
+        return cb.state_dict(), learn.opt.param_groups[0]['lr']
+    full = run()
+    run(CheckpointCB(tmp_path), StopAfter())
+    assert run(CheckpointCB(tmp_path), resume=tmp_path) == full and full[1] < 0.1
+
+
+def test_plateau_epoch_without_the_value_warns_and_does_not_step():
+    class CancelTraining(Callback):
+        def before_epoch(self, learn):
+            if learn.training and learn.epoch == 1: raise CancelEpochException()
+
+    cb = EpochSchedCB(PLATEAU, monitor='train_loss')
+    with pytest.warns(UserWarning, match="epoch 1 has no 'train_loss'"):
+        make_learner([cb, MetricsCB(), CancelTraining()]).fit(3)
+    assert cb.schedo.last_epoch == 2
+
+
+def test_plateau_misuse_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"BatchSchedCB: ReduceLROnPlateau .* EpochSchedCB\(.*monitor="):
+        make_learner([BatchSchedCB(PLATEAU)]).fit(1)
+    with pytest.raises(ValueError, match=r"EpochSchedCB: ReduceLROnPlateau .*monitor='valid_loss'"):
+        make_learner([EpochSchedCB(PLATEAU), MetricsCB()]).fit(1)
+    with pytest.raises(ValueError, match="monitor='valid_loss' is for ReduceLROnPlateau, but StepLR"):
+        make_learner([EpochSchedCB(partial(StepLR, step_size=1), monitor='valid_loss'), MetricsCB()]).fit(1)
+    with pytest.raises(ValueError, match='needs a MetricsCB'):
+        make_learner([EpochSchedCB(PLATEAU, monitor='valid_loss')]).fit(1)
+
+
+@pytest.mark.parametrize('cb', [lambda: BatchSchedCB(partial(OneCycle, max_lr=0.1, total_steps=3)),
+                                lambda: EpochSchedCB(PLATEAU, monitor='valid_loss')], ids=['batch', 'plateau'])
+def test_validation_only_fit_keeps_the_scheduler_and_its_state(cb):
+    cb = cb()
+    learn = make_learner([cb, MetricsCB()])
+    learn.fit(1)
+    schedo, sd = cb.schedo, cb.state_dict()
+    learn.fit(1, train=False)
+    assert cb.schedo is schedo and cb.state_dict() == sd
+
+
+def test_recorder_needs_a_series_and_the_saved_ones():
+    with pytest.raises(ValueError, match=r'at least one series.*RecorderCB\(lr=rec_lr'):
+        RecorderCB()
+    sd = RecorderCB(lr=rec_lr).state_dict()
+    with pytest.raises(ValueError, match=r"records \['lr'\] but this one records \['lr', 'mom'\].*same series"):
+        RecorderCB(lr=rec_lr, mom=rec_mom).load_state_dict(sd)
+
+
+def test_resume_with_another_recorder_is_refused_before_training(tmp_path):
+    make_learner([RecorderCB(lr=rec_lr), CheckpointCB(tmp_path)]).fit(1)
+    learn = make_learner([RecorderCB(lr=rec_lr, mom=rec_mom), CheckpointCB(tmp_path)])
+    w = learn.model.weight.detach().clone()
+    with pytest.raises(ValueError, match='RecorderCB: the saved state records'):
+        learn.fit(2, resume=tmp_path)
+    assert torch.equal(w, learn.model.weight)
