@@ -26,9 +26,10 @@ Checkpoints (`save`, `load`, `fit(n, resume=path)`, `CheckpointCB`) hold the mod
 counters, the state of every callback that has `state_dict`/`load_state_dict` (keyed by class name and index
 among the callbacks of that class, e.g. `RecorderCB_0`), the global random number generators and the
 loaders' own state (their `state_dict`, or a DataLoader's own generator). `fit(n, resume=path)` keeps `n` as
-the run's TOTAL number of epochs. It checks the checkpoint against the model, optimizer, loaders and
-phases, runs `before_fit` as usual (callbacks build their schedulers, reset their records), THEN restores
-the callback states, weights, optimizer and counters (a resume refused before then changes nothing), and
+the run's TOTAL number of epochs. It checks the checkpoint against the model, optimizer and phases, runs
+`before_fit` as usual (callbacks build their schedulers, reset their records, `DDPCB` shards the loaders),
+checks the loaders (their number of batches, and how they keep their data order), THEN restores the
+callback states, weights, optimizer and counters (a resume refused before then changes nothing), and
 starts at the saved position: a checkpoint saved
 between epochs resumes with the next epoch; one saved mid-epoch (e.g. after `InterruptCB` stopped a fit at a
 batch boundary) replays that epoch's data order past the batches already done. On CPU the resumed run is bit
@@ -404,6 +405,7 @@ class Learner:
     def _fit(self) -> None:
         ck, mid_epoch = self._ck, False
         if ck is not None:
+            self._check_loader_state(ck)  # after `before_fit`, which may shard the loaders (`DDPCB`)
             self._restore(ck)  # after `before_fit`: see the module's docstring
             stopped = ck.get('should_stop', False)  # checkpoints from before `should_stop` existed have none
             self.should_stop = self.should_stop or stopped  # a callback may have set it in `before_fit`
@@ -553,21 +555,21 @@ class Learner:
         gens = loader_generators(dl)
         return {'generators': [g.get_state() for g in gens]} if gens else None
 
-    def _check_loader_state(self, ck: dict[str, Any], path: Any) -> None:
+    def _check_loader_state(self, ck: dict[str, Any]) -> None:
         """Raise a `CheckpointError` if checkpoint `ck`'s loaders differ from this Learner's in their number of
         batches or in how they keep their data order: the resumed run would not see the same data."""
         from .checkpoint import CheckpointError
         for k, n in ck.get('n_batches', {}).items():  # checkpoints from before `n_batches` have none
             if (own := self._n_batches().get(k)) is not None and own != n:
-                raise CheckpointError(f'{path} was saved by a run whose dls.{k} had {n} batches per epoch; this one '
-                                      f'has {own}. Resume with the same data and batch size.')
+                raise CheckpointError(f'The checkpoint was saved by a run whose dls.{k} had {n} batches per epoch; '
+                                      f'this one has {own}. Resume with the same data and batch size.')
         for k in ('train', 'valid'):
             if getattr(self.dls, k, None) is None:
                 continue
             saved, own = _order_kind(ck['start']['dls'].get(k)), _order_kind(self._loader_state(k))
             if saved != own:
-                raise CheckpointError(f'{path}: dls.{k} keeps its data order in {own}, but the loader of the run '
-                                      f'that saved it kept {saved}. Resume with the loaders of that run (same kind, '
+                raise CheckpointError(f'dls.{k} keeps its data order in {own}, but the loader of the run that saved '
+                                      f'the checkpoint kept {saved}. Resume with the loaders of that run (same kind, '
                                       'shuffling and generator).')
 
     def _random_state(self) -> dict[str, Any]:
@@ -604,7 +606,7 @@ class Learner:
     def _read_checkpoint(self, path: str | os.PathLike, n_epochs: int | None = None,
                          phases: tuple[str, ...] = ()) -> dict[str, Any]:
         """Read a checkpoint and check that it fits the model (the same architecture) and, for a resume,
-        the fit (`n_epochs`, `phases`) and the loaders; loads nothing."""
+        the fit (`n_epochs`, `phases`); loads nothing."""
         from .checkpoint import check_model_state, load_checkpoint
         ck = load_checkpoint(path)
         if n_epochs is not None and ck['epoch'] > n_epochs:
@@ -615,8 +617,6 @@ class Learner:
                              f"{ck['epoch']}, which this fit (phases {phases}) does not run; resume with the "
                              "train/valid arguments of the fit that saved it.")
         check_model_state(self._plain_model(), ck['model'], path)
-        if n_epochs is not None:
-            self._check_loader_state(ck, path)
         return ck
 
     def _check_opt(self, ck: dict[str, Any]) -> None:
@@ -655,14 +655,15 @@ class Learner:
 
 
 class TrainLearner(Learner):
-    """A `Learner` whose training steps are methods: override them to change how a batch is trained."""
+    """A `Learner` whose training steps are methods: override them to change how a batch is trained. The model
+    gets the batch's first `n_inp` items, the loss the next one (items after it, e.g. indices, are not used)."""
     def predict(self) -> None:
         check_batch(self.batch, self.n_inp, target=False)
         self.preds = call_model(self.model, *self.batch[:self.n_inp])
 
     def get_loss(self) -> None:
         check_batch(self.batch, self.n_inp)
-        self.loss = call_loss(self.loss_func, self.preds, *self.batch[self.n_inp:])
+        self.loss = call_loss(self.loss_func, self.preds, self.batch[self.n_inp])
 
     def backward(self) -> None:
         backward_loss(self.loss)
