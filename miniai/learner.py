@@ -29,7 +29,7 @@ loaders' own state (their `state_dict`, or a DataLoader's own generator). `fit(n
 the run's TOTAL number of epochs. It checks the checkpoint against the model, optimizer and phases, runs
 `before_fit` as usual (callbacks build their schedulers, reset their records, `DDPCB` shards the loaders),
 checks the loaders (their number of batches, and how they keep their data order), THEN restores the
-callback states, weights, optimizer and counters (a resume refused before then changes nothing), and
+callback states, weights, optimizer and counters (a refused resume puts back what `before_fit` changed), and
 starts at the saved position: a checkpoint saved
 between epochs resumes with the next epoch; one saved mid-epoch (e.g. after `InterruptCB` stopped a fit at a
 batch boundary) replays that epoch's data order past the batches already done. On CPU the resumed run is bit
@@ -38,6 +38,7 @@ for bit the uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -221,6 +222,7 @@ class Learner:
         # the BatchNorm buffers (and a copy) that the NaN guard puts back.
         self._at: tuple | None = None
         self._n_done, self._phase_done, self._ck, self._fitting = 0, False, None, False
+        self._undo: Callable[[], None] | None = None  # puts back what a refused resume's start changed
         self.should_stop = False
         self._norm_bufs: list[torch.Tensor] = []
         self._norm_copy: list[torch.Tensor] = []
@@ -303,12 +305,16 @@ class Learner:
         return self.train_iter / self.n_iter if self.n_iter else 0.
 
     def create_opt(self, lr: float | None = None) -> optim.Optimizer:
-        """Build the optimizer from `opt_func` over the model's parameters (or the `splitter`'s groups)."""
+        """Build the optimizer from `opt_func` over the model's parameters (or the `splitter`'s groups); `lr`, if
+        given, becomes `self.lr` (the lr that later fits start at)."""
+        if lr is not None:
+            check_lr(lr)
+            self.lr = lr
         groups = list(self.splitter(self.model) if self.splitter else self.model.parameters())
         # The lrs the splitter gave its groups, which every fit keeps (None: the group takes the fit's lr); read
         # before the optimizer fills in its defaults in these dicts.
         own = [g.get('lr') if isinstance(g, dict) else None for g in groups]
-        self.opt = self.opt_func(groups, lr=self.lr if lr is None else lr)
+        self.opt = self.opt_func(groups, lr=self.lr)
         n = len(self.opt.param_groups)
         self._own_lrs = (self.opt, own if len(own) == n else [None] * n)
         return self.opt
@@ -326,22 +332,24 @@ class Learner:
             pg.pop('initial_lr', None)  # so that a scheduler built in this fit starts from it
 
     def _check_opt_params(self) -> None:
-        """Raise if the optimizer holds parameters that are not the model's (the model or a layer was replaced)."""
-        if self.opt is None:
-            return
-        own = {id(p) for p in self._plain_model().parameters()}
-        if any(id(p) not in own for pg in self.opt.param_groups for p in pg['params']):
-            raise ValueError("fit: the optimizer holds parameters that are not the model's: was learn.model, or one "
-                             'of its layers, replaced after the optimizer was built? Build one for the model as it '
-                             'is now with learn.create_opt() (its state starts afresh), then fit.')
+        """Raise if the optimizer was built for another model: it holds parameters that are not the model's while
+        some of the model's trainable ones are not in it (the model, or a layer, was replaced). An optimizer over
+        part of the model, or with parameters of its own (e.g. a learnable loss temperature), is fine."""
+        own = {id(p): p for p in self._plain_model().parameters()}
+        held = {id(p) for pg in self.opt.param_groups for p in pg['params']}
+        if held - own.keys() and any(p.requires_grad for i, p in own.items() if i not in held):
+            raise ValueError("fit (or lr_find): the optimizer holds parameters that are not the model's, and the "
+                             "model has trainable ones that are not in it: was learn.model, or one of its layers, "
+                             'replaced after the optimizer was built? Build one for the model as it is now with '
+                             'learn.create_opt() (its state starts afresh), then fit.')
 
     def fit(self, n_epochs: int = 1, train: bool = True, valid: bool = True,
             cbs: Iterable[Callback] | None = None, lr: float | None = None,
             resume: str | os.PathLike | None = None) -> None:
         """Train for `n_epochs`; `cbs` are added for this fit only (removed even if it raises).
 
-        Every fit starts at `lr`, else `self.lr` (as the first fit builds the optimizer): the schedule of an earlier
-        fit does not carry over. Param groups that the `splitter` gave an lr of their own keep it; an optimizer set
+        Every fit starts at `lr`, else `self.lr` (which `create_opt(lr)` sets): the schedule of an earlier fit does not
+        carry over. Param groups that the `splitter` gave an lr of their own keep it; an optimizer set
         by hand (`learn.opt = ...`) keeps its lrs unless `lr` is given.
 
         `resume`: a checkpoint of this run (a file, or a folder with `checkpoint.pt`) to continue from;
@@ -356,26 +364,49 @@ class Learner:
         cbs = as_cbs(cbs)
         self._check_new_cbs(cbs)
         self._check_loaders(phases)
-        self._check_opt_params()
+        if self.opt is not None and train:
+            self._check_opt_params()
         if self.opt is None and (train or any(True for _ in self.model.parameters())):
-            self.create_opt(lr)  # a model without parameters can still be validated, with no optimizer
-        elif self.opt is not None and ck is None:
+            self.create_opt()  # a model without parameters can still be validated, with no optimizer
+        if self.opt is not None and ck is None:
             self._set_lrs(lr)
         if ck is not None:
             self._check_opt(ck)
         self._handlers.clear()  # `learn.cbs` may have been edited, or a callback's order changed
-        for cb in cbs:
-            self.add_cb(cb)
+        self.cbs.extend(cbs)
+        self._undo = self._undo_fit_start() if ck is not None else None
         try:
             self.phases = phases
             self.n_epochs, self.epochs = n_epochs, range(ck['epoch'] if ck else 0, n_epochs)
             self.n_iter = n_epochs * len(self.dls.train) if train else 0
             self.train_iter, self._ck, self._fitting, self.should_stop = 0, ck, True, False
             self._fit()
+        except BaseException:
+            if self._undo is not None:  # the resume was refused: its checkpoint was not restored
+                self._undo()
+            raise
         finally:
-            self._ck, self._fitting = None, False
+            self._ck, self._fitting, self._undo = None, False, None
             for cb in cbs:
                 self.remove_cb(cb)
+
+    def _undo_fit_start(self) -> Callable[[], None]:
+        """A function putting back what starting a fit changes (callbacks' attributes, the optimizer's hyperparameters,
+        the counters), for a resume refused after `before_fit`; it runs after `cleanup_fit`."""
+        cbs = [(cb, dict(cb.__dict__)) for cb in self.cbs]
+        pgs = self.opt.param_groups if self.opt else []
+        hypers = [{k: v for k, v in pg.items() if k != 'params'} for pg in pgs]
+        counters = {k: getattr(self, k) for k in ('phases', 'n_epochs', 'n_iter', 'train_iter', 'should_stop')}
+        def undo() -> None:
+            for cb, d in cbs:
+                cb.__dict__.clear()
+                cb.__dict__.update(d)
+            for pg, h in zip(pgs, hypers, strict=True):
+                for k in pg.keys() - h.keys() - {'params'}:
+                    del pg[k]
+                pg.update(h)
+            self.__dict__.update(counters)
+        return undo
 
     def refuse_in_fit(self, what: str) -> None:
         """Raise a `RuntimeError` if a fit is running: `what` (a fit, `lr_find`, `get_preds`) cannot run inside
@@ -407,6 +438,7 @@ class Learner:
         if ck is not None:
             self._check_loader_state(ck)  # after `before_fit`, which may shard the loaders (`DDPCB`)
             self._restore(ck)  # after `before_fit`: see the module's docstring
+            self._undo = None
             stopped = ck.get('should_stop', False)  # checkpoints from before `should_stop` existed have none
             self.should_stop = self.should_stop or stopped  # a callback may have set it in `before_fit`
             mid_epoch = bool(ck['iter']) or ck['phase'] != self.phases[0]
@@ -633,12 +665,18 @@ class Learner:
                              f"of {own}: build the Learner with the same splitter as the run that saved it.")
 
     def _restore(self, ck: dict[str, Any]) -> None:
-        """Restore the callback states (first: a callback may refuse its state), then the weights, the optimizer
-        and the counters of checkpoint `ck`."""
-        cbs = self._stateful_cbs()
+        """Restore the callback states (first: a callback may refuse its state, which puts back those restored
+        before it), then the weights, the optimizer and the counters of checkpoint `ck`."""
+        cbs, done = self._stateful_cbs(), []
         for k, sd in ck['cbs'].items():
             if k in cbs:
-                cbs[k].load_state_dict(sd)
+                done.append((cbs[k], copy.deepcopy(cbs[k].state_dict())))
+                try:
+                    cbs[k].load_state_dict(sd)
+                except BaseException:
+                    for cb, old in reversed(done):
+                        cb.load_state_dict(old)
+                    raise
         lost, fresh = sorted(ck['cbs'].keys() - cbs.keys()), sorted(cbs.keys() - ck['cbs'].keys())
         if lost or fresh:
             warnings.warn(f'Checkpoint: callback states without a matching callback (ignored): {lost}; '

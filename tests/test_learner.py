@@ -402,6 +402,30 @@ def test_an_optimizer_left_over_from_a_replaced_model_is_refused():
     assert not torch.equal(w, learn.model.weight)
 
 
+def test_an_optimizer_over_part_of_the_model_or_with_extra_parameters_is_kept():
+    learn = make_learner()
+    temperature = nn.Parameter(torch.ones(()))
+    learn.loss_func = lambda preds, y: F.cross_entropy(preds * temperature, y)
+    learn.opt = optim.SGD([*learn.model.parameters(), temperature], lr=0.1)
+    learn.fit(1)
+    assert temperature.item() != 1.
+    learn.opt = optim.SGD([learn.model.bias], lr=0.1)
+    w = learn.model.weight.clone()
+    learn.fit(1)
+    assert torch.equal(w, learn.model.weight)
+    learn.model = nn.Linear(3, 2)  # replaced, but only validated: the optimizer is not used
+    learn.fit(1, train=False)
+
+
+def test_create_opt_lr_is_the_lr_fits_start_at():
+    learn = make_learner()
+    learn.create_opt(lr=0.03)
+    learn.fit(1)
+    assert learn.lr == learn.opt.param_groups[0]['lr'] == 0.03
+    with pytest.raises(ValueError, match='lr must be a finite number'):
+        learn.create_opt(lr=-1)
+
+
 def test_trainlearner_feeds_n_inp_inputs_to_the_model():
     class Add(nn.Module):
         def __init__(self):
@@ -457,7 +481,7 @@ def test_lr_with_resume_is_refused(tmp_path):
     learn.save(tmp_path / 'ck.pt')
     with pytest.raises(ValueError, match='drop lr'):
         learn.fit(2, lr=0.5, resume=tmp_path / 'ck.pt')
-    assert learn.opt.param_groups[0]['lr'] == learn.lr
+    assert learn.epoch == 0 and learn.train_iter == 3  # as the first fit left them: nothing ran
 
 
 def test_bad_learner_and_fit_arguments_get_clear_errors():

@@ -2,16 +2,21 @@
 generator, a compiled model's weights, and loaders unlike the saved run's refused before anything changes."""
 
 import warnings
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from torcheval.metrics import MulticlassAccuracy
 
 from miniai.checkpoint import CheckpointError
 from miniai.learner import Callback, CancelFitException, MomentumLearner, TrainLearner
+from miniai.metrics import MetricsCB
+from miniai.sched import BatchSchedCB, RecorderCB, rec_lr
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -74,12 +79,30 @@ def test_resumed_run_is_bit_identical(tmp_path, make, dls):
 def test_a_resume_with_other_loaders_is_refused_before_anything_changes(tmp_path, other, match):
     make = lambda dls: TrainLearner(model(), dls, F.cross_entropy, lr=0.05)
     run(make, shuffled, tmp_path / 'ck.pt', stop=2)
+    metrics, rec = MetricsCB(), RecorderCB(lr=rec_lr)
     learn = make(other())
-    w = [p.clone() for p in learn.model.parameters()]
+    learn.fit(1, cbs=[metrics, rec, BatchSchedCB(partial(OneCycleLR, max_lr=0.1, total_steps=len(learn.dls.train)))])
+    learn.cbs += [metrics, rec]
+    state = learn.state_dict()
     with pytest.raises(CheckpointError, match=match):
         learn.fit(3, resume=tmp_path / 'ck.pt')
-    assert all(torch.equal(p, q) for p, q in zip(w, learn.model.parameters(), strict=True))
-    assert learn.opt.state == {} and learn.epoch == learn.train_iter == 0
+    assert all(torch.equal(p, q) for p, q in zip(state['model'].values(), learn.model.state_dict().values()))
+    assert learn.opt.state_dict() == state['opt']
+    assert (learn.epoch, learn.train_iter, learn.n_epochs) == (state['epoch'] - 1, state['train_iter'], 1)
+    assert len(metrics.history) == 2 and len(rec.recs['lr']) == state['train_iter'] > 0
+
+
+def test_a_callback_refusing_its_state_leaves_the_others_as_they_were(tmp_path):
+    make = lambda dls: TrainLearner(model(), dls, F.cross_entropy, lr=0.05,
+                                    cbs=[RecorderCB(lr=rec_lr), MetricsCB()])
+    run(make, shuffled, tmp_path / 'ck.pt', stop=2)
+    learn = make(shuffled())
+    learn.cbs[1] = MetricsCB(acc=MulticlassAccuracy())  # other metrics than the saved run's
+    learn.fit(1)
+    recs = [list(v) for v in learn.cbs[0].recs.values()]
+    with pytest.raises(ValueError, match="checkpoint's metrics are"):
+        learn.load(tmp_path / 'ck.pt')
+    assert [list(v) for v in learn.cbs[0].recs.values()] == recs
 
 
 def test_load_into_a_learner_with_other_loaders_warns_and_loads_the_weights(tmp_path):
