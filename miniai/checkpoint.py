@@ -7,14 +7,14 @@ only tensors, numbers, strings and plain containers, and are read with `torch.lo
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 import re
 import signal
 import sys
 import threading
 import uuid
+import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from torch import nn
 
 from .distributed import get_world_size, is_main_process
 from .learner import Callback, Learner
-from .metrics import check_monitor, improves, monitored_value
+from .metrics import check_mode, check_monitor, improves, monitored_value
 
 __all__ = ['CheckpointError', 'atomic_save', 'load_checkpoint', 'check_model_state', 'CheckpointCB',
            'InterruptCB', 'FitInterrupted']
@@ -39,35 +39,73 @@ def _file(path: str | os.PathLike) -> Path:
 
 
 _ALLOWED = 'tensors, numbers, strings, lists and dicts'
+# What `torch.load(..., weights_only=True)` reads back, by exact type (a numpy float is a `float` subclass
+# that it refuses); tensors (and `nn.Parameter`s) by `isinstance`.
+_PLAIN = frozenset({int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.Size})
+_KEYS = frozenset({str, int, bool})
 
 
 def _refused(e: Exception) -> str | None:
-    """What `torch.load(..., weights_only=True)` refused to unpickle, from its error `e`; None for other errors."""
-    m = re.search(r'WeightsUnpickler error: (?:Unsupported global: GLOBAL (\S+)|(.*))', str(e))
-    return m and (m[1] or m[2])
+    """The global that `torch.load(..., weights_only=True)` refused to unpickle, from its error `e`; else None."""
+    m = re.search(r'WeightsUnpickler error: Unsupported global: GLOBAL (\S+)', str(e))
+    return m and m[1]
 
 
-def _check_states_load(states: dict[str, Any]) -> None:
-    """Raise a `TypeError` naming the first callback whose state (in `states`, keyed as in a checkpoint) would
-    not load back with `torch.load(..., weights_only=True)`."""
-    for k, sd in states.items():
-        buf = io.BytesIO()
-        torch.save(sd, buf)
-        buf.seek(0)
-        try:
-            torch.load(buf, map_location='cpu', weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise TypeError(f'Checkpoint: the state_dict of callback {k} holds a {_refused(e)}, which checkpoints '
-                            f'(read with weights_only=True) cannot hold: make it return only {_ALLOWED} (e.g. '
-                            'float(x) for a numpy number).') from e
+def _pickles_a_module(path: Path) -> bool:
+    """Whether the torch file at `path` pickles an `nn.Module` (names a `torch.nn.modules` class)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(b'torch.nn.modules' in z.read(n) for n in z.namelist() if n.endswith('data.pkl'))
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _first_unplain(x: Any) -> tuple[list[Any], str] | None:
+    """The keys down to the first value in `x` that a checkpoint cannot hold, and what it is ('is a ...' or
+    'has a key ...'); None if it can hold all of `x`."""
+    t = type(x)
+    if t in _PLAIN or isinstance(x, torch.Tensor):
+        return None
+    if t is list or t is tuple:
+        items = enumerate(x)
+    elif t is dict or t is OrderedDict:
+        if bad := [k for k in x if type(k) not in _KEYS]:
+            return [], f'has a key of type {_type_name(bad[0])} ({bad[0]!r:.40})'
+        items = x.items()
+    else:
+        return [], f'is a {_type_name(x)}'
+    for k, v in items:
+        if type(v) not in _PLAIN and (bad := _first_unplain(v)) is not None:
+            bad[0].insert(0, k)
+            return bad
+    return None
+
+
+def _type_name(x: Any) -> str:
+    t = type(x)
+    return t.__qualname__ if t.__module__ == 'builtins' else f'{t.__module__}.{t.__qualname__}'
+
+
+def _check_plain(ck: dict[str, Any]) -> None:
+    """Raise a `TypeError` naming the path in checkpoint `ck` (and the callback or loader whose state holds it)
+    of the first value that `torch.load(..., weights_only=True)` would not read back."""
+    if (bad := _first_unplain(ck)) is None:
+        return
+    keys, what = bad
+    where = f'{keys[0]}' + ''.join(f'[{k!r}]' for k in keys[1:]) if keys else 'the checkpoint'
+    owner = (f'the state_dict of callback {keys[1]}' if keys[:1] == ['cbs'] and len(keys) > 1 else
+             f'the state_dict of loader dls.{keys[2]}' if keys[1:2] == ['dls'] and len(keys) > 2 else
+             'the state_dict that holds it')
+    raise TypeError(f'Checkpoint: {where} {what}, which checkpoints (read with weights_only=True) '
+                    f'cannot hold: make {owner} return only {_ALLOWED} (e.g. float(x) for a numpy number).')
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save(obj)` to a temporary file beside `path` (an existing folder: its `checkpoint.pt`), fsync
     it, then rename it over `path`: a crash mid-write leaves the previous file intact (and no temporary file).
-    The callback states of a miniai checkpoint (`Learner.state_dict()`) are first checked to load back."""
+    A miniai checkpoint (`Learner.state_dict()`) is first checked to hold only what loads back."""
     if isinstance(obj, dict) and obj.get('format') == 'miniai.checkpoint':
-        _check_states_load(obj['cbs'])
+        _check_plain(obj)
     path = _file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
@@ -97,12 +135,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ck = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        if what := _refused(e):
-            raise CheckpointError(f'{path} holds a {what}, which torch.load(..., weights_only=True) does not allow '
-                                  f"(the file is not corrupt): a callback's state_dict must return only {_ALLOWED} "
-                                  '(e.g. float(x) for a numpy number).') from e
-        raise CheckpointError(f'{path} cannot be read as a checkpoint ({type(e).__name__}: {e}); it may be '
-                              'truncated or corrupt, or not a torch file.') from e
+        what = _refused(e)
+        if what and (what.startswith('torch.nn.') or _pickles_a_module(path)):
+            raise CheckpointError(f'{path} holds a whole model (written by torch.save(model)), not a checkpoint: save '
+                                  'model.state_dict() (it loads with model.load_state_dict(torch.load(path))), or '
+                                  'a resumable checkpoint with learn.save(path).') from e
+        if what:
+            raise CheckpointError(f'{path} holds a {what}, which torch.load(..., weights_only=True) refuses: if '
+                                  f"a callback's state_dict returned it, make it return only {_ALLOWED} (e.g. "
+                                  'float(x) for a numpy number).') from e
+        m = re.search(r'WeightsUnpickler error:\s*(.*)', str(e))
+        why = m[1] if m else str(e).partition('\n')[0]
+        raise CheckpointError(f'{path} is not a readable torch checkpoint ({type(e).__name__}: {why:.100}): it is '
+                              'truncated or corrupt, or was not written by torch.save.') from e
     if not isinstance(ck, dict) or ck.get('format') != 'miniai.checkpoint':
         raise CheckpointError(f'{path} is not a miniai checkpoint (written by learn.save). A bare model '
                               'state_dict loads with model.load_state_dict(torch.load(path)).')
@@ -144,7 +189,8 @@ class CheckpointCB(Callback):
     `monitor`, whenever that `MetricsCB` value is the best so far (the lowest for `mode='min'`, else highest).
 
     `monitor` names a column as `miniai fit`'s metrics.json does: 'valid_loss', 'train_loss', a metric's name
-    (its validation value, e.g. 'accuracy') or 'train_<name>'. `path` is the checkpoint file, with the best
+    (its validation value, e.g. 'accuracy') or 'train_<name>'; `mode` may be left out for a loss, and must be
+    given for anything else (e.g. mode='max' for 'accuracy'). `path` is the checkpoint file, with the best
     beside it as `<stem>_best.pt`; or a folder (an existing one, or a name without a suffix), holding
     `checkpoint.pt` and `best.pt`. `every=0` keeps only the best. Only the main process of a distributed run
     writes. Runs after `MetricsCB` and `ProgressCB`, so their state for the epoch is in the checkpoint; does
@@ -155,9 +201,8 @@ class CheckpointCB(Callback):
     skip_in_lr_find = True
 
     def __init__(self, path: str | os.PathLike = 'checkpoint.pt', every: int = 1, monitor: str | None = None,
-                 mode: str = 'min'):
-        if mode not in ('min', 'max'):
-            raise ValueError(f"CheckpointCB: mode must be 'min' or 'max', got {mode!r}")
+                 mode: str | None = None):
+        mode = check_mode(monitor, mode, 'CheckpointCB')
         if not isinstance(every, int) or every < 0:
             raise ValueError(f'CheckpointCB: every is a number of epochs, 1 or more (0: only the best, with a '
                              f'monitor); got {every!r}')

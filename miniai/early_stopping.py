@@ -7,7 +7,7 @@ from typing import Any
 
 from .checkpoint import CheckpointCB, check_monitor_state
 from .learner import Callback, Learner
-from .metrics import check_monitor, improves, monitored_value
+from .metrics import check_mode, check_monitor, improves, monitored_value
 
 __all__ = ['EarlyStoppingCB']
 
@@ -17,7 +17,8 @@ class EarlyStoppingCB(Callback):
     best by more than `min_delta` (lower for `mode='min'`, higher for 'max'); a NaN never counts as better, and
     an epoch without the value (cancelled) does not count, with a warning.
 
-    `monitor` names a `MetricsCB` value as `CheckpointCB`'s does ('valid_loss', 'accuracy', 'train_loss', ...).
+    `monitor` names a `MetricsCB` value as `CheckpointCB`'s does ('valid_loss', 'accuracy', 'train_loss', ...);
+    `mode` may be left out for a loss, and must be given for anything else (e.g. mode='max' for 'accuracy').
     It counts after each epoch, before `CheckpointCB`, which then saves the epoch the fit stops after; the
     count is in the checkpoint, so a resumed fit goes on counting (and one resumed after the stop trains nothing:
     `learn.load(path)` then `fit(n)` trains on from it); a resume with another monitor or mode is refused.
@@ -28,9 +29,9 @@ class EarlyStoppingCB(Callback):
     order = CheckpointCB.order - 1  # after `MetricsCB` has the epoch's row, before the epoch's checkpoint
     skip_in_lr_find = True
 
-    def __init__(self, monitor: str = 'valid_loss', mode: str = 'min', patience: int = 3, min_delta: float = 0.):
-        if mode not in ('min', 'max'):
-            raise ValueError(f"EarlyStoppingCB: mode must be 'min' or 'max', got {mode!r}")
+    def __init__(self, monitor: str = 'valid_loss', mode: str | None = None, patience: int = 3,
+                 min_delta: float = 0.):
+        mode = check_mode(monitor, mode, 'EarlyStoppingCB')
         if not isinstance(patience, int) or patience < 1:
             raise ValueError(f'EarlyStoppingCB: patience is a number of epochs, at least 1; got {patience!r}')
         if not min_delta >= 0:

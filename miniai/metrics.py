@@ -13,7 +13,7 @@ from torcheval.metrics import Mean, Metric
 from .distributed import is_main_process
 from .learner import Callback, Learner
 
-__all__ = ['MetricsCB', 'format_time', 'fit_metrics', 'check_monitor', 'monitored_value', 'improves']
+__all__ = ['MetricsCB', 'format_time', 'fit_metrics', 'check_monitor', 'monitored_value', 'improves', 'check_mode']
 
 
 def format_time(t: float) -> str:
@@ -54,6 +54,17 @@ def monitored_value(learn: Learner, monitor: str) -> float | None:
             row.update({pre + k: v for k, v in h.items() if k not in RESERVED})
             row['train_loss' if h['train'] else 'valid_loss'] = h['loss']
     return row.get(monitor)
+
+
+def check_mode(monitor: str | None, mode: str | None, who: str) -> str | None:
+    """`mode` ('min' or 'max'); None gives 'min', for a loss (or no monitor). A `ValueError` for another value, or
+    for None with a monitor that is not a loss: whether higher is better is the user's to say."""
+    if mode is None and monitor is not None and not monitor.endswith('loss'):
+        raise ValueError(f"{who}(monitor={monitor!r}): say which way is better: mode='max' if higher is (accuracy), "
+                         "mode='min' if lower is (an error).")
+    if mode not in (None, 'min', 'max'):
+        raise ValueError(f"{who}: mode must be 'min' or 'max', got {mode!r}")
+    return mode or 'min'
 
 
 def improves(v: float, best: float | None, mode: str, min_delta: float = 0.) -> bool:

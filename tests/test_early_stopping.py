@@ -79,7 +79,10 @@ def test_bad_arguments_and_monitors_are_named():
         with pytest.raises(ValueError, match=msg):
             EarlyStoppingCB(**kw)
     with pytest.raises(ValueError, match=r"EarlyStoppingCB: monitor='acc' is not one of this fit's values"):
-        learner([1.0], EarlyStoppingCB(monitor='acc')).fit(1)
+        learner([1.0], EarlyStoppingCB(monitor='acc', mode='max')).fit(1)
+    for cls in (EarlyStoppingCB, CheckpointCB):  # higher is better, or lower? Not guessed for a metric
+        with pytest.raises(ValueError, match=rf"{cls.__name__}\(monitor='accuracy'\): say which way is better"):
+            cls(monitor='accuracy')
 
 
 def test_the_stop_ends_like_a_full_fit_and_is_checkpointed(tmp_path):
