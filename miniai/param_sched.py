@@ -14,6 +14,10 @@ from functools import partial
 from itertools import accumulate
 from typing import Any, Literal
 
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
 from .learner import Callback, Learner
 from .schedulers import get_mom, set_mom, uses_momentum
 
@@ -141,6 +145,43 @@ class ParamScheduler(Callback):
             self.hps[name].append(v)
 
 
+def _one_cycle(lr_max: float | Sequence[float], div: float, div_final: float, pct_start: float,
+               moms: tuple[float, float, float] | None) -> dict[str, Sched | list[Sched]]:
+    """The 1cycle schedules of `fit_one_cycle`: 'lr' (one per param group for a list `lr_max`) and 'mom'."""
+    pcts = [pct_start, 1 - pct_start]
+
+    def cycle(lr: float) -> Sched:
+        return combine_scheds(pcts, [sched_cos(lr / div, lr), sched_cos(lr, lr / div_final)])
+    scheds = {'lr': [cycle(lr) for lr in lr_max] if isinstance(lr_max, (list, tuple)) else cycle(lr_max)}
+    if moms is not None:
+        scheds['mom'] = combine_scheds(pcts, [sched_cos(moms[0], moms[1]), sched_cos(moms[1], moms[2])])
+    return scheds
+
+
+def _probe_opt(learn: Learner) -> Optimizer:
+    """`learn.opt`, else a throwaway optimizer from `learn.opt_func` over dummy parameters in the splitter's
+    groups: its hyperparameters are those `create_opt` would give, without building it (no side effect)."""
+    if learn.opt is not None:
+        return learn.opt
+    def dummy() -> list[nn.Parameter]: return [nn.Parameter(torch.zeros(1))]
+    groups = list(learn.splitter(learn.model)) if learn.splitter else []
+    return learn.opt_func([{**g, 'params': dummy()} for g in groups if isinstance(g, dict)] or dummy(), lr=learn.lr)
+
+
+def _cycled_mom(learn: Learner, resume: Any) -> bool | None:
+    """Whether the `ParamScheduler` of checkpoint `resume` (that `fit_one_cycle` would resume) cycled momentum;
+    None without a resume, or when the checkpoint holds no such state."""
+    if resume is None:
+        return None
+    from .checkpoint import load_checkpoint
+    key = f"ParamScheduler_{sum(type(cb).__name__ == 'ParamScheduler' for cb in learn.cbs)}"
+    sd = load_checkpoint(resume)['cbs'].get(key)
+    return None if sd is None else 'mom' in sd['hps']
+
+
+_MOMS = (0.95, 0.85, 0.95)
+
+
 def fit_one_cycle(learn: Learner, n_epochs: int, lr_max: float | Sequence[float], div: float = 25.,
                   div_final: float = 1e5, pct_start: float = 0.25,
                   moms: tuple[float, float, float] | Literal['auto'] | None = 'auto',
@@ -150,26 +191,27 @@ def fit_one_cycle(learn: Learner, n_epochs: int, lr_max: float | Sequence[float]
     The lr rises (cosine) from `lr_max/div` to `lr_max` over `pct_start` of the batches, then anneals to
     `lr_max/div_final`; momentum goes the opposite way through `moms` (`None` leaves it alone; 'auto' is
     (0.95, 0.85, 0.95) if the optimizer uses momentum (`uses_momentum`), else `None`). `lr_max` may be a list,
-    one per param group. `kwargs` go to `learn.fit`.
+    one per param group. `kwargs` go to `learn.fit`. Builds no optimizer itself (`fit` does, once it has checked
+    its arguments). With `resume=path`, 'auto' cycles momentum if the checkpoint's run did (its optimizer state,
+    momentum included, is loaded); a run given other `moms` resumes with them.
     """
     if not 0 < pct_start < 1:
         raise ValueError(f"fit_one_cycle: pct_start is the fraction of training spent warming up, in (0, 1); "
                          f"got {pct_start!r}")
-    opt = learn.create_opt() if learn.opt is None else learn.opt
-    if moms == 'auto':
-        moms = (0.95, 0.85, 0.95) if uses_momentum(opt) else None
-    elif moms is not None and not uses_momentum(opt):
+    if (cycled := _cycled_mom(learn, kwargs.get('resume'))) is not None:  # the checkpoint's optimizer state
+        if moms == 'auto':  # (its momentum) is loaded: go on as its run did
+            moms = _MOMS if cycled else None
+        elif cycled != (moms is not None):
+            fix = f"moms='auto' (the default {_MOMS}) or the moms=(...) it was given" if cycled else 'moms=None'
+            raise ValueError(f"fit_one_cycle(..., resume=...): moms={moms!r}, but the run in the checkpoint "
+                             f"{'cycled' if cycled else 'did not cycle'} momentum: resume with {fix}")
+    elif moms == 'auto':
+        moms = _MOMS if uses_momentum(_probe_opt(learn)) else None
+    elif moms is not None and not uses_momentum(opt := _probe_opt(learn)):
         raise ValueError(f"fit_one_cycle: moms={moms!r} cycles momentum, but this {type(opt).__name__} does not use "
                          "any (its momentum or beta1 is 0, or it has none): leave moms out, or use an optimizer with "
                          "momentum, e.g. opt_func=partial(optim.SGD, momentum=0.9)")
-    pcts = [pct_start, 1 - pct_start]
-
-    def cycle(lr: float) -> Sched:
-        return combine_scheds(pcts, [sched_cos(lr / div, lr), sched_cos(lr, lr / div_final)])
-    scheds = {'lr': [cycle(lr) for lr in lr_max] if isinstance(lr_max, (list, tuple)) else cycle(lr_max)}
-    if moms is not None:
-        scheds['mom'] = combine_scheds(pcts, [sched_cos(moms[0], moms[1]), sched_cos(moms[1], moms[2])])
-    sched = ParamScheduler(scheds)
+    sched = ParamScheduler(_one_cycle(lr_max, div, div_final, pct_start, moms))
     learn.fit(n_epochs, cbs=[sched, *(cbs or ())], **kwargs)
     return sched
 

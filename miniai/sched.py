@@ -88,6 +88,29 @@ class EpochSchedCB(BaseSchedCB):
         super().__init__(sched)
         self.monitor = monitor
 
+    @property
+    def mode(self) -> str | None:
+        """The plateau scheduler's mode ('min' or 'max'); None before a fit built it, or for another scheduler."""
+        schedo = getattr(self, 'schedo', None)
+        return schedo.mode if isinstance(schedo, ReduceLROnPlateau) else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state with the monitor and mode it stepped with (a resume with others is refused)."""
+        sd = super().state_dict()
+        return {**sd, 'monitor': self.monitor, 'mode': self.mode} if hasattr(self, 'schedo') else sd
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Refuses a state saved with another monitor, or another plateau mode (checked once a fit has built the
+        scheduler; `learn.load` before any fit checks the monitor only); states from before they were kept pass."""
+        own = (self.monitor, self.mode)
+        saved = (sd.get('monitor', own[0]), sd.get('mode', own[1]) if own[1] is not None else None)
+        if saved != own:
+            raise ValueError(f"EpochSchedCB: the checkpoint's EpochSchedCB stepped with monitor={saved[0]!r}, "
+                             f'mode={saved[1]!r}; this one with monitor={own[0]!r}, mode={own[1]!r}. Its scheduler '
+                             "state (best, bad epochs) is another value's: build it with the monitor and mode of "
+                             'the run that saved the checkpoint.')
+        super().load_state_dict(sd)
+
     def check_sched(self, learn: Learner, schedo: Any) -> None:
         plateau = isinstance(schedo, ReduceLROnPlateau)
         if plateau and self.monitor is None:

@@ -10,10 +10,12 @@ import torch.nn.functional as F
 from torch import nn, optim
 from torch.utils.data import DataLoader, TensorDataset
 
-from miniai.checkpoint import CheckpointCB
+from miniai.checkpoint import CheckpointCB, load_checkpoint
 from miniai.learner import Callback, CancelFitException, Learner, TrainLearner
 from miniai.param_sched import (
+    _MOMS,
     ParamScheduler,
+    _one_cycle,
     combine_scheds,
     fit_one_cycle,
     sched_cos,
@@ -217,3 +219,38 @@ def test_fit_one_cycle_resumes_from_a_checkpoint(tmp_path):
     fit_one_cycle(make_learner(), 3, 0.1, cbs=[CheckpointCB(tmp_path), StopAfter(1)])  # stops after 2
     resumed = fit_one_cycle(make_learner(), 3, 0.1, cbs=[CheckpointCB(tmp_path)], resume=tmp_path)
     assert resumed.hps == full.hps and len(full.hps['lr']) == 15
+
+
+def test_refused_fit_one_cycle_keeps_the_optimizer(tmp_path):
+    learn = make_learner()
+    fit_one_cycle(learn, 1, 0.1, valid=False)
+    opt, bufs = learn.opt, [s['momentum_buffer'].clone() for s in learn.opt.state.values()]
+    for bad in ({'pct_start': 2}, {'n_epochs': 0}, {'resume': tmp_path / 'none.pt'}):
+        with pytest.raises((ValueError, FileNotFoundError)):
+            fit_one_cycle(learn, **{'n_epochs': 1, 'lr_max': 0.1, **bad})
+        assert learn.opt is opt
+        assert all(torch.equal(b, s['momentum_buffer']) for b, s in zip(bufs, opt.state.values(), strict=True))
+    fresh = make_learner()
+    for bad in ({'n_epochs': 0}, {'resume': tmp_path / 'none.pt'}, {'moms': (0.9, 0.8, 0.9), 'n_epochs': 0}):
+        with pytest.raises((ValueError, FileNotFoundError)):
+            fit_one_cycle(fresh, **{'n_epochs': 1, 'lr_max': 0.1, **bad})
+        assert fresh.opt is None  # no optimizer built before fit checked its arguments
+
+
+@pytest.mark.parametrize('cycled', [True, False], ids=['mom', 'no_mom'])
+def test_fit_one_cycle_resumes_a_plain_sgd_run_as_it_was_scheduled(tmp_path, cycled):
+    """Plain SGD (momentum 0) whose ParamScheduler cycled 'mom' anyway (as fit_one_cycle's 'auto' once did), or not:
+    a resume with 'auto' goes on as the run did."""
+    def scheds(): return _one_cycle(0.1, 25., 1e5, 0.25, _MOMS if cycled else None)
+    full, full_learn = ParamScheduler(scheds()), make_learner(optim.SGD)
+    full_learn.fit(3, cbs=[full])
+    make_learner(optim.SGD).fit(3, cbs=[ParamScheduler(scheds()), CheckpointCB(tmp_path), StopAfter(1)])
+    saved = set(load_checkpoint(tmp_path)['cbs']['ParamScheduler_0']['hps'])
+    fix = r"moms='auto' \(the default" if cycled else 'moms=None'
+    with pytest.raises(ValueError, match=f'run in the checkpoint .* momentum: resume with {fix}'):
+        fit_one_cycle(make_learner(optim.SGD), 3, 0.1, moms=(0.9, 0.8, 0.9) if not cycled else None, resume=tmp_path)
+    learn = make_learner(optim.SGD)
+    resumed = fit_one_cycle(learn, 3, 0.1, cbs=[CheckpointCB(tmp_path)], resume=tmp_path)
+    assert set(resumed.hps) == saved == ({'lr', 'mom'} if cycled else {'lr'})
+    assert resumed.hps == full.hps and len(full.hps['lr']) == 15
+    assert torch.equal(learn.model[0].weight, full_learn.model[0].weight)

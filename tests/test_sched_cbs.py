@@ -120,3 +120,31 @@ def test_resume_with_another_recorder_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match='RecorderCB: the saved state records'):
         learn.fit(2, resume=tmp_path)
     assert torch.equal(w, learn.model.weight)
+
+
+def test_plateau_resume_with_another_monitor_or_mode_is_refused(tmp_path):
+    def learner(sched=PLATEAU, monitor='valid_loss'):
+        return make_learner([EpochSchedCB(sched, monitor=monitor), MetricsCB(), CheckpointCB(tmp_path)])
+    learner().fit(2)
+    for sched, monitor in [(PLATEAU, 'train_loss'), (partial(PLATEAU, mode='max'), 'valid_loss')]:
+        learn = learner(sched, monitor)
+        w = learn.model.weight.detach().clone()
+        mode = sched.keywords.get('mode', 'min')
+        with pytest.raises(ValueError, match=rf"EpochSchedCB: .*monitor='valid_loss', mode='min'; this one with "
+                                             rf"monitor='{monitor}', mode='{mode}'"):
+            learn.fit(4, resume=tmp_path)
+        assert torch.equal(w, learn.model.weight)  # refused before anything changed
+    with pytest.raises(ValueError, match="monitor='valid_loss'.*this one with monitor='train_loss'"):
+        learner(monitor='train_loss').load(tmp_path)  # before any fit: the monitor is checked
+    learner().fit(4, resume=tmp_path)  # the same monitor and mode resume
+
+
+def test_plateau_state_keeps_its_monitor_and_mode_and_old_states_load():
+    cb = EpochSchedCB(PLATEAU, monitor='valid_loss')
+    make_learner([cb, MetricsCB()]).fit(1)
+    sd = cb.state_dict()
+    assert (sd['monitor'], sd['mode']) == ('valid_loss', 'min')
+    old = {'sched': {**sd['sched'], 'best': -1.}}  # saved before the monitor and mode were kept
+    cb.load_state_dict(old)
+    assert cb.schedo.best == -1.
+    EpochSchedCB(PLATEAU, monitor='train_loss').load_state_dict(old)
