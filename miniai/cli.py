@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='folder with the four Fashion-MNIST IDX files (default: $MINIAI_DATA, then the cache)')
     f.add_argument('--device', default=None, help='cuda, mps or cpu (default: the best available)')
     f.add_argument('--seed', type=int, help='random seed (default: 42)')
+    f.add_argument('--patience', type=int, default=None, metavar='N',
+                   help='stop early once the valid loss has not improved for N epochs in a row, keeping the best '
+                        "epoch's checkpoint as checkpoint_best.pt (default: train every epoch)")
     f.add_argument('--out', default=None, help='output folder (default: runs/<timestamp>)')
     f.add_argument('--resume', default=None, metavar='DIR',
                    help="continue the run in DIR (its checkpoint.pt, with its args.json's options; only "
@@ -133,7 +136,8 @@ def checked_args(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, k) is None: setattr(args, k, getattr(recipe, k))
     if args.augment is None: args.augment = recipe.augment is not None
     limit = 1 if args.limit_batches is None else args.limit_batches
-    for flag, v in (('--epochs', args.epochs), ('--bs', args.bs), ('--limit-batches', limit)):
+    for flag, v in (('--epochs', args.epochs), ('--bs', args.bs), ('--limit-batches', limit),
+                    ('--patience', 1 if args.patience is None else args.patience)):
         if v < 1: raise SystemExit(f'miniai fit: {flag} must be at least 1 (got {v}).')
     if not 0 < args.lr < math.inf:
         raise SystemExit(f'miniai fit: --lr must be positive and finite (got {args.lr}).')
@@ -147,9 +151,11 @@ def checked_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def checked_device(name: str | None, command: str = 'fit', saved_in: str | None = None) -> torch.device:
+def checked_device(name: str | None, command: str = 'fit', saved_in: str | None = None,
+                   resumed: str | None = None) -> torch.device:
     """The device `--device name` names (the best one there is if None), if miniai trains on its type and this
-    machine has it. `command` and `saved_in` (the run folder whose args.json gave `name`) are for the messages."""
+    machine has it. `command`, `saved_in` (the run folder whose args.json gave `name`) and `resumed` (the run
+    folder `--resume` names, when `name` was given with it) are for the messages."""
     from .device import def_device
     try:
         device = torch.device(name or def_device)
@@ -163,18 +169,20 @@ def checked_device(name: str | None, command: str = 'fit', saved_in: str | None 
     if (device.index or 0) >= count:
         fix = (f'the run in {saved_in} was saved with --device {name}: resume it with --device cpu (or another '
                'device this machine has)' if saved_in else
+               f'leave --device out to resume on the device saved in {Path(resumed) / "args.json"}, or pass '
+               '--device cpu' if resumed else
                'leave --device out to use the best device there is, or pass --device cpu')
         raise SystemExit(f'miniai {command}: --device {name}, but torch sees {count} {device.type} device(s) here; '
                          f'{fix}.')
     return device
 
 
-def new_run_dir(distributed: bool = False) -> Path:
-    """A new folder runs/<timestamp> (runs/<timestamp>-2, -3, ... if taken), made by the main process only;
-    with `distributed`, every process gets its name."""
+def new_run_dir(distributed: bool = False, prefix: str = '') -> Path:
+    """A new folder runs/<prefix><timestamp> (with -2, -3, ... if taken), made by the main process only; with
+    `distributed`, every process gets its name."""
     out = None
     if is_main_process():
-        base = Path('runs') / time.strftime('%Y%m%d-%H%M%S')
+        base = Path('runs') / time.strftime(f'{prefix}%Y%m%d-%H%M%S')
         base.parent.mkdir(parents=True, exist_ok=True)
         for i in itertools.count(1):
             out = base.with_name(base.name + (f'-{i}' if i > 1 else ''))
@@ -221,6 +229,7 @@ def fit_command(args: argparse.Namespace) -> dict:
     from .checkpoint import CheckpointCB, InterruptCB
     from .data import get_dls
     from .distributed import DDPCB, get_rank, get_world_size, init_distributed
+    from .early_stopping import EarlyStoppingCB
     from .learner import TrainLearner
     from .models import set_seed
     from .progress import ProgressCB
@@ -231,7 +240,8 @@ def fit_command(args: argparse.Namespace) -> dict:
     args = checked_args(args)
     recipe = RECIPES[args.recipe]
     distributed = init_distributed()  # under torchrun: join the group before anything goes on a GPU
-    device = checked_device(args.device, saved_in=args.resume if saved_device else None)
+    device = checked_device(args.device, saved_in=args.resume if saved_device else None,
+                            resumed=None if saved_device else args.resume)
     if recipe.cpu_note and device.type == 'cpu' and is_main_process():
         warnings.warn(f'miniai fit --recipe {args.recipe} on the CPU: {recipe.cpu_note}', stacklevel=2)
     if args.mixed_precision and amp_dtype(device) is None and is_main_process():
@@ -251,10 +261,12 @@ def fit_command(args: argparse.Namespace) -> dict:
     sched = make_sched(args.sched, args.lr, args.epochs * len(dls.train))
     if sched: cbs.append(BatchSchedCB(sched))
     if args.clip: cbs.append(GradClipCB(args.clip))
+    if args.patience: cbs.append(EarlyStoppingCB(patience=args.patience))
     if distributed: cbs.append(DDPCB())
     out = Path(args.out) if args.out else new_run_dir(distributed)
     ckpt = out / 'checkpoint.pt'
-    cbs += [MetricsFileCB(out / 'metrics.json', metrics), CheckpointCB(ckpt), InterruptCB()]
+    best = CheckpointCB(ckpt, monitor='valid_loss' if args.patience else None)  # the best: checkpoint_best.pt
+    cbs += [MetricsFileCB(out / 'metrics.json', metrics), best, InterruptCB()]
     loss_func = partial(F.cross_entropy, label_smoothing=args.label_smoothing)
     opt_func = OPTIMIZERS[args.opt] if args.wd is None else partial(OPTIMIZERS[args.opt], weight_decay=args.wd)
     learn = TrainLearner(model, dls, loss_func, lr=args.lr, cbs=cbs, opt_func=opt_func)
@@ -267,7 +279,9 @@ def fit_command(args: argparse.Namespace) -> dict:
         save_curves(out / 'curves.png', progress.losses, [r['valid_loss'] for r in rows], len(dls.train),
                     rec.recs)
         torch.save(learn.model.state_dict(), out / 'model.pt')
-        print(f"valid accuracy {rows[-1]['accuracy']:.4f}; "
+        stopped = (f'stopped early after epoch {rows[-1]["epoch"]} (--patience {args.patience}); the best valid loss '
+                   f'{best.best:.4f} is in {best.best_path.name}. ' if learn.should_stop else '')
+        print(f"{stopped}valid accuracy {rows[-1]['accuracy']:.4f}; "
               f"wrote metrics.json, curves.png, model.pt, checkpoint.pt and args.json to {out}")
     return {'out': out, 'rows': rows, 'learn': learn}
 

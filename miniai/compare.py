@@ -13,7 +13,6 @@ import csv
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -251,7 +250,7 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
     import matplotlib
     matplotlib.use('Agg')
     from .callbacks import BatchTransformCB, DeviceCB
-    from .cli import checked_device
+    from .cli import checked_device, new_run_dir
     from .data import DataLoaders, DeviceLoader, fashion_mnist_arrays
     from .vision import batch_augment, channel_stats, vanilla_cnn
 
@@ -278,7 +277,7 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
         if v < 1:
             raise SystemExit(f'miniai compare: {flag} must be at least 1 (got {v}).')
     device = checked_device(args.device, 'compare')
-    out = Path(args.out).expanduser() if args.out else Path('runs') / time.strftime('compare-%Y%m%d-%H%M%S')
+    out = Path(args.out).expanduser() if args.out else new_run_dir(prefix='compare-')
     if (out / 'compare.csv').exists():
         raise SystemExit(f'miniai compare: {out} already holds a comparison (compare.csv); give another --out.')
 

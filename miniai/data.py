@@ -76,12 +76,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise _bad(path, f'cannot be read ({e.strerror})') from e
     if not buf:
         raise _bad(path, 'empty file (0 bytes)')
-    if buf[:2] == b'\x1f\x8b':  # gzip's magic, whatever the name says
+    gzipped = buf[:2] == b'\x1f\x8b'
+    if gzipped:  # gzip's magic, whatever the name says
         try:
             buf = gzip.decompress(buf)
         except (OSError, EOFError, zlib.error) as e:
             raise _bad(path, f'not a valid gzip stream ({e}); the download is corrupt or incomplete') from e
     if len(buf) < 4 or buf[:2] != b'\0\0' or buf[2] not in _IDX_DTYPES or buf[3] == 0:
+        if path.suffix == '.gz' and not gzipped:  # e.g. an HTML error page saved under the file's name
+            raise _bad(path, f'named .gz but not gzip-compressed, nor an IDX file (bad magic number 0x{buf[:4].hex()}; '
+                       f'it starts with {buf[:16]!r}): likely a failed or partial download; download it again')
         raise _bad(path, f'not an IDX file (bad magic number 0x{buf[:4].hex()})')
     dtype, ndim = np.dtype(_IDX_DTYPES[buf[2]]), buf[3]
     start = 4 + 4 * ndim

@@ -17,22 +17,29 @@ if TYPE_CHECKING:
 __all__ = ['Hook', 'Hooks', 'HooksCallback', 'ActivationStats', 'append_stats', 'get_hist', 'get_min']
 
 
+def _check_module(m: object, who: str) -> None:
+    if not isinstance(m, nn.Module):
+        raise TypeError(f'{who}: hooks go on modules; got {m!r} ({type(m).__name__}): pass the module itself, '
+                        "e.g. model.fc or model.get_submodule('fc').")
+
+
 class Hook:
     """Registers `f(hook, module, inp, outp)` as a forward hook on `m`; `remove()` (or `with`) takes it off."""
-    def __init__(self, m: nn.Module, f: Callable): self.hook = m.register_forward_hook(partial(f, self))
+    def __init__(self, m: nn.Module, f: Callable):
+        _check_module(m, 'Hook')
+        self.hook = m.register_forward_hook(partial(f, self))
     def remove(self) -> None: self.hook.remove()
     def __enter__(self) -> Hook: return self
     def __exit__(self, *args) -> None: self.remove()
-    def __del__(self) -> None: self.remove()
+    def __del__(self) -> None:
+        if hasattr(self, 'hook'): self.remove()  # not if __init__ refused its module
 
 
 class Hooks(list):
     """A `Hook` on each of `ms`, removed together."""
     def __init__(self, ms: Iterable[nn.Module], f: Callable):
         ms = list(ms)
-        if bad := [m for m in ms if not isinstance(m, nn.Module)]:
-            raise TypeError(f'Hooks: hooks go on modules; got {bad[0]!r} ({type(bad[0]).__name__}): pass the '
-                            "modules themselves, e.g. model.fc or model.get_submodule('fc').")
+        for m in ms: _check_module(m, 'Hooks')  # all first, so that a refusal leaves no hook behind
         super().__init__([Hook(m, f) for m in ms])
     def __enter__(self) -> Hooks: return self
     def __exit__(self, *args) -> None: self.remove()

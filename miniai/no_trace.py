@@ -6,6 +6,7 @@ import copy
 import random
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from itertools import chain
 
 import numpy as np
@@ -32,6 +33,71 @@ def _set_loader_state(dl, sd, gens, epoch) -> None:
         dl.epoch = epoch
 
 
+def _restore_all(steps: Iterable[Callable[[], object]]) -> None:
+    """Runs every step, also after one raises; then raises the first error, with the others as notes on it."""
+    errors = []
+    for step in steps:
+        try:
+            step()
+        except Exception as e:  # the other steps still run; raised below
+            errors.append(e)
+    if errors:
+        for e in errors[1:]:
+            errors[0].add_note(f'no_trace: restoring also failed with {e!r}')
+        raise errors[0]
+
+
+def _put_buffer(model: torch.nn.Module, key: str, b: torch.Tensor) -> None:
+    """Puts the buffer object `b` back under its dotted `key`, whatever the block assigned there."""
+    mod, _, name = key.rpartition('.')
+    model.get_submodule(mod)._buffers[name] = b
+
+
+def _copy_buffer(model: torch.nn.Module, key: str, b: torch.Tensor) -> None:
+    """Copies the saved values `b` into the buffer under `key`."""
+    with torch.no_grad():
+        model.get_buffer(key).copy_(b)
+
+
+def _restore_cbs(learn: Learner, cbs: list[Callback], running: list[tuple[Callback, dict]]) -> None:
+    for cb in list(learn.cbs):
+        learn.remove_cb(cb)
+    for cb in cbs:  # all of them again, in their old order
+        learn.add_cb(cb)
+    for cb, sd in running:  # e.g. `ProgressCB.losses`: the last fit's, not the block's
+        cb.load_state_dict(sd)
+
+
+def _restore_model(model: torch.nn.Module, grads: list[torch.Tensor | None], modes: list[bool]) -> None:
+    for p, g in zip(model.parameters(), grads, strict=True):
+        p.grad = g
+    for m, t in zip(model.modules(), modes, strict=True):
+        m.training = t
+
+
+def _restore_opt(opt: torch.optim.Optimizer | None, opt_sd: dict | None) -> None:
+    if opt is not None:  # keeping the param-group dicts, which callbacks may hold
+        pgs = opt.param_groups
+        opt.load_state_dict(opt_sd)
+        for old, new in zip(pgs, opt.param_groups, strict=True):
+            old.clear()
+            old.update(new)
+        opt.param_groups = pgs
+
+
+def _restore_attrs(learn: Learner, attrs: dict) -> None:
+    vars(learn).clear()  # the Learner's attributes (`opt` too, None if it was), none added
+    vars(learn).update(attrs)
+
+
+def _restore_rngs(rngs: tuple) -> None:
+    random.setstate(rngs[0])
+    np.random.set_state(rngs[1])
+    torch.set_rng_state(rngs[2])
+    if rngs[3] is not None:
+        torch.cuda.set_rng_state_all(rngs[3])
+
+
 @contextmanager
 def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterable = ()) -> Iterator[None]:
     """Takes the callbacks for which `paused(cb)` is true off `learn` for the block; afterwards puts back the
@@ -40,7 +106,8 @@ def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterab
     `loaders`, and the RNGs, also if the block raises."""
     model, opt, cbs, attrs = learn.model, learn.opt, list(learn.cbs), dict(vars(learn))
     weights = {k: v.clone() for k, v in model.state_dict().items()}
-    bufs = {k: b.clone() for k, b in model.named_buffers() if k not in weights}  # non-persistent ones
+    objs = list(model.named_buffers(remove_duplicate=False))  # put back as they are: the block may replace them
+    bufs = {k: b.clone() for k, b in objs if k not in weights}  # non-persistent ones' values
     grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     modes = [m.training for m in model.modules()]
     devices = {t.device for t in chain(model.parameters(), model.buffers())}
@@ -57,34 +124,13 @@ def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterab
     try:
         yield
     finally:
-        for cb in list(learn.cbs):
-            learn.remove_cb(cb)
-        for cb in cbs:  # all of them again, in their old order
-            learn.add_cb(cb)
-        for cb, sd in running:  # e.g. `ProgressCB.losses`: the last fit's, not the block's
-            cb.load_state_dict(sd)
-        if len(devices) == 1:
-            model.to(*devices)
-        model.load_state_dict(weights)
-        for k, b in bufs.items():
-            model.get_buffer(k).copy_(b)
-        for p, g in zip(model.parameters(), grads, strict=True):
-            p.grad = g
-        for m, t in zip(model.modules(), modes, strict=True):
-            m.training = t
-        if opt is not None:  # keeping the param-group dicts, which callbacks may hold
-            pgs = opt.param_groups
-            opt.load_state_dict(opt_sd)
-            for old, new in zip(pgs, opt.param_groups, strict=True):
-                old.clear()
-                old.update(new)
-            opt.param_groups = pgs
-        vars(learn).clear()  # the Learner's attributes (`opt` too, None if it was), none added
-        vars(learn).update(attrs)
-        for state in loaders:
-            _set_loader_state(*state)
-        random.setstate(rngs[0])
-        np.random.set_state(rngs[1])
-        torch.set_rng_state(rngs[2])
-        if cuda:
-            torch.cuda.set_rng_state_all(rngs[3])
+        _restore_all(chain(
+            [partial(_restore_cbs, learn, cbs, running)],
+            [partial(_put_buffer, model, k, b) for k, b in objs],  # the tensors themselves, even if reshaped
+            [partial(model.to, *devices)] if len(devices) == 1 else [],
+            [partial(model.load_state_dict, weights)],
+            [partial(_copy_buffer, model, k, b) for k, b in bufs.items()],
+            [partial(_restore_model, model, grads, modes), partial(_restore_opt, opt, opt_sd)],
+            [partial(_restore_attrs, learn, attrs)],
+            [partial(_set_loader_state, *state) for state in loaders],
+            [partial(_restore_rngs, rngs)]))

@@ -3,6 +3,8 @@
 import matplotlib
 
 matplotlib.use('Agg')
+import gc  # noqa: E402
+import sys  # noqa: E402
 from functools import partial  # noqa: E402
 
 import pytest  # noqa: E402
@@ -197,8 +199,14 @@ def test_activation_stats_take_the_first_tensor_of_a_tuple_output():
     assert [len(h.stats[0]) for h in stats] == [3, 3, 3]  # the net, its GRU (output, not hidden state), fc
 
 
-def test_hooks_refuse_a_non_module_up_front():
+def test_hooks_refuse_a_non_module_up_front(monkeypatch):
     lin = nn.Linear(2, 2)
     with pytest.raises(TypeError, match=r"Hooks: hooks go on modules; got 'fc' \(str\)"):
         Hooks([lin, 'fc'], print)
     assert len(lin._forward_hooks) == 0
+    unraisable = []  # errors in __del__
+    monkeypatch.setattr(sys, 'unraisablehook', unraisable.append)
+    with pytest.raises(TypeError, match='pass the module itself'):
+        Hook('fc', print)
+    gc.collect()
+    assert unraisable == []

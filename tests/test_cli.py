@@ -40,12 +40,33 @@ def test_speed_flags_default_to_false_in_new_and_resumed_runs(tmp_path):
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tiny_fmnist, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(time, 'strftime', lambda fmt, *a: '20260101-120000')
+    monkeypatch.setattr(time, 'strftime', lambda fmt, *a: fmt.replace('%Y%m%d-%H%M%S', '20260101-120000'))
     for seed in (1, 2):
         fit(tiny_fmnist, '--seed', str(seed))
     runs = tmp_path / 'runs'
     assert sorted(p.name for p in runs.iterdir()) == ['20260101-120000', '20260101-120000-2']
     assert [json.loads((runs / d / 'args.json').read_text())['seed'] for d in sorted(runs.iterdir())] == [1, 2]
+
+
+def test_comparisons_started_in_the_same_second_get_their_own_folders(tiny_fmnist, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, 'strftime', lambda fmt, *a: fmt.replace('%Y%m%d-%H%M%S', '20260101-120000'))
+    for _ in range(2):
+        main(['compare', '--epochs', '1', '--seeds', '1', '--opts', 'adam', '--bs', '32', '--limit-batches', '1',
+              '--data', str(tiny_fmnist), '--device', 'cpu'])
+    assert sorted(p.name for p in (tmp_path / 'runs').iterdir()) == ['compare-20260101-120000',
+                                                                     'compare-20260101-120000-2']
+
+
+def test_patience_stops_early_and_keeps_the_best_checkpoint(tiny_fmnist, tmp_path, monkeypatch, capsys):
+    import miniai.early_stopping
+    monkeypatch.setattr(miniai.early_stopping, 'improves', lambda v, best, *a: best is None)  # only epoch 0 is best
+    args, res = fit(tiny_fmnist, '--epochs', '5', '--patience', '2', '--out', str(tmp_path / 'run'))
+    assert [r['epoch'] for r in res['rows']] == [0, 1, 2]
+    assert (tmp_path / 'run' / 'checkpoint_best.pt').is_file()
+    assert 'stopped early after epoch 2 (--patience 2)' in capsys.readouterr().out
+    with pytest.raises(SystemExit, match='--patience must be at least 1'):
+        fit(tiny_fmnist, '--patience', '0')
 
 
 def test_metrics_json_writes_non_finite_values_as_null(tmp_path):
@@ -87,3 +108,14 @@ def test_resuming_on_a_machine_without_the_saved_device_says_to_pass_one(tmp_pat
     with pytest.raises(SystemExit, match=re.escape(f'the run in {tmp_path} was saved with --device cuda:{n}: resume '
                                                    'it with --device cpu')):
         main(['fit', '--resume', str(tmp_path)])
+
+
+def test_resuming_with_a_missing_device_given_says_leaving_it_out_uses_the_saved_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 0)
+    (tmp_path / 'args.json').write_text(json.dumps({'device': 'cpu'}))
+    (tmp_path / 'checkpoint.pt').write_bytes(b'')
+    with pytest.raises(SystemExit, match=re.escape(
+            f'--device cuda, but torch sees 0 cuda device(s) here; leave --device out to resume on the device saved '
+            f'in {tmp_path / "args.json"}, or pass --device cpu.')):
+        main(['fit', '--resume', str(tmp_path), '--device', 'cuda'])

@@ -169,6 +169,19 @@ def test_read_idx_goes_by_the_bytes_not_the_name(tmp_path):
         read_idx(tmp_path / 'empty.gz')
 
 
+def test_a_gz_file_that_is_neither_gzip_nor_idx_is_called_a_failed_download(tmp_path):
+    p = tmp_path / 'train-images-idx3-ubyte.gz'
+    p.write_bytes(b'<html><body>502 Bad Gateway</body></html>')
+    with pytest.raises(DataError, match=r'train-images-idx3-ubyte.gz: named .gz but not gzip-compressed, nor an IDX '
+                                        r'file \(bad magic number 0x3c68746d.*failed or partial download; download '
+                                        r'it again'):
+        read_idx(p)
+    (tmp_path / 'plain').write_bytes(p.read_bytes())  # not named .gz: just the bad magic
+    with pytest.raises(DataError, match=r'plain: not an IDX file') as e:
+        read_idx(tmp_path / 'plain')
+    assert 'gzip' not in str(e.value)
+
+
 def test_train_and_test_files_swapped_are_refused(tmp_path):
     for (xf, yf), n in zip(FILES.values(), (10_000, 60_000), strict=True):  # Fashion-MNIST's sizes, swapped
         write_idx(tmp_path / xf, np.zeros((n, 28, 28), np.uint8))

@@ -27,6 +27,7 @@ from miniai import (
     TrainCB,
     TrainLearner,
     get_preds,
+    no_trace,
     rec_lr,
 )
 from miniai.learner import Learner
@@ -188,3 +189,37 @@ def test_half_precision_predictions_come_back_as_float32(dtype):
     learn = learner(MixedPrecision(dtype))
     preds, _ = learn.get_preds(act=partial(torch.softmax, dim=1))
     assert preds.dtype == torch.float32
+
+
+class _Resizes(nn.Module):
+    """Reassigns its non-persistent buffer with another shape in every forward, and bumps its persistent one."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(36, 3)
+        self.register_buffer('cache', torch.arange(3.), persistent=False)
+        self.register_buffer('count', torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.cache = torch.zeros(len(x))
+        self.count += 1
+        return self.lin(x.flatten(1))
+
+
+def test_a_buffer_reassigned_with_another_shape_is_put_back():
+    x, y = data(12)
+    m = _Resizes()
+    learn = TrainLearner(m, SimpleNamespace(train=None, valid=DataLoader(TensorDataset(x, y), 5)), F.cross_entropy)
+    cache, count = m.cache, m.count
+    learn.get_preds()
+    assert m.cache is cache and torch.equal(cache, torch.arange(3.))  # the same tensor, shape and values
+    assert m.count is count and count.item() == 0
+
+
+def test_no_trace_restores_all_it_can_then_raises_the_first_failure():
+    learn = learner()
+    rng = torch.get_rng_state()
+    with pytest.raises(TypeError), no_trace(learn, paused=lambda cb: False):
+        learn.model.get_submodule = None  # putting the buffers back by name fails
+        torch.rand(3)
+    assert torch.equal(torch.get_rng_state(), rng)  # the steps after the failed ones still ran
