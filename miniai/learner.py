@@ -138,15 +138,27 @@ def check_n_epochs(n_epochs: Any) -> int:
     return n
 
 
-def check_lr(lr: Any, resume: Any = None) -> None:
-    """Raise a `ValueError` unless `lr` is None or a finite number >= 0, and None when resuming."""
+def check_lr(lr: Any, resume: Any = None, who: str = 'fit') -> None:
+    """Raise a `ValueError` unless `lr` is None or a finite number >= 0, and None when resuming; `who` (the
+    function given `lr`) is for the message."""
     if lr is None:
         return
     if resume is not None:
         raise ValueError('fit(..., lr=..., resume=...): a resumed run goes on with the lrs and schedule it saved; '
                          'drop lr. To train on from a checkpoint at another lr: learn.load(path), then fit(n, lr=...).')
     if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr < 0:
-        raise ValueError(f'fit(lr={lr!r}): lr must be a finite number >= 0.')
+        raise ValueError(f'{who}(lr={lr!r}): lr must be a finite number >= 0.')
+
+
+def _copy_state(x: Any) -> Any:
+    """A deep copy of a callback's state; tensors detached (a tensor of the autograd graph cannot be deep-copied)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    if type(x) is dict:
+        return {k: _copy_state(v) for k, v in x.items()}
+    if type(x) in (list, tuple):
+        return type(x)(map(_copy_state, x))
+    return copy.deepcopy(x)
 
 
 def loader_generators(dl: Any) -> list[torch.Generator]:
@@ -308,7 +320,7 @@ class Learner:
         """Build the optimizer from `opt_func` over the model's parameters (or the `splitter`'s groups); `lr`, if
         given, becomes `self.lr` (the lr that later fits start at)."""
         if lr is not None:
-            check_lr(lr)
+            check_lr(lr, who='create_opt')
             self.lr = lr
         groups = list(self.splitter(self.model) if self.splitter else self.model.parameters())
         # The lrs the splitter gave its groups, which every fit keeps (None: the group takes the fit's lr); read
@@ -374,39 +386,56 @@ class Learner:
             self._check_opt(ck)
         self._handlers.clear()  # `learn.cbs` may have been edited, or a callback's order changed
         self.cbs.extend(cbs)
-        self._undo = self._undo_fit_start() if ck is not None else None
         try:
+            self._undo = self._undo_fit_start() if ck is not None else None
             self.phases = phases
             self.n_epochs, self.epochs = n_epochs, range(ck['epoch'] if ck else 0, n_epochs)
             self.n_iter = n_epochs * len(self.dls.train) if train else 0
             self.train_iter, self._ck, self._fitting, self.should_stop = 0, ck, True, False
             self._fit()
-        except BaseException:
-            if self._undo is not None:  # the resume was refused: its checkpoint was not restored
-                self._undo()
+        except BaseException as e:
+            self._undo_unrestored(e)
             raise
+        else:
+            self._undo_unrestored()  # a resume cancelled (`CancelFitException`) before its checkpoint was restored
         finally:
             self._ck, self._fitting, self._undo = None, False, None
             for cb in cbs:
                 self.remove_cb(cb)
 
     def _undo_fit_start(self) -> Callable[[], None]:
-        """A function putting back what starting a fit changes (callbacks' attributes, the optimizer's hyperparameters,
-        the counters), for a resume refused after `before_fit`; it runs after `cleanup_fit`."""
-        cbs = [(cb, dict(cb.__dict__)) for cb in self.cbs]
+        """A function putting back what starting a fit changes (callbacks' attributes and states, the optimizer's
+        param groups, the counters), for a resume refused after `before_fit`; it runs after `cleanup_fit`."""
+        attrs = [(d, dict(d)) for cb in self.cbs if (d := getattr(cb, '__dict__', None)) is not None]
+        states = [(cb, _copy_state(cb.state_dict())) for cb in self._stateful_cbs().values()]
         pgs = self.opt.param_groups if self.opt else []
-        hypers = [{k: v for k, v in pg.items() if k != 'params'} for pg in pgs]
+        groups = [(pg, dict(pg)) for pg in pgs]
         counters = {k: getattr(self, k) for k in ('phases', 'n_epochs', 'n_iter', 'train_iter', 'should_stop')}
         def undo() -> None:
-            for cb, d in cbs:
-                cb.__dict__.clear()
-                cb.__dict__.update(d)
-            for pg, h in zip(pgs, hypers, strict=True):
-                for k in pg.keys() - h.keys() - {'params'}:
-                    del pg[k]
-                pg.update(h)
+            for d, old in attrs:
+                d.clear()
+                d.update(old)
+            for cb, sd in states:  # e.g. metrics reset in place
+                cb.load_state_dict(sd)
+            pgs[:] = [pg for pg, _ in groups]
+            for pg, old in groups:
+                pg.clear()
+                pg.update(old)
             self.__dict__.update(counters)
         return undo
+
+    def _undo_unrestored(self, error: BaseException | None = None) -> None:
+        """Put back what the start of a resumed fit changed if its checkpoint was not restored (a failure to do so
+        becomes a note on `error`, the exception ending the fit)."""
+        undo, self._undo = self._undo, None
+        if undo is None:
+            return
+        try:
+            undo()
+        except Exception as e:
+            if error is None:
+                raise
+            error.add_note(f'Putting back the state from before this resume also failed: {type(e).__name__}: {e}')
 
     def refuse_in_fit(self, what: str) -> None:
         """Raise a `RuntimeError` if a fit is running: `what` (a fit, `lr_find`, `get_preds`) cannot run inside
@@ -670,7 +699,7 @@ class Learner:
         cbs, done = self._stateful_cbs(), []
         for k, sd in ck['cbs'].items():
             if k in cbs:
-                done.append((cbs[k], copy.deepcopy(cbs[k].state_dict())))
+                done.append((cbs[k], _copy_state(cbs[k].state_dict())))
                 try:
                     cbs[k].load_state_dict(sd)
                 except BaseException:

@@ -76,7 +76,7 @@ def test_resumed_run_is_bit_identical(tmp_path, make, dls):
     (lambda: SimpleNamespace(train=DataLoader(data()[0], 8, shuffle=True), valid=DataLoader(data()[1], 8)),
      r'keeps its data order in no state .* kept 1 generator\(s\) of its own'),
 ])
-def test_a_resume_with_other_loaders_is_refused_before_anything_changes(tmp_path, other, match):
+def test_a_refused_resume_puts_back_what_its_start_changed(tmp_path, other, match):
     make = lambda dls: TrainLearner(model(), dls, F.cross_entropy, lr=0.05)
     run(make, shuffled, tmp_path / 'ck.pt', stop=2)
     metrics, rec = MetricsCB(), RecorderCB(lr=rec_lr)
@@ -90,6 +90,32 @@ def test_a_resume_with_other_loaders_is_refused_before_anything_changes(tmp_path
     assert learn.opt.state_dict() == state['opt']
     assert (learn.epoch, learn.train_iter, learn.n_epochs) == (state['epoch'] - 1, state['train_iter'], 1)
     assert len(metrics.history) == 2 and len(rec.recs['lr']) == state['train_iter'] > 0
+    assert metrics.loss.weights.item() == len(data()[1])  # the running mean, which before_fit reset in place
+
+
+class CancelsAtStart(Callback):
+    def before_fit(self, learn): raise CancelFitException()
+
+
+class KeepsTheLoss(Callback):
+    """Keeps the last loss, a tensor of the autograd graph, in its state."""
+    def __init__(self): self.last = None
+    def after_loss(self, learn): self.last = learn.loss
+    def state_dict(self): return {'last': self.last}
+    def load_state_dict(self, sd): self.last = sd['last']
+
+
+def test_a_resume_cancelled_at_its_start_changes_nothing_and_graph_tensors_in_states_load(tmp_path):
+    make = lambda dls: TrainLearner(model(), dls, F.cross_entropy, lr=0.05, cbs=[MetricsCB(), KeepsTheLoss()])
+    saved = run(make, shuffled, tmp_path / 'ck.pt', stop=2)
+    assert saved.cbs[1].last.requires_grad
+    learn = make(shuffled())
+    learn.fit(1)
+    history = list(learn.cbs[0].history)
+    learn.fit(3, resume=tmp_path / 'ck.pt', cbs=[CancelsAtStart()])
+    assert learn.cbs[0].history == history and learn.n_epochs == 1
+    learn.load(tmp_path / 'ck.pt')
+    assert torch.equal(learn.cbs[1].last, saved.cbs[1].last)
 
 
 def test_a_callback_refusing_its_state_leaves_the_others_as_they_were(tmp_path):
