@@ -7,6 +7,7 @@ only tensors, numbers, strings and plain containers, and are read with `torch.lo
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -39,9 +40,10 @@ def _file(path: str | os.PathLike) -> Path:
 
 
 _ALLOWED = 'tensors, numbers, strings, lists and dicts'
-# What `torch.load(..., weights_only=True)` reads back, by exact type (a numpy float is a `float` subclass
-# that it refuses); tensors (and `nn.Parameter`s) by `isinstance`.
-_PLAIN = frozenset({int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.Size})
+# What `torch.load(..., weights_only=True)` reads back, by exact type (a numpy float is a `float` subclass, and a
+# tensor subclass a `Tensor` one, that it refuses); other types are tried (`_loads_back`).
+_PLAIN = frozenset({int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.Size, torch.Tensor,
+                    nn.Parameter})
 _KEYS = frozenset({str, int, bool})
 
 
@@ -51,29 +53,47 @@ def _refused(e: Exception) -> str | None:
     return m and m[1]
 
 
-def _pickles_a_module(path: Path) -> bool:
-    """Whether the torch file at `path` pickles an `nn.Module` (names a `torch.nn.modules` class)."""
+def _whole_object(path: Path) -> str | None:
+    """What the torch file at `path` holds instead of plain state: 'torchscript' (a `torch.jit.save` archive),
+    'model' (a pickled `nn.Module`, whose pickle names `_modules`), else None."""
     try:
         with zipfile.ZipFile(path) as z:
-            return any(b'torch.nn.modules' in z.read(n) for n in z.namelist() if n.endswith('data.pkl'))
+            names = z.namelist()
+            if any(n.endswith('/constants.pkl') or '/code/' in n for n in names):
+                return 'torchscript'
+            return 'model' if any(b'_modules' in z.read(n) for n in names if n.endswith('/data.pkl')) else None
     except (OSError, zipfile.BadZipFile):
+        return None
+
+
+def _loads_back(x: Any) -> bool:
+    """Whether `torch.load(..., weights_only=True)` reads `x` back: for types the walk does not know (e.g. the
+    `Counter` of `MultiStepLR`'s state, a set, types allowed with `torch.serialization.add_safe_globals`)."""
+    buf = io.BytesIO()
+    try:
+        torch.save(x, buf)
+        buf.seek(0)
+        torch.load(buf, weights_only=True)
+    except Exception:
         return False
+    return True
 
 
 def _first_unplain(x: Any) -> tuple[list[Any], str] | None:
     """The keys down to the first value in `x` that a checkpoint cannot hold, and what it is ('is a ...' or
     'has a key ...'); None if it can hold all of `x`."""
     t = type(x)
-    if t in _PLAIN or isinstance(x, torch.Tensor):
+    if t in _PLAIN:
         return None
     if t is list or t is tuple:
         items = enumerate(x)
     elif t is dict or t is OrderedDict:
-        if bad := [k for k in x if type(k) not in _KEYS]:
-            return [], f'has a key of type {_type_name(bad[0])} ({bad[0]!r:.40})'
+        if (odd := [k for k in x if type(k) not in _KEYS]) and not _loads_back(odd):
+            bad = next(k for k in odd if not _loads_back(k))
+            return [], f'has a key of type {_type_name(bad)} ({bad!r:.40})'
         items = x.items()
     else:
-        return [], f'is a {_type_name(x)}'
+        return None if _loads_back(x) else ([], f'is a {_type_name(x)}')
     for k, v in items:
         if type(v) not in _PLAIN and (bad := _first_unplain(v)) is not None:
             bad[0].insert(0, k)
@@ -135,14 +155,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ck = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        what = _refused(e)
-        if what and (what.startswith('torch.nn.') or _pickles_a_module(path)):
+        what, whole = _refused(e), _whole_object(path)
+        if whole == 'torchscript':
+            raise CheckpointError(f'{path} is a TorchScript archive (torch.jit.save), not a checkpoint: load it with '
+                                  'torch.jit.load(path).') from e
+        if what and whole == 'model':
             raise CheckpointError(f'{path} holds a whole model (written by torch.save(model)), not a checkpoint: save '
                                   'model.state_dict() (it loads with model.load_state_dict(torch.load(path))), or '
                                   'a resumable checkpoint with learn.save(path).') from e
         if what:
-            raise CheckpointError(f'{path} holds a {what}, which torch.load(..., weights_only=True) refuses: if '
-                                  f"a callback's state_dict returned it, make it return only {_ALLOWED} (e.g. "
+            raise CheckpointError(f'{path} holds a {what}, which torch.load(..., weights_only=True) refuses: save '
+                                  "state_dict()s, not whole objects (learn.save(path) writes a checkpoint); if a "
+                                  f"callback's state_dict returned it, make it return only {_ALLOWED} (e.g. "
                                   'float(x) for a numpy number).') from e
         m = re.search(r'WeightsUnpickler error:\s*(.*)', str(e))
         why = m[1] if m else str(e).partition('\n')[0]

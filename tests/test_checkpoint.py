@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn, optim
+from torch.optim import lr_scheduler
 from torch.utils.data import DataLoader, TensorDataset
 from torcheval.metrics import MulticlassAccuracy
 
@@ -618,10 +619,25 @@ def test_a_state_holding_an_object_is_refused_at_save_naming_its_path(tmp_path):
     with pytest.raises(TypeError, match=r"cbs\['HistoryCB_0'\]\['history'\]\[3\] is a test_checkpoint.Thing, .*"
                                         'state_dict of callback HistoryCB_0 return only tensors, numbers'):
         learn.save(tmp_path / 'ck.pt')
-    cb_of(learn, HistoryCB).history = [{(1, 2): 0.5}]
-    with pytest.raises(TypeError, match=r"cbs\['HistoryCB_0'\]\['history'\]\[0\] has a key of type tuple"):
+    cb_of(learn, HistoryCB).history = [{(1, 2): 0.5, Thing(): 1}]
+    with pytest.raises(TypeError, match=r"cbs\['HistoryCB_0'\]\['history'\]\[0\] has a key of type test_che"):
+        learn.save(tmp_path / 'ck.pt')
+    cb_of(learn, HistoryCB).history = [torch.zeros(2).as_subclass(Tagged)]
+    with pytest.raises(TypeError, match=r"\['history'\]\[0\] is a test_checkpoint.Tagged"):
         learn.save(tmp_path / 'ck.pt')
     assert list(tmp_path.iterdir()) == []
+
+
+class Tagged(torch.Tensor):
+    """A tensor subclass, which weights_only loading refuses."""
+
+
+def test_what_loads_back_is_saved_though_the_walk_does_not_know_it(tmp_path):
+    """E.g. MultiStepLR's state holds a Counter; tuple keys and sets load too."""
+    learn = make_learner(cbs=[BatchSchedCB(partial(lr_scheduler.MultiStepLR, milestones=[2, 4])),
+                              HistoryCB([{(1, 2): 0.5}, {3, 4}])], epochs=1)
+    learn.save(tmp_path / 'ck.pt')
+    assert load_checkpoint(tmp_path / 'ck.pt')['cbs']['HistoryCB_0']['history'] == [{(1, 2): 0.5}, {3, 4}]
 
 
 def test_save_checks_the_state_without_loading_it(tmp_path, monkeypatch):
@@ -641,6 +657,7 @@ class Net(nn.Module):
         self.lin = nn.Linear(2, 2)
 
 
+@pytest.mark.filterwarnings('ignore:`torch.jit:FutureWarning', "ignore:'torch.load' received a zip file")
 @pytest.mark.parametrize('model', [nn.Linear(2, 2), Net()])
 def test_a_whole_saved_model_or_a_truncated_file_says_so(tmp_path, model):
     torch.save(model, tmp_path / 'model.pt')
@@ -655,6 +672,9 @@ def test_a_whole_saved_model_or_a_truncated_file_says_so(tmp_path, model):
     with pytest.raises(CheckpointError, match='not a readable torch checkpoint.*truncated or corrupt') as e:
         load_checkpoint(tmp_path / 'half.pt')
     assert 'not corrupt' not in str(e.value)
+    torch.jit.save(torch.jit.script(nn.Linear(2, 2)), tmp_path / 'ts.pt')
+    with pytest.raises(CheckpointError, match=r'a TorchScript archive.*torch.jit.load'):
+        load_checkpoint(tmp_path / 'ts.pt')
 
 
 def test_save_into_an_existing_folder_writes_its_checkpoint_pt(tmp_path):
