@@ -56,7 +56,7 @@ def monitored_value(learn: Learner, monitor: str) -> float | None:
     return row.get(monitor)
 
 
-def check_mode(monitor: str | None, mode: str | None, who: str) -> str | None:
+def check_mode(monitor: str | None, mode: str | None, who: str) -> str:
     """`mode` ('min' or 'max'); None gives 'min', for a loss (or no monitor). A `ValueError` for another value, or
     for None with a monitor that is not a loss: whether higher is better is the user's to say."""
     if mode is None and monitor is not None and not monitor.endswith('loss'):

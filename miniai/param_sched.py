@@ -14,11 +14,7 @@ from functools import partial
 from itertools import accumulate
 from typing import Any, Literal
 
-import torch
-from torch import nn
-from torch.optim import Optimizer
-
-from .learner import Callback, Learner
+from .learner import Callback, Learner, check_n_epochs
 from .schedulers import get_mom, set_mom, uses_momentum
 
 __all__ = ['Sched', 'annealer', 'sched_lin', 'sched_cos', 'sched_exp', 'sched_no', 'combine_scheds',
@@ -104,6 +100,7 @@ class ParamScheduler(Callback):
                 raise TypeError(f"ParamScheduler: the schedule for {name!r} must be a function of pos (e.g. "
                                 f"sched_cos(1e-3, 1e-2)) or a list of them, one per param group; got {fs!r}")
         self.scheds, self.endpoint = scheds, endpoint
+        self.hps: dict[str, list[float]] = {name: [] for name in scheds}
 
     def before_fit(self, learn: Learner) -> None:
         pgs = learn.opt.param_groups
@@ -119,7 +116,7 @@ class ParamScheduler(Callback):
                                      f"hyperparameter {name!r} ('mom' means `momentum` or `betas`); "
                                      f"it has {keys}")
             self._fs[name] = fs if isinstance(fs, (list, tuple)) else [fs] * len(pgs)
-        self.hps: dict[str, list[float]] = {name: [] for name in self.scheds}
+        self.hps = {name: [] for name in self.scheds}
 
     def state_dict(self) -> dict[str, Any]:
         """The recorded values, for checkpoints (the position itself is the Learner's `train_iter`)."""
@@ -158,28 +155,33 @@ def _one_cycle(lr_max: float | Sequence[float], div: float, div_final: float, pc
     return scheds
 
 
-def _probe_opt(learn: Learner) -> Optimizer:
-    """`learn.opt`, else a throwaway optimizer from `learn.opt_func` over dummy parameters in the splitter's
-    groups: its hyperparameters are those `create_opt` would give, without building it (no side effect)."""
-    if learn.opt is not None:
-        return learn.opt
-    def dummy() -> list[nn.Parameter]: return [nn.Parameter(torch.zeros(1))]
-    groups = list(learn.splitter(learn.model)) if learn.splitter else []
-    return learn.opt_func([{**g, 'params': dummy()} for g in groups if isinstance(g, dict)] or dummy(), lr=learn.lr)
-
-
-def _cycled_mom(learn: Learner, resume: Any) -> bool | None:
-    """Whether the `ParamScheduler` of checkpoint `resume` (that `fit_one_cycle` would resume) cycled momentum;
+def _saved_hps(learn: Learner, resume: Any) -> dict[str, list[float]] | None:
+    """The values that the `ParamScheduler` of checkpoint `resume` (the one `fit_one_cycle` would resume) recorded;
     None without a resume, or when the checkpoint holds no such state."""
     if resume is None:
         return None
     from .checkpoint import load_checkpoint
     key = f"ParamScheduler_{sum(type(cb).__name__ == 'ParamScheduler' for cb in learn.cbs)}"
     sd = load_checkpoint(resume)['cbs'].get(key)
-    return None if sd is None else 'mom' in sd['hps']
+    return None if sd is None else sd['hps']
 
 
 _MOMS = (0.95, 0.85, 0.95)
+
+
+def _resumed_moms(moms: tuple[float, float, float] | Literal['auto'] | None,
+                  hps: dict[str, list[float]]) -> tuple[float, float, float] | None:
+    """`moms` for resuming a run whose `ParamScheduler` recorded `hps` ('auto': as that run did); raises if they
+    would schedule momentum otherwise than it did."""
+    saved = hps.get('mom', [None])[0] if 'mom' in hps else None
+    if moms == 'auto':
+        moms = _MOMS if 'mom' in hps else None
+    if ('mom' in hps) != (moms is not None) or (saved is not None and not math.isclose(saved, moms[0])):
+        did = f'cycled momentum from {saved}' if saved is not None else 'did not cycle momentum'
+        fix = f"the moms it was given (moms='auto' for the default {_MOMS})" if 'mom' in hps else 'moms=None'
+        raise ValueError(f'fit_one_cycle(..., resume=...): moms={moms!r}, but the run in the checkpoint {did}: '
+                         f'resume with {fix}')
+    return moms
 
 
 def fit_one_cycle(learn: Learner, n_epochs: int, lr_max: float | Sequence[float], div: float = 25.,
@@ -191,26 +193,26 @@ def fit_one_cycle(learn: Learner, n_epochs: int, lr_max: float | Sequence[float]
     The lr rises (cosine) from `lr_max/div` to `lr_max` over `pct_start` of the batches, then anneals to
     `lr_max/div_final`; momentum goes the opposite way through `moms` (`None` leaves it alone; 'auto' is
     (0.95, 0.85, 0.95) if the optimizer uses momentum (`uses_momentum`), else `None`). `lr_max` may be a list,
-    one per param group. `kwargs` go to `learn.fit`. Builds no optimizer itself (`fit` does, once it has checked
-    its arguments). With `resume=path`, 'auto' cycles momentum if the checkpoint's run did (its optimizer state,
-    momentum included, is loaded); a run given other `moms` resumes with them.
+    one per param group. `kwargs` go to `learn.fit`. With `resume=path`, momentum is scheduled as the checkpoint's
+    run did ('auto' for the default moms), or the call is refused.
     """
+    check_n_epochs(n_epochs)
     if not 0 < pct_start < 1:
         raise ValueError(f"fit_one_cycle: pct_start is the fraction of training spent warming up, in (0, 1); "
                          f"got {pct_start!r}")
-    if (cycled := _cycled_mom(learn, kwargs.get('resume'))) is not None:  # the checkpoint's optimizer state
-        if moms == 'auto':  # (its momentum) is loaded: go on as its run did
-            moms = _MOMS if cycled else None
-        elif cycled != (moms is not None):
-            fix = f"moms='auto' (the default {_MOMS}) or the moms=(...) it was given" if cycled else 'moms=None'
-            raise ValueError(f"fit_one_cycle(..., resume=...): moms={moms!r}, but the run in the checkpoint "
-                             f"{'cycled' if cycled else 'did not cycle'} momentum: resume with {fix}")
-    elif moms == 'auto':
-        moms = _MOMS if uses_momentum(_probe_opt(learn)) else None
-    elif moms is not None and not uses_momentum(opt := _probe_opt(learn)):
-        raise ValueError(f"fit_one_cycle: moms={moms!r} cycles momentum, but this {type(opt).__name__} does not use "
-                         "any (its momentum or beta1 is 0, or it has none): leave moms out, or use an optimizer with "
-                         "momentum, e.g. opt_func=partial(optim.SGD, momentum=0.9)")
+    if (hps := _saved_hps(learn, kwargs.get('resume'))) is not None:
+        moms = _resumed_moms(moms, hps)
+    elif moms is not None:
+        fresh = learn.opt is None
+        opt = learn.create_opt() if fresh else learn.opt  # the optimizer the fit will use decides
+        if moms == 'auto':
+            moms = _MOMS if uses_momentum(opt) else None
+        elif not uses_momentum(opt):
+            if fresh:
+                learn.opt = None  # a refused call builds nothing
+            raise ValueError(f"fit_one_cycle: moms={moms!r} cycles momentum, but this {type(opt).__name__} does not "
+                             "use any (its momentum or beta1 is 0, or it has none): leave moms out, or use an "
+                             "optimizer with momentum, e.g. opt_func=partial(optim.SGD, momentum=0.9)")
     sched = ParamScheduler(_one_cycle(lr_max, div, div_final, pct_start, moms))
     learn.fit(n_epochs, cbs=[sched, *(cbs or ())], **kwargs)
     return sched

@@ -95,20 +95,20 @@ class EpochSchedCB(BaseSchedCB):
         return schedo.mode if isinstance(schedo, ReduceLROnPlateau) else None
 
     def state_dict(self) -> dict[str, Any]:
-        """The scheduler's state with the monitor and mode it stepped with (a resume with others is refused)."""
+        """The scheduler's state (a plateau's holds its mode) with the monitor it stepped with."""
         sd = super().state_dict()
-        return {**sd, 'monitor': self.monitor, 'mode': self.mode} if hasattr(self, 'schedo') else sd
+        return {**sd, 'monitor': self.monitor} if hasattr(self, 'schedo') else sd
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         """Refuses a state saved with another monitor, or another plateau mode (checked once a fit has built the
-        scheduler; `learn.load` before any fit checks the monitor only); states from before they were kept pass."""
-        own = (self.monitor, self.mode)
-        saved = (sd.get('monitor', own[0]), sd.get('mode', own[1]) if own[1] is not None else None)
-        if saved != own:
+        scheduler: `learn.load` before any fit checks the monitor only); states from before the monitor was kept
+        pass."""
+        saved = (sd.get('monitor', self.monitor), sd.get('sched', {}).get('mode'))
+        if saved[0] != self.monitor or None not in (saved[1], self.mode) and saved[1] != self.mode:
             raise ValueError(f"EpochSchedCB: the checkpoint's EpochSchedCB stepped with monitor={saved[0]!r}, "
-                             f'mode={saved[1]!r}; this one with monitor={own[0]!r}, mode={own[1]!r}. Its scheduler '
-                             "state (best, bad epochs) is another value's: build it with the monitor and mode of "
-                             'the run that saved the checkpoint.')
+                             f'mode={saved[1]!r}; this one with monitor={self.monitor!r}, mode={self.mode!r}. Its '
+                             "scheduler state (best, bad epochs) is another value's: build it with the monitor and "
+                             'mode of the run that saved the checkpoint.')
         super().load_state_dict(sd)
 
     def check_sched(self, learn: Learner, schedo: Any) -> None:
@@ -121,6 +121,10 @@ class EpochSchedCB(BaseSchedCB):
                              f'{type(schedo).__name__} steps without a value: leave monitor out')
         if self.monitor is not None:
             check_monitor(learn, self.monitor, 'EpochSchedCB')
+        if plateau and not self.monitor.endswith('loss') and 'mode' not in getattr(self.sched, 'keywords', {'mode'}):
+            raise ValueError(f"EpochSchedCB(monitor={self.monitor!r}): say which way is better, e.g. "
+                             "partial(ReduceLROnPlateau, mode='max') if higher is (accuracy); only for a loss is "
+                             "ReduceLROnPlateau's default, mode='min', taken as meant.")
 
     def n_steps(self, learn: Learner) -> int:
         return learn.n_epochs

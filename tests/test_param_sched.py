@@ -246,11 +246,20 @@ def test_fit_one_cycle_resumes_a_plain_sgd_run_as_it_was_scheduled(tmp_path, cyc
     full_learn.fit(3, cbs=[full])
     make_learner(optim.SGD).fit(3, cbs=[ParamScheduler(scheds()), CheckpointCB(tmp_path), StopAfter(1)])
     saved = set(load_checkpoint(tmp_path)['cbs']['ParamScheduler_0']['hps'])
-    fix = r"moms='auto' \(the default" if cycled else 'moms=None'
-    with pytest.raises(ValueError, match=f'run in the checkpoint .* momentum: resume with {fix}'):
+    fix = r"the moms it was given \(moms='auto' for the default" if cycled else 'moms=None'
+    with pytest.raises(ValueError, match=f'run in the checkpoint .* momentum.*: resume with {fix}'):
         fit_one_cycle(make_learner(optim.SGD), 3, 0.1, moms=(0.9, 0.8, 0.9) if not cycled else None, resume=tmp_path)
     learn = make_learner(optim.SGD)
     resumed = fit_one_cycle(learn, 3, 0.1, cbs=[CheckpointCB(tmp_path)], resume=tmp_path)
     assert set(resumed.hps) == saved == ({'lr', 'mom'} if cycled else {'lr'})
     assert resumed.hps == full.hps and len(full.hps['lr']) == 15
     assert torch.equal(learn.model[0].weight, full_learn.model[0].weight)
+
+
+def test_fit_one_cycle_decides_momentum_on_the_optimizer_the_fit_uses(tmp_path):
+    weights_only = lambda ps, lr: SGD([p for p in ps if p.ndim > 1], lr=lr, momentum=0.9)  # needs real params
+    learn = make_learner(weights_only)
+    sched = fit_one_cycle(learn, 1, 0.1, cbs=[CheckpointCB(tmp_path), StopAfter(0)])
+    assert sched.hps['mom'][0] == 0.95 and len(learn.opt.param_groups[0]['params']) == 2
+    with pytest.raises(ValueError, match=r"cycled momentum from 0.95: resume with the moms it was given"):
+        fit_one_cycle(make_learner(weights_only), 2, 0.1, moms=(0.9, 0.8, 0.9), resume=tmp_path)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn, optim
 from torch.optim.lr_scheduler import ReduceLROnPlateau, StepLR
 from torch.utils.data import DataLoader, TensorDataset
+from torcheval.metrics import MulticlassAccuracy
 
 from miniai.checkpoint import CheckpointCB
 from miniai.learner import Callback, CancelEpochException, CancelFitException, TrainLearner
@@ -143,8 +144,17 @@ def test_plateau_state_keeps_its_monitor_and_mode_and_old_states_load():
     cb = EpochSchedCB(PLATEAU, monitor='valid_loss')
     make_learner([cb, MetricsCB()]).fit(1)
     sd = cb.state_dict()
-    assert (sd['monitor'], sd['mode']) == ('valid_loss', 'min')
-    old = {'sched': {**sd['sched'], 'best': -1.}}  # saved before the monitor and mode were kept
+    assert (sd['monitor'], sd['sched']['mode']) == ('valid_loss', 'min')
+    old = {'sched': {**sd['sched'], 'best': -1.}}  # saved before the monitor was kept
     cb.load_state_dict(old)
     assert cb.schedo.best == -1.
     EpochSchedCB(PLATEAU, monitor='train_loss').load_state_dict(old)
+    with pytest.raises(ValueError, match=r"mode='max'; this one with monitor='valid_loss', mode='min'"):
+        cb.load_state_dict({'sched': {**sd['sched'], 'mode': 'max'}})  # an old state of another mode
+
+
+def test_plateau_on_a_metric_needs_its_mode():
+    with pytest.raises(ValueError, match=r"EpochSchedCB\(monitor='accuracy'\): say which way is better"):
+        make_learner([EpochSchedCB(PLATEAU, monitor='accuracy'), MetricsCB(accuracy=MulticlassAccuracy())]).fit(1)
+    make_learner([EpochSchedCB(partial(PLATEAU, mode='max'), monitor='accuracy'),
+                  MetricsCB(accuracy=MulticlassAccuracy())]).fit(1)
