@@ -167,10 +167,10 @@ def checked_device(name: str | None, command: str = 'fit', saved_in: str | None 
     count = (torch.cuda.device_count() if device.type == 'cuda' else
              int(torch.backends.mps.is_available()) if device.type == 'mps' else 1)
     if (device.index or 0) >= count:
+        own = resumed and json.loads((Path(resumed) / 'args.json').read_text()).get('device')  # None: the best
         fix = (f'the run in {saved_in} was saved with --device {name}: resume it with --device cpu (or another '
                'device this machine has)' if saved_in else
-               f'leave --device out to resume on the device saved in {Path(resumed) / "args.json"}, or pass '
-               '--device cpu' if resumed else
+               f"leave --device out to resume on the run's own device, {own}, or pass --device cpu" if own else
                'leave --device out to use the best device there is, or pass --device cpu')
         raise SystemExit(f'miniai {command}: --device {name}, but torch sees {count} {device.type} device(s) here; '
                          f'{fix}.')
@@ -182,7 +182,7 @@ def new_run_dir(distributed: bool = False, prefix: str = '') -> Path:
     `distributed`, every process gets its name."""
     out = None
     if is_main_process():
-        base = Path('runs') / time.strftime(f'{prefix}%Y%m%d-%H%M%S')
+        base = Path('runs') / (prefix + time.strftime('%Y%m%d-%H%M%S'))
         base.parent.mkdir(parents=True, exist_ok=True)
         for i in itertools.count(1):
             out = base.with_name(base.name + (f'-{i}' if i > 1 else ''))
@@ -198,9 +198,12 @@ def new_run_dir(distributed: bool = False, prefix: str = '') -> Path:
 def fit_or_exit(learn: Learner, args: argparse.Namespace, ckpt: Path) -> None:
     """`learn.fit` for `miniai fit`: a NaN loss or Ctrl-C ends the command with a message (and exit code 130
     for Ctrl-C); a Ctrl-C at a batch end saves the checkpoint, one mid-batch keeps the last one."""
-    from .checkpoint import FitInterrupted
+    from .checkpoint import FitInterrupted, load_checkpoint
     from .guards import NonFiniteLossError
     resume = f'continue with: miniai fit --resume {ckpt.parent}'
+    if args.resume and load_checkpoint(ckpt).get('should_stop'):
+        raise SystemExit(f'miniai fit --resume {ckpt.parent}: that run stopped early (--patience {args.patience}), '
+                         'so it has nothing left to train. To train longer, start a new run.')
     try:
         learn.fit(args.epochs, resume=ckpt if args.resume else None)
     except NonFiniteLossError as e:
@@ -279,8 +282,11 @@ def fit_command(args: argparse.Namespace) -> dict:
         save_curves(out / 'curves.png', progress.losses, [r['valid_loss'] for r in rows], len(dls.train),
                     rec.recs)
         torch.save(learn.model.state_dict(), out / 'model.pt')
-        stopped = (f'stopped early after epoch {rows[-1]["epoch"]} (--patience {args.patience}); the best valid loss '
-                   f'{best.best:.4f} is in {best.best_path.name}. ' if learn.should_stop else '')
+        stopped = (f'stopped early after epoch {rows[-1]["epoch"]} (--patience {args.patience}). '
+                   if learn.should_stop and rows[-1]['epoch'] < args.epochs - 1 else '')
+        if args.patience and best.best is not None:
+            stopped += f'The best valid loss, {best.best:.4f}, is in {best.best_path.name}. '
+
         print(f"{stopped}valid accuracy {rows[-1]['accuracy']:.4f}; "
               f"wrote metrics.json, curves.png, model.pt, checkpoint.pt and args.json to {out}")
     return {'out': out, 'rows': rows, 'learn': learn}

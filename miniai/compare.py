@@ -277,8 +277,8 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
         if v < 1:
             raise SystemExit(f'miniai compare: {flag} must be at least 1 (got {v}).')
     device = checked_device(args.device, 'compare')
-    out = Path(args.out).expanduser() if args.out else new_run_dir(prefix='compare-')
-    if (out / 'compare.csv').exists():
+    out = Path(args.out).expanduser() if args.out else None
+    if out is not None and (out / 'compare.csv').exists():
         raise SystemExit(f'miniai compare: {out} already holds a comparison (compare.csv); give another --out.')
 
     # Read and normalise once; every run gets fresh loaders over the same tensors (shuffled from its seed).
@@ -297,11 +297,14 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
         return [DeviceCB(device), *augment]
 
     opts = {names[o.lower()]: COMPARE_OPTS[names[o.lower()]] for o in picked}
+    out = out or new_run_dir(prefix='compare-')  # made once the data is read
     try:
         rows = compare_optimizers(vanilla_cnn, dls_fn, opts, epochs=args.epochs, seeds=seeds, out=out,
                                   cbs_fn=cbs_fn)
     except KeyboardInterrupt:
         done = out / 'compare.csv'
+        if not done.is_file() and not any(out.iterdir()):
+            out.rmdir()
         print('Interrupted: ' + (f'the runs that finished are in {done} and compare.png' if done.is_file()
                                  else 'no run had finished, nothing was written'))
         raise SystemExit(130) from None

@@ -7,7 +7,6 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from itertools import chain
 
 import numpy as np
 import torch
@@ -33,24 +32,33 @@ def _set_loader_state(dl, sd, gens, epoch) -> None:
         dl.epoch = epoch
 
 
-def _restore_all(steps: Iterable[Callable[[], object]]) -> None:
-    """Runs every step, also after one raises; then raises the first error, with the others as notes on it."""
+def _restore_all(steps: Iterable[Callable[[], object]], error: BaseException | None = None) -> None:
+    """Runs every step, also after one raises. Their errors become notes on `error` (the block's, being raised);
+    without one, the first is raised with the others as notes on it."""
     errors = []
     for step in steps:
         try:
             step()
-        except Exception as e:  # the other steps still run; raised below
+        except Exception as e:  # the other steps still run
             errors.append(e)
-    if errors:
-        for e in errors[1:]:
-            errors[0].add_note(f'no_trace: restoring also failed with {e!r}')
-        raise errors[0]
+    target = error or (errors[0] if errors else None)
+    for e in errors[error is None:]:
+        target.add_note(f'no_trace: restoring also failed with {e!r}')
+    if error is None and errors:
+        raise target
 
 
 def _put_buffer(model: torch.nn.Module, key: str, b: torch.Tensor) -> None:
     """Puts the buffer object `b` back under its dotted `key`, whatever the block assigned there."""
     mod, _, name = key.rpartition('.')
     model.get_submodule(mod)._buffers[name] = b
+
+
+def _put_param(model: torch.nn.Module, key: str, p: torch.nn.Parameter, data: torch.Tensor) -> None:
+    """Puts the parameter object `p` back under its dotted `key`, with its own `data` (its device, dtype, shape)."""
+    mod, _, name = key.rpartition('.')
+    model.get_submodule(mod)._parameters[name] = p
+    p.data = data
 
 
 def _copy_buffer(model: torch.nn.Module, key: str, b: torch.Tensor) -> None:
@@ -102,15 +110,16 @@ def _restore_rngs(rngs: tuple) -> None:
 def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterable = ()) -> Iterator[None]:
     """Takes the callbacks for which `paused(cb)` is true off `learn` for the block; afterwards puts back the
     callbacks (in their order, with the state of those that ran), weights, buffers (non-persistent ones too),
-    gradients, training modes, device, optimizer, the Learner's attributes, the positions of its loaders and of
-    `loaders`, and the RNGs, also if the block raises."""
+    gradients, training modes, device and dtype, optimizer, the Learner's attributes, the positions of its loaders
+    and of `loaders`, and the RNGs, also if the block raises."""
     model, opt, cbs, attrs = learn.model, learn.opt, list(learn.cbs), dict(vars(learn))
     weights = {k: v.clone() for k, v in model.state_dict().items()}
-    objs = list(model.named_buffers(remove_duplicate=False))  # put back as they are: the block may replace them
+    # The parameter and buffer objects, put back as they are (the block may replace or move them), then the values.
+    params = [(k, p, p.data) for k, p in model.named_parameters(remove_duplicate=False)]
+    objs = list(model.named_buffers(remove_duplicate=False))
     bufs = {k: b.clone() for k, b in objs if k not in weights}  # non-persistent ones' values
     grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     modes = [m.training for m in model.modules()]
-    devices = {t.device for t in chain(model.parameters(), model.buffers())}
     opt_sd = None if opt is None else copy.deepcopy(opt.state_dict())
     own = [dl for k in ('train', 'valid') if (dl := getattr(learn.dls, k, None)) is not None]
     loaders = [_loader_state(dl) for dl in {id(dl): dl for dl in (*own, *loaders)}.values()]
@@ -121,16 +130,18 @@ def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterab
         if paused(cb):
             learn.remove_cb(cb)
     running = [(cb, copy.deepcopy(cb.state_dict())) for cb in learn.cbs if callable(getattr(cb, 'state_dict', None))]
+    steps = [partial(_restore_cbs, learn, cbs, running),
+             *(partial(_put_param, model, k, p, d) for k, p, d in params),
+             *(partial(_put_buffer, model, k, b) for k, b in objs),
+             partial(model.load_state_dict, weights),
+             *(partial(_copy_buffer, model, k, b) for k, b in bufs.items()),
+             partial(_restore_model, model, grads, modes), partial(_restore_opt, opt, opt_sd),
+             partial(_restore_attrs, learn, attrs),
+             *(partial(_set_loader_state, *state) for state in loaders),
+             partial(_restore_rngs, rngs)]
     try:
         yield
-    finally:
-        _restore_all(chain(
-            [partial(_restore_cbs, learn, cbs, running)],
-            [partial(_put_buffer, model, k, b) for k, b in objs],  # the tensors themselves, even if reshaped
-            [partial(model.to, *devices)] if len(devices) == 1 else [],
-            [partial(model.load_state_dict, weights)],
-            [partial(_copy_buffer, model, k, b) for k, b in bufs.items()],
-            [partial(_restore_model, model, grads, modes), partial(_restore_opt, opt, opt_sd)],
-            [partial(_restore_attrs, learn, attrs)],
-            [partial(_set_loader_state, *state) for state in loaders],
-            [partial(_restore_rngs, rngs)]))
+    except BaseException as e:
+        _restore_all(steps, e)  # the block's error goes on, with any failure to restore as a note
+        raise
+    _restore_all(steps)

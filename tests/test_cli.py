@@ -64,7 +64,11 @@ def test_patience_stops_early_and_keeps_the_best_checkpoint(tiny_fmnist, tmp_pat
     args, res = fit(tiny_fmnist, '--epochs', '5', '--patience', '2', '--out', str(tmp_path / 'run'))
     assert [r['epoch'] for r in res['rows']] == [0, 1, 2]
     assert (tmp_path / 'run' / 'checkpoint_best.pt').is_file()
-    assert 'stopped early after epoch 2 (--patience 2)' in capsys.readouterr().out
+    assert 'stopped early after epoch 2 (--patience 2). The best valid loss' in capsys.readouterr().out
+    _, res = fit(tiny_fmnist, '--epochs', '3', '--patience', '2', '--out', str(tmp_path / 'last'))
+    assert len(res['rows']) == 3 and 'stopped early' not in capsys.readouterr().out  # it stopped after the last one
+    with pytest.raises(SystemExit, match='that run stopped early .--patience 2., so it has nothing left to train'):
+        main(['fit', '--resume', str(tmp_path / 'run')])
     with pytest.raises(SystemExit, match='--patience must be at least 1'):
         fit(tiny_fmnist, '--patience', '0')
 
@@ -113,9 +117,9 @@ def test_resuming_on_a_machine_without_the_saved_device_says_to_pass_one(tmp_pat
 def test_resuming_with_a_missing_device_given_says_leaving_it_out_uses_the_saved_one(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 0)
-    (tmp_path / 'args.json').write_text(json.dumps({'device': 'cpu'}))
     (tmp_path / 'checkpoint.pt').write_bytes(b'')
-    with pytest.raises(SystemExit, match=re.escape(
-            f'--device cuda, but torch sees 0 cuda device(s) here; leave --device out to resume on the device saved '
-            f'in {tmp_path / "args.json"}, or pass --device cpu.')):
-        main(['fit', '--resume', str(tmp_path), '--device', 'cuda'])
+    for saved, fix in (('cpu', "resume on the run's own device, cpu,"), (None, 'use the best device there is,')):
+        (tmp_path / 'args.json').write_text(json.dumps({'device': saved}))
+        with pytest.raises(SystemExit, match=re.escape(f'--device cuda, but torch sees 0 cuda device(s) here; leave '
+                                                       f'--device out to {fix} or pass --device cpu.')):
+            main(['fit', '--resume', str(tmp_path), '--device', 'cuda'])
