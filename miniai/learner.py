@@ -43,7 +43,7 @@ import math
 import os
 import random
 import warnings
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from functools import wraps
 from itertools import islice, repeat
@@ -154,8 +154,8 @@ def _copy_state(x: Any) -> Any:
     """A deep copy of a callback's state; tensors detached (a tensor of the autograd graph cannot be deep-copied)."""
     if isinstance(x, torch.Tensor):
         return x.detach().clone()
-    if type(x) is dict:
-        return {k: _copy_state(v) for k, v in x.items()}
+    if type(x) in (dict, OrderedDict):
+        return type(x)((k, _copy_state(v)) for k, v in x.items())
     if type(x) in (list, tuple):
         return type(x)(map(_copy_state, x))
     return copy.deepcopy(x)
@@ -322,14 +322,18 @@ class Learner:
         if lr is not None:
             check_lr(lr, who='create_opt')
             self.lr = lr
-        groups = list(self.splitter(self.model) if self.splitter else self.model.parameters())
-        # The lrs the splitter gave its groups, which every fit keeps (None: the group takes the fit's lr); read
-        # before the optimizer fills in its defaults in these dicts.
-        own = [g.get('lr') if isinstance(g, dict) else None for g in groups]
-        self.opt = self.opt_func(groups, lr=self.lr)
-        n = len(self.opt.param_groups)
-        self._own_lrs = (self.opt, own if len(own) == n else [None] * n)
+        self.opt, own = self.new_opt()
+        self._own_lrs = (self.opt, own)
         return self.opt
+
+    def new_opt(self) -> tuple[optim.Optimizer, list[float | None]]:
+        """A new optimizer as `create_opt` builds it, not set on the Learner, and the lrs the `splitter` gave its
+        param groups, which every fit keeps (None: the group takes the fit's lr)."""
+        groups = list(self.splitter(self.model) if self.splitter else self.model.parameters())
+        own = [g.get('lr') if isinstance(g, dict) else None for g in groups]  # before the optimizer fills them in
+        opt = self.opt_func(groups, lr=self.lr)
+        n = len(opt.param_groups)
+        return opt, own if len(own) == n else [None] * n
 
     def _set_lrs(self, lr: float | None) -> None:
         """Start a fit at `lr` (None: `self.lr`) in every param group but those the splitter gave an lr of their
@@ -407,7 +411,12 @@ class Learner:
         """A function putting back what starting a fit changes (callbacks' attributes and states, the optimizer's
         param groups, the counters), for a resume refused after `before_fit`; it runs after `cleanup_fit`."""
         attrs = [(d, dict(d)) for cb in self.cbs if (d := getattr(cb, '__dict__', None)) is not None]
-        states = [(cb, _copy_state(cb.state_dict())) for cb in self._stateful_cbs().values()]
+        states = []
+        for cb in self._stateful_cbs().values():
+            try:
+                states.append((cb, _copy_state(cb.state_dict())))
+            except Exception:  # e.g. a state that `before_fit` sets up: the attributes above cover it
+                pass
         pgs = self.opt.param_groups if self.opt else []
         groups = [(pg, dict(pg)) for pg in pgs]
         counters = {k: getattr(self, k) for k in ('phases', 'n_epochs', 'n_iter', 'train_iter', 'should_stop')}

@@ -101,6 +101,11 @@ class ParamScheduler(Callback):
                                 f"sched_cos(1e-3, 1e-2)) or a list of them, one per param group; got {fs!r}")
         self.scheds, self.endpoint = scheds, endpoint
         self.hps: dict[str, list[float]] = {name: [] for name in scheds}
+        self._n_iter: int | None = None  # this fit's training batches, while it runs
+
+    def _pos(self, i: int, n: int) -> float:
+        """Where training batch `i` of `n` sits in the schedules."""
+        return i / max(n - 1, 1) if self.endpoint else i / n if n else 0.
 
     def before_fit(self, learn: Learner) -> None:
         pgs = learn.opt.param_groups
@@ -117,6 +122,9 @@ class ParamScheduler(Callback):
                                      f"it has {keys}")
             self._fs[name] = fs if isinstance(fs, (list, tuple)) else [fs] * len(pgs)
         self.hps = {name: [] for name in self.scheds}
+        self._n_iter = learn.n_iter
+
+    def cleanup_fit(self, learn: Learner) -> None: self._n_iter = None
 
     def state_dict(self) -> dict[str, Any]:
         """The recorded values, for checkpoints (the position itself is the Learner's `train_iter`)."""
@@ -126,12 +134,24 @@ class ParamScheduler(Callback):
         if set(sd['hps']) != set(self.scheds):
             raise ValueError(f"ParamScheduler: the saved state schedules {sorted(sd['hps'])} but this one schedules "
                              f"{sorted(self.scheds)}: resume with a ParamScheduler of the same hyperparameters")
+        if self._n_iter is not None:  # resuming: the saved values must be this fit's schedules' own
+            self._check_saved(sd['hps'])
         self.hps = {k: list(v) for k, v in sd['hps'].items()}
+
+    def _check_saved(self, hps: dict[str, list[float]]) -> None:
+        for name, vals in hps.items():
+            f = self._fs[name][-1]  # `hps` holds the last group's values
+            for i, v in enumerate(vals):
+                if not math.isclose(v, own := f(self._pos(i, self._n_iter)), rel_tol=1e-9, abs_tol=1e-12):
+                    raise ValueError(f'ParamScheduler: the saved run set {name} to {v:.6g} at training batch {i}, '
+                                     f'where this fit\'s schedule gives {own:.6g}: resume with the schedules and '
+                                     'n_epochs of the run that saved the checkpoint (for fit_one_cycle: the same '
+                                     'lr_max, div, div_final, pct_start and moms).')
 
     def before_batch(self, learn: Learner) -> None:
         if not learn.training:
             return
-        pos = learn.train_iter / max(learn.n_iter - 1, 1) if self.endpoint else learn.pct_train
+        pos = self._pos(learn.train_iter, learn.n_iter)
         for name, fs in self._fs.items():
             for pg, f in zip(learn.opt.param_groups, fs, strict=True):
                 v = f(pos)
@@ -172,15 +192,14 @@ _MOMS = (0.95, 0.85, 0.95)
 def _resumed_moms(moms: tuple[float, float, float] | Literal['auto'] | None,
                   hps: dict[str, list[float]]) -> tuple[float, float, float] | None:
     """`moms` for resuming a run whose `ParamScheduler` recorded `hps` ('auto': as that run did); raises if they
-    would schedule momentum otherwise than it did."""
-    saved = hps.get('mom', [None])[0] if 'mom' in hps else None
+    would schedule momentum where it did not, or not where it did (the values are checked by `ParamScheduler`)."""
     if moms == 'auto':
-        moms = _MOMS if 'mom' in hps else None
-    if ('mom' in hps) != (moms is not None) or (saved is not None and not math.isclose(saved, moms[0])):
-        did = f'cycled momentum from {saved}' if saved is not None else 'did not cycle momentum'
-        fix = f"the moms it was given (moms='auto' for the default {_MOMS})" if 'mom' in hps else 'moms=None'
-        raise ValueError(f'fit_one_cycle(..., resume=...): moms={moms!r}, but the run in the checkpoint {did}: '
-                         f'resume with {fix}')
+        return _MOMS if 'mom' in hps else None
+    if ('mom' in hps) != (moms is not None):
+        did, fix = (('cycled', f"the moms it was given (moms='auto' for the default {_MOMS})") if 'mom' in hps
+                    else ('did not cycle', 'moms=None'))
+        raise ValueError(f'fit_one_cycle(..., resume=...): moms={moms!r}, but the run in the checkpoint {did} '
+                         f'momentum: resume with {fix}')
     return moms
 
 
@@ -203,13 +222,10 @@ def fit_one_cycle(learn: Learner, n_epochs: int, lr_max: float | Sequence[float]
     if (hps := _saved_hps(learn, kwargs.get('resume'))) is not None:
         moms = _resumed_moms(moms, hps)
     elif moms is not None:
-        fresh = learn.opt is None
-        opt = learn.create_opt() if fresh else learn.opt  # the optimizer the fit will use decides
+        opt = learn.opt if learn.opt is not None else learn.new_opt()[0]  # (as) the optimizer the fit will use
         if moms == 'auto':
             moms = _MOMS if uses_momentum(opt) else None
         elif not uses_momentum(opt):
-            if fresh:
-                learn.opt = None  # a refused call builds nothing
             raise ValueError(f"fit_one_cycle: moms={moms!r} cycles momentum, but this {type(opt).__name__} does not "
                              "use any (its momentum or beta1 is 0, or it has none): leave moms out, or use an "
                              "optimizer with momentum, e.g. opt_func=partial(optim.SGD, momentum=0.9)")

@@ -259,7 +259,25 @@ def test_fit_one_cycle_resumes_a_plain_sgd_run_as_it_was_scheduled(tmp_path, cyc
 def test_fit_one_cycle_decides_momentum_on_the_optimizer_the_fit_uses(tmp_path):
     weights_only = lambda ps, lr: SGD([p for p in ps if p.ndim > 1], lr=lr, momentum=0.9)  # needs real params
     learn = make_learner(weights_only)
-    sched = fit_one_cycle(learn, 1, 0.1, cbs=[CheckpointCB(tmp_path), StopAfter(0)])
+    sched = fit_one_cycle(learn, 2, 0.1, cbs=[CheckpointCB(tmp_path), StopAfter(0)])
     assert sched.hps['mom'][0] == 0.95 and len(learn.opt.param_groups[0]['params']) == 2
-    with pytest.raises(ValueError, match=r"cycled momentum from 0.95: resume with the moms it was given"):
-        fit_one_cycle(make_learner(weights_only), 2, 0.1, moms=(0.9, 0.8, 0.9), resume=tmp_path)
+    fresh = make_learner()
+    with pytest.raises(ValueError, match='would run nothing'):
+        fit_one_cycle(fresh, 1, 0.1, train=False, valid=False)
+    assert fresh.opt is None  # a refused call builds no optimizer
+
+
+@pytest.mark.filterwarnings('ignore:Checkpoint. callback states without a matching callback')
+@pytest.mark.parametrize('kw, msg', [
+    (dict(moms=(0.9, 0.8, 0.9)), 'set mom to 0.95 at training batch 0, where this fit.s schedule gives 0.9:'),
+    (dict(lr_max=0.2), 'set lr to 0.004 at training batch 0, where this fit.s schedule gives 0.008:'),
+    (dict(n_epochs=3), r'set lr to 0.\d+ at training batch 1, where'),
+])
+def test_a_resume_with_another_schedule_is_refused(tmp_path, kw, msg):
+    fit_one_cycle(make_learner(), 2, 0.1, cbs=[CheckpointCB(tmp_path), StopAfter(0)])
+    learn = make_learner()
+    with pytest.raises(ValueError, match=f'ParamScheduler: the saved run {msg}'):
+        fit_one_cycle(learn, **{'n_epochs': 2, 'lr_max': 0.1, **kw}, resume=tmp_path)
+    assert learn.epoch == 0  # nothing restored
+    fit_one_cycle(learn, 2, 0.1, resume=tmp_path)
+    assert learn.epoch == 1

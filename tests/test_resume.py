@@ -150,3 +150,18 @@ def test_a_compiled_models_checkpoint_loads_into_the_plain_model(tmp_path):
     learn.save(tmp_path / 'ck.pt')
     other = TrainLearner(model(), shuffled(), F.cross_entropy).load(tmp_path / 'ck.pt')
     assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), other.model.parameters(), strict=True))
+
+
+class CountsBatches(Callback):
+    """Sets its state up in before_fit: it has none before the first fit."""
+    def before_fit(self, learn): self.n = 0
+    def after_batch(self, learn): self.n += 1
+    def state_dict(self): return {'n': self.n}
+    def load_state_dict(self, sd): self.n = sd['n']
+
+
+def test_a_callback_whose_state_starts_in_before_fit_resumes(tmp_path):
+    make = lambda dls: TrainLearner(model(), dls, F.cross_entropy, lr=0.05, cbs=[CountsBatches()])
+    run(make, shuffled, tmp_path / 'ck.pt', stop=2)
+    learn = run(make, shuffled, tmp_path / 'ck.pt')
+    assert learn.cbs[0].n == 3 * 4 + 3 * 2  # the 2 saved training batches, the rest, and the validation batches
