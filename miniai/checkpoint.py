@@ -45,6 +45,7 @@ _ALLOWED = 'tensors, numbers, strings, lists and dicts'
 _PLAIN = frozenset({int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.Size, torch.Tensor,
                     nn.Parameter})
 _KEYS = frozenset({str, int, bool})
+_CONTAINERS = frozenset({list, tuple, dict, OrderedDict})
 
 
 def _refused(e: Exception) -> str | None:
@@ -79,26 +80,37 @@ def _loads_back(x: Any) -> bool:
     return True
 
 
-def _first_unplain(x: Any) -> tuple[list[Any], str] | None:
+def _first_unplain(x: Any, top: bool = True) -> tuple[list[Any], str] | None:
     """The keys down to the first value in `x` that a checkpoint cannot hold, and what it is ('is a ...' or
-    'has a key ...'); None if it can hold all of `x`."""
+    'has a key ...'); None if it can hold all of `x`. Values of types the walk does not know are tried with a round
+    trip: of their container at once (below the `top` level), and one by one only if that fails."""
     t = type(x)
     if t in _PLAIN:
         return None
-    if t is list or t is tuple:
-        items = enumerate(x)
-    elif t is dict or t is OrderedDict:
-        if (odd := [k for k in x if type(k) not in _KEYS]) and not _loads_back(odd):
+    if t in _CONTAINERS:
+        odd = [k for k in x if type(k) not in _KEYS] if isinstance(x, dict) else []
+        if odd and not _loads_back(odd):
             bad = next(k for k in odd if not _loads_back(k))
             return [], f'has a key of type {_type_name(bad)} ({bad!r:.40})'
-        items = x.items()
-    else:
-        return None if _loads_back(x) else ([], f'is a {_type_name(x)}')
-    for k, v in items:
-        if type(v) not in _PLAIN and (bad := _first_unplain(v)) is not None:
-            bad[0].insert(0, k)
-            return bad
-    return None
+        items, tried = (x.items() if isinstance(x, dict) else enumerate(x)), top
+        for k, v in items:
+            if type(v) in _PLAIN:
+                continue
+            if not tried and (type(v) not in _CONTAINERS and not _never_loads(v) or
+                              isinstance(v, dict) and any(type(key) not in _KEYS for key in v)):
+                tried = True
+                if _loads_back(x):  # e.g. a list of sets, or a scheduler state holding a Counter
+                    return None
+            if (bad := _first_unplain(v, False)) is not None:
+                bad[0].insert(0, k)
+                return bad
+        return None
+    return None if not _never_loads(x) and _loads_back(x) else ([], f'is a {_type_name(x)}')
+
+
+def _never_loads(x: Any) -> bool:
+    """Whether `x` is of a type known to fail `torch.load(..., weights_only=True)`, not worth a round trip (NumPy)."""
+    return type(x).__module__.partition('.')[0] == 'numpy'
 
 
 def _type_name(x: Any) -> str:
