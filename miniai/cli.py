@@ -168,10 +168,10 @@ def checked_device(name: str | None, command: str = 'fit', saved_in: str | None 
              int(torch.backends.mps.is_available()) if device.type == 'mps' else 1)
     if (device.index or 0) >= count:
         own = resumed and json.loads((Path(resumed) / 'args.json').read_text()).get('device')  # None: the best
-        fix = (f'the run in {saved_in} was saved with --device {name}: resume it with --device cpu (or another '
-               'device this machine has)' if saved_in else
-               f"leave --device out to resume on the run's own device, {own}, or pass --device cpu" if own else
-               'leave --device out to use the best device there is, or pass --device cpu')
+        fix = ('leave --device out to use the best device there is, or pass --device cpu' if not (saved_in or own)
+               else f"leave --device out to resume on the run's own device, {own}, or pass --device cpu"
+               if own and own != name else f'the run in {saved_in or resumed} was saved with --device {name}: resume '
+               'it with --device cpu (or another device this machine has)')
         raise SystemExit(f'miniai {command}: --device {name}, but torch sees {count} {device.type} device(s) here; '
                          f'{fix}.')
     return device

@@ -297,13 +297,14 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
         return [DeviceCB(device), *augment]
 
     opts = {names[o.lower()]: COMPARE_OPTS[names[o.lower()]] for o in picked}
+    made = out is None
     out = out or new_run_dir(prefix='compare-')  # made once the data is read
     try:
         rows = compare_optimizers(vanilla_cnn, dls_fn, opts, epochs=args.epochs, seeds=seeds, out=out,
                                   cbs_fn=cbs_fn)
     except KeyboardInterrupt:
         done = out / 'compare.csv'
-        if not done.is_file() and not any(out.iterdir()):
+        if made and not any(out.iterdir()):
             out.rmdir()
         print('Interrupted: ' + (f'the runs that finished are in {done} and compare.png' if done.is_file()
                                  else 'no run had finished, nothing was written'))

@@ -48,23 +48,24 @@ def _restore_all(steps: Iterable[Callable[[], object]], error: BaseException | N
         raise target
 
 
-def _put_buffer(model: torch.nn.Module, key: str, b: torch.Tensor) -> None:
-    """Puts the buffer object `b` back under its dotted `key`, whatever the block assigned there."""
-    mod, _, name = key.rpartition('.')
-    model.get_submodule(mod)._buffers[name] = b
+def _module_state(m: torch.nn.Module) -> tuple:
+    """What `no_trace` puts back in module `m`: its children and its parameter and buffer objects, with the
+    parameters' data (device, dtype) and the non-persistent buffers' values (which `load_state_dict` skips)."""
+    datas = {n: p.data for n, p in m._parameters.items() if p is not None}
+    values = {n: b.clone() for n, b in m._buffers.items() if b is not None and n in m._non_persistent_buffers_set}
+    return m, dict(m._modules), dict(m._parameters), datas, dict(m._buffers), values
 
 
-def _put_param(model: torch.nn.Module, key: str, p: torch.nn.Parameter, data: torch.Tensor) -> None:
-    """Puts the parameter object `p` back under its dotted `key`, with its own `data` (its device, dtype, shape)."""
-    mod, _, name = key.rpartition('.')
-    model.get_submodule(mod)._parameters[name] = p
-    p.data = data
-
-
-def _copy_buffer(model: torch.nn.Module, key: str, b: torch.Tensor) -> None:
-    """Copies the saved values `b` into the buffer under `key`."""
+def _put_module(m: torch.nn.Module, children: dict, params: dict, datas: dict, bufs: dict, values: dict) -> None:
+    """Puts back what `_module_state` saved, whatever the block replaced, reshaped or moved."""
+    for now, old in ((m._modules, children), (m._parameters, params), (m._buffers, bufs)):
+        now.clear()
+        now.update(old)
+    for n, data in datas.items():
+        params[n].data = data
     with torch.no_grad():
-        model.get_buffer(key).copy_(b)
+        for n, v in values.items():
+            bufs[n].copy_(v)
 
 
 def _restore_cbs(learn: Learner, cbs: list[Callback], running: list[tuple[Callback, dict]]) -> None:
@@ -114,10 +115,7 @@ def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterab
     and of `loaders`, and the RNGs, also if the block raises."""
     model, opt, cbs, attrs = learn.model, learn.opt, list(learn.cbs), dict(vars(learn))
     weights = {k: v.clone() for k, v in model.state_dict().items()}
-    # The parameter and buffer objects, put back as they are (the block may replace or move them), then the values.
-    params = [(k, p, p.data) for k, p in model.named_parameters(remove_duplicate=False)]
-    objs = list(model.named_buffers(remove_duplicate=False))
-    bufs = {k: b.clone() for k, b in objs if k not in weights}  # non-persistent ones' values
+    mods = [_module_state(m) for m in model.modules()]  # put back as they are: the block may replace them
     grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     modes = [m.training for m in model.modules()]
     opt_sd = None if opt is None else copy.deepcopy(opt.state_dict())
@@ -131,10 +129,8 @@ def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterab
             learn.remove_cb(cb)
     running = [(cb, copy.deepcopy(cb.state_dict())) for cb in learn.cbs if callable(getattr(cb, 'state_dict', None))]
     steps = [partial(_restore_cbs, learn, cbs, running),
-             *(partial(_put_param, model, k, p, d) for k, p, d in params),
-             *(partial(_put_buffer, model, k, b) for k, b in objs),
+             *(partial(_put_module, *state) for state in mods),
              partial(model.load_state_dict, weights),
-             *(partial(_copy_buffer, model, k, b) for k, b in bufs.items()),
              partial(_restore_model, model, grads, modes), partial(_restore_opt, opt, opt_sd),
              partial(_restore_attrs, learn, attrs),
              *(partial(_set_loader_state, *state) for state in loaders),

@@ -121,10 +121,11 @@ class EpochSchedCB(BaseSchedCB):
                              f'{type(schedo).__name__} steps without a value: leave monitor out')
         if self.monitor is not None:
             check_monitor(learn, self.monitor, 'EpochSchedCB')
-        if plateau and not self.monitor.endswith('loss') and 'mode' not in getattr(self.sched, 'keywords', {'mode'}):
+        said = 'mode' in getattr(self.sched, 'keywords', {})  # partial(ReduceLROnPlateau, mode=...)
+        if plateau and not self.monitor.endswith('loss') and schedo.mode == 'min' and not said:
             raise ValueError(f"EpochSchedCB(monitor={self.monitor!r}): say which way is better, e.g. "
-                             "partial(ReduceLROnPlateau, mode='max') if higher is (accuracy); only for a loss is "
-                             "ReduceLROnPlateau's default, mode='min', taken as meant.")
+                             "partial(ReduceLROnPlateau, mode='max') if higher is (accuracy), or mode='min'; only "
+                             "for a loss is ReduceLROnPlateau's default, mode='min', taken as meant.")
 
     def n_steps(self, learn: Learner) -> int:
         return learn.n_epochs

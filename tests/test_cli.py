@@ -73,6 +73,20 @@ def test_patience_stops_early_and_keeps_the_best_checkpoint(tiny_fmnist, tmp_pat
         fit(tiny_fmnist, '--patience', '0')
 
 
+def test_a_comparison_interrupted_before_any_run_finished_leaves_no_folder_of_its_own(tiny_fmnist, tmp_path,
+                                                                                      monkeypatch):
+    import miniai.compare
+    def interrupted(*args, **kwargs): raise KeyboardInterrupt
+    monkeypatch.setattr(miniai.compare, 'compare_optimizers', interrupted)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'mine').mkdir()
+    for out in ([], ['--out', 'new'], ['--out', 'mine']):
+        with pytest.raises(SystemExit) as e:
+            main(['compare', '--data', str(tiny_fmnist), '--limit-batches', '1', '--device', 'cpu', *out])
+        assert e.value.code == 130
+    assert list((tmp_path / 'runs').iterdir()) == [] and (tmp_path / 'mine').is_dir()
+
+
 def test_metrics_json_writes_non_finite_values_as_null(tmp_path):
     history = [{'epoch': 0, 'train': True, 'loss': math.inf, 'time': 1., 'accuracy': .1},
                {'epoch': 0, 'train': False, 'loss': math.nan, 'time': 1., 'accuracy': .1}]
@@ -118,8 +132,9 @@ def test_resuming_with_a_missing_device_given_says_leaving_it_out_uses_the_saved
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 0)
     (tmp_path / 'checkpoint.pt').write_bytes(b'')
-    for saved, fix in (('cpu', "resume on the run's own device, cpu,"), (None, 'use the best device there is,')):
+    for saved, fix in (('cpu', "leave --device out to resume on the run's own device, cpu, or pass --device cpu."),
+                       (None, 'leave --device out to use the best device there is, or pass --device cpu.'),
+                       ('cuda', f'the run in {tmp_path} was saved with --device cuda: resume it with --device cpu')):
         (tmp_path / 'args.json').write_text(json.dumps({'device': saved}))
-        with pytest.raises(SystemExit, match=re.escape(f'--device cuda, but torch sees 0 cuda device(s) here; leave '
-                                                       f'--device out to {fix} or pass --device cpu.')):
+        with pytest.raises(SystemExit, match=re.escape(f'--device cuda, but torch sees 0 cuda device(s) here; {fix}')):
             main(['fit', '--resume', str(tmp_path), '--device', 'cuda'])

@@ -219,23 +219,25 @@ def test_a_buffer_reassigned_with_another_shape_is_put_back():
 def test_no_trace_restores_all_it_can_then_raises_the_first_failure():
     learn = learner()
     rng = torch.get_rng_state()
-    with pytest.raises(TypeError), no_trace(learn, paused=lambda cb: False):
-        learn.model.get_submodule = None  # putting the buffers back by name fails
+    with pytest.raises(AttributeError), no_trace(learn, paused=lambda cb: False):
+        learn.model._buffers = None  # putting the buffers back fails
         torch.rand(3)
     assert torch.equal(torch.get_rng_state(), rng)  # the steps after the failed ones still ran
 
 
-def test_no_trace_puts_back_the_dtype_and_keeps_the_blocks_own_error():
+def test_no_trace_puts_back_the_dtype_and_layers_and_keeps_the_blocks_own_error():
     learn = learner()
     learn.model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
-    w = learn.model[0].weight
+    w, norm = learn.model[0].weight, learn.model[1]
     with pytest.raises(ZeroDivisionError), no_trace(learn, paused=lambda cb: False):
         learn.model.double()
+        learn.model[1] = nn.Linear(3, 5)
         raise ZeroDivisionError
+    assert learn.model[1] is norm
     assert learn.model[0].weight is w and {t.dtype for t in learn.model.state_dict().values()} == {
         torch.float32, torch.int64}
     learn.model(torch.randn(5, 4))  # parameters and buffers agree again
     with pytest.raises(ZeroDivisionError) as e, no_trace(learn, paused=lambda cb: False):
-        learn.model.get_submodule = None  # putting the parameters back by name fails
+        learn.model._buffers = None  # putting the buffers back fails
         raise ZeroDivisionError
     assert any('restoring also failed' in n for n in e.value.__notes__)

@@ -154,7 +154,8 @@ def test_plateau_state_keeps_its_monitor_and_mode_and_old_states_load():
 
 
 def test_plateau_on_a_metric_needs_its_mode():
-    with pytest.raises(ValueError, match=r"EpochSchedCB\(monitor='accuracy'\): say which way is better"):
-        make_learner([EpochSchedCB(PLATEAU, monitor='accuracy'), MetricsCB(accuracy=MulticlassAccuracy())]).fit(1)
+    for sched in (PLATEAU, ReduceLROnPlateau, lambda opt: ReduceLROnPlateau(opt)):
+        with pytest.raises(ValueError, match=r"EpochSchedCB\(monitor='accuracy'\): say which way is better"):
+            make_learner([EpochSchedCB(sched, monitor='accuracy'), MetricsCB(accuracy=MulticlassAccuracy())]).fit(1)
     make_learner([EpochSchedCB(partial(PLATEAU, mode='max'), monitor='accuracy'),
                   MetricsCB(accuracy=MulticlassAccuracy())]).fit(1)
