@@ -101,7 +101,7 @@ class ParamScheduler(Callback):
                                 f"sched_cos(1e-3, 1e-2)) or a list of them, one per param group; got {fs!r}")
         self.scheds, self.endpoint = scheds, endpoint
         self.hps: dict[str, list[float]] = {name: [] for name in scheds}
-        self._n_iter: int | None = None  # this fit's training batches, while it runs
+        self._learn: Learner | None = None  # the Learner fitting, while it fits
 
     def _pos(self, i: int, n: int) -> float:
         """Where training batch `i` of `n` sits in the schedules."""
@@ -122,9 +122,9 @@ class ParamScheduler(Callback):
                                      f"it has {keys}")
             self._fs[name] = fs if isinstance(fs, (list, tuple)) else [fs] * len(pgs)
         self.hps = {name: [] for name in self.scheds}
-        self._n_iter = learn.n_iter
+        self._learn = learn
 
-    def cleanup_fit(self, learn: Learner) -> None: self._n_iter = None
+    def cleanup_fit(self, learn: Learner) -> None: self._learn = None
 
     def state_dict(self) -> dict[str, Any]:
         """The recorded values, for checkpoints (the position itself is the Learner's `train_iter`)."""
@@ -134,7 +134,7 @@ class ParamScheduler(Callback):
         if set(sd['hps']) != set(self.scheds):
             raise ValueError(f"ParamScheduler: the saved state schedules {sorted(sd['hps'])} but this one schedules "
                              f"{sorted(self.scheds)}: resume with a ParamScheduler of the same hyperparameters")
-        if self._n_iter is not None:  # resuming: the saved values must be this fit's schedules' own
+        if self._learn is not None:  # resuming: the saved values must be this fit's schedules' own
             self._check_saved(sd['hps'])
         self.hps = {k: list(v) for k, v in sd['hps'].items()}
 
@@ -142,7 +142,8 @@ class ParamScheduler(Callback):
         for name, vals in hps.items():
             f = self._fs[name][-1]  # `hps` holds the last group's values
             for i, v in enumerate(vals):
-                if not math.isclose(v, own := f(self._pos(i, self._n_iter)), rel_tol=1e-9, abs_tol=1e-12):
+                own = f(self._pos(i, self._learn.n_iter))  # (counted once `DDPCB` has sharded the loader)
+                if not math.isclose(v, own, rel_tol=1e-9, abs_tol=1e-12):
                     raise ValueError(f'ParamScheduler: the saved run set {name} to {v:.6g} at training batch {i}, '
                                      f'where this fit\'s schedule gives {own:.6g}: resume with the schedules and '
                                      'n_epochs of the run that saved the checkpoint (for fit_one_cycle: the same '

@@ -32,10 +32,12 @@ from miniai import (
     DeviceLoader,
     EarlyStoppingCB,
     MetricsCB,
+    ParamScheduler,
     TrainLearner,
     get_rank,
     get_world_size,
     is_main_process,
+    sched_cos,
     shard_loader,
 )
 
@@ -120,7 +122,8 @@ class StopAfterFirstEpoch(Callback):
 
 def resumed_equals_uninterrupted(ck: Path) -> bool:
     """Whether a fit stopped after its first epoch and resumed from its checkpoint ends with the weights of a
-    fit that was not stopped."""
+    fit that was not stopped (with a `ParamScheduler`, whose resume checks its saved values against its schedule
+    over this process's shard)."""
     def run(cbs, resume=None):
         dls = SimpleNamespace(train=DataLoader(synthetic(N_TRAIN, 0), BS, shuffle=True),
                               valid=DataLoader(synthetic(N_VALID, 1), BS))
@@ -129,7 +132,7 @@ def resumed_equals_uninterrupted(ck: Path) -> bool:
             with torch.no_grad():
                 for p in model.parameters(): p.add_(1.)
         learn = TrainLearner(model, dls, F.cross_entropy, lr=0.01, opt_func=optim.AdamW,
-                             cbs=[DeviceCB('cpu'), DDPCB(), *cbs])
+                             cbs=[DeviceCB('cpu'), DDPCB(), ParamScheduler({'lr': sched_cos(0.01, 0.001)}), *cbs])
         learn.fit(2, resume=resume)
         return learn.model.state_dict()
     ref = run([])
