@@ -230,8 +230,9 @@ class CheckpointCB(Callback):
     beside it as `<stem>_best.pt`; or a folder (an existing one, or a name without a suffix), holding
     `checkpoint.pt` and `best.pt`. `every=0` keeps only the best. Only the main process of a distributed run
     writes. Runs after `MetricsCB` and `ProgressCB`, so their state for the epoch is in the checkpoint; does
-    not run during `lr_find`. Its state holds the best with its monitor and mode; a resume with others is
-    refused.
+    not run during `lr_find`, and saves nothing in a validation-only fit (`fit(train=False)`), whose checkpoint
+    would replace the run's with one that trained nothing. Its state holds the best with its monitor and mode; a
+    resume with others is refused.
     """
     order = 10
     skip_in_lr_find = True
@@ -263,8 +264,8 @@ class CheckpointCB(Callback):
             check_monitor(learn, self.monitor, 'CheckpointCB')
 
     def after_epoch(self, learn: Learner) -> None:
-        if learn.phase != learn.phases[-1] or not is_main_process():
-            return  # save once the epoch's last phase is done
+        if learn.phase != learn.phases[-1] or 'train' not in learn.phases or not is_main_process():
+            return  # save once the epoch's last phase is done; nothing from a validation-only fit
         if self.monitor is not None:
             v = monitored_value(learn, self.monitor)
             if v is not None and improves(v, self.best, self.mode):

@@ -138,16 +138,23 @@ def check_n_epochs(n_epochs: Any) -> int:
     return n
 
 
-def check_lr(lr: Any, resume: Any = None, who: str = 'fit') -> None:
-    """Raise a `ValueError` unless `lr` is None or a finite number >= 0, and None when resuming; `who` (the
-    function given `lr`) is for the message."""
+def as_float(v: Any) -> Any:
+    """`v` as a Python float if it is a real number (a NumPy one too, which checkpoints cannot hold), else as it is
+    (e.g. a tensor lr)."""
+    return float(v) if isinstance(v, Real) and not isinstance(v, bool) else v
+
+
+def check_lr(lr: Any, resume: Any = None, who: str = 'fit') -> float | None:
+    """`lr` as a float (None stays None); a `ValueError` unless it is a finite number >= 0, and None when resuming.
+    `who` (the function given `lr`) is for the message."""
     if lr is None:
-        return
+        return None
     if resume is not None:
         raise ValueError('fit(..., lr=..., resume=...): a resumed run goes on with the lrs and schedule it saved; '
                          'drop lr. To train on from a checkpoint at another lr: learn.load(path), then fit(n, lr=...).')
     if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr < 0:
         raise ValueError(f'{who}(lr={lr!r}): lr must be a finite number >= 0.')
+    return float(lr)
 
 
 def _copy_state(x: Any) -> Any:
@@ -320,8 +327,7 @@ class Learner:
         """Build the optimizer from `opt_func` over the model's parameters (or the `splitter`'s groups); `lr`, if
         given, becomes `self.lr` (the lr that later fits start at)."""
         if lr is not None:
-            check_lr(lr, who='create_opt')
-            self.lr = lr
+            self.lr = check_lr(lr, who='create_opt')
         self.opt, own = self.new_opt()
         self._own_lrs = (self.opt, own)
         return self.opt
@@ -331,7 +337,7 @@ class Learner:
         param groups, which every fit keeps (None: the group takes the fit's lr)."""
         groups = list(self.splitter(self.model) if self.splitter else self.model.parameters())
         own = [g.get('lr') if isinstance(g, dict) else None for g in groups]  # before the optimizer fills them in
-        opt = self.opt_func(groups, lr=self.lr)
+        opt = self.opt_func(groups, lr=as_float(self.lr))
         n = len(opt.param_groups)
         return opt, own if len(own) == n else [None] * n
 
@@ -344,7 +350,7 @@ class Learner:
                 return
             own = repeat(None)
         for pg, o in zip(self.opt.param_groups, own):
-            pg['lr'] = (self.lr if lr is None else lr) if o is None else o
+            pg['lr'] = as_float((self.lr if lr is None else lr) if o is None else o)
             pg.pop('initial_lr', None)  # so that a scheduler built in this fit starts from it
 
     def _check_opt_params(self) -> None:
@@ -364,8 +370,9 @@ class Learner:
             resume: str | os.PathLike | None = None) -> None:
         """Train for `n_epochs`; `cbs` are added for this fit only (removed even if it raises).
 
-        Every fit starts at `lr`, else `self.lr` (which `create_opt(lr)` sets): the schedule of an earlier fit does not
-        carry over. Param groups that the `splitter` gave an lr of their own keep it; an optimizer set
+        Every fit starts at `lr`, else `self.lr` (which `create_opt(lr)` sets): the lr an earlier fit's schedule left
+        does not carry over (other hyperparameters it scheduled, e.g. momentum, stay as it left them, as in fastai).
+        Param groups that the `splitter` gave an lr of their own keep it; an optimizer set
         by hand (`learn.opt = ...`) keeps its lrs unless `lr` is given.
 
         `resume`: a checkpoint of this run (a file, or a folder with `checkpoint.pt`) to continue from;
@@ -375,7 +382,7 @@ class Learner:
         phases = ('train',) * train + ('valid',) * valid
         if not phases:
             raise ValueError('fit(train=False, valid=False) would run nothing; keep at least one of them True.')
-        check_lr(lr, resume)
+        lr = check_lr(lr, resume)
         ck = None if resume is None else self._read_checkpoint(resume, n_epochs, phases)
         cbs = as_cbs(cbs)
         self._check_new_cbs(cbs)

@@ -14,7 +14,7 @@ from functools import partial
 from itertools import accumulate
 from typing import Any, Literal
 
-from .learner import Callback, Learner, check_n_epochs
+from .learner import Callback, Learner, as_float, check_n_epochs
 from .schedulers import get_mom, set_mom, uses_momentum
 
 __all__ = ['Sched', 'annealer', 'sched_lin', 'sched_cos', 'sched_exp', 'sched_no', 'combine_scheds',
@@ -84,7 +84,8 @@ class ParamScheduler(Callback):
 
     `scheds` maps a param-group key ('lr', 'weight_decay', 'eps', ...) or 'mom' (SGD's `momentum`, or Adam's
     `betas[0]` with beta2 kept) to a schedule, or to a list of schedules, one per param group (discriminative
-    lrs). `hps[name]` records, per training batch, the value set in the last param group (as fastai does).
+    lrs). `hps[name]` records, per training step, the value set in the last param group (as fastai does; a batch
+    cancelled before its step is set again, and recorded once).
 
     Where batch `i` of the fit's `n` training batches sits: by default `pos = i/n` (`learn.pct_train`,
     fastai's convention: the last batch stops one step short of `f(1)`). With `endpoint=True`,
@@ -101,6 +102,7 @@ class ParamScheduler(Callback):
                                 f"sched_cos(1e-3, 1e-2)) or a list of them, one per param group; got {fs!r}")
         self.scheds, self.endpoint = scheds, endpoint
         self.hps: dict[str, list[float]] = {name: [] for name in scheds}
+        self._last: dict[str, list[float]] = {}  # the values last set, in every param group
         self._learn: Learner | None = None  # the Learner fitting, while it fits
 
     def _pos(self, i: int, n: int) -> float:
@@ -121,46 +123,55 @@ class ParamScheduler(Callback):
                                      f"hyperparameter {name!r} ('mom' means `momentum` or `betas`); "
                                      f"it has {keys}")
             self._fs[name] = fs if isinstance(fs, (list, tuple)) else [fs] * len(pgs)
-        self.hps = {name: [] for name in self.scheds}
-        self._learn = learn
+        self.hps, self._last, self._learn = {name: [] for name in self.scheds}, {}, learn
 
     def cleanup_fit(self, learn: Learner) -> None: self._learn = None
 
     def state_dict(self) -> dict[str, Any]:
-        """The recorded values, for checkpoints (the position itself is the Learner's `train_iter`)."""
-        return {'hps': self.hps}
+        """The recorded values and those last set in every group, for checkpoints (the position itself is the
+        Learner's `train_iter`)."""
+        return {'hps': self.hps, 'last': self._last}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         if set(sd['hps']) != set(self.scheds):
             raise ValueError(f"ParamScheduler: the saved state schedules {sorted(sd['hps'])} but this one schedules "
                              f"{sorted(self.scheds)}: resume with a ParamScheduler of the same hyperparameters")
         if self._learn is not None:  # resuming: the saved values must be this fit's schedules' own
-            self._check_saved(sd['hps'])
+            self._check_saved(sd)
         self.hps = {k: list(v) for k, v in sd['hps'].items()}
+        self._last = {k: list(v) for k, v in sd.get('last', {}).items()}  # states from before it was kept: none
 
-    def _check_saved(self, hps: dict[str, list[float]]) -> None:
-        for name, vals in hps.items():
-            f = self._fs[name][-1]  # `hps` holds the last group's values
-            for i, v in enumerate(vals):
-                own = f(self._pos(i, self._learn.n_iter))  # (counted once `DDPCB` has sharded the loader)
-                if not math.isclose(v, own, rel_tol=1e-9, abs_tol=1e-12):
-                    raise ValueError(f'ParamScheduler: the saved run set {name} to {v:.6g} at training batch {i}, '
-                                     f'where this fit\'s schedule gives {own:.6g}: resume with the schedules and '
-                                     'n_epochs of the run that saved the checkpoint (for fit_one_cycle: the same '
-                                     'lr_max, div, div_final, pct_start and moms).')
+    def _check_saved(self, sd: dict[str, Any]) -> None:
+        """Raise unless the saved values are this fit's schedules' at their steps: each step's in the last group,
+        and the last step's in every group."""
+        n = self._learn.n_iter  # (counted once `DDPCB` has sharded the loader)
+        checks = [(name, -1, i, v) for name, vals in sd['hps'].items() for i, v in enumerate(vals)]
+        checks += [(name, g, len(sd['hps'][name]) - 1, v) for name, vs in sd.get('last', {}).items()
+                   for g, v in enumerate(vs)]
+        for name, g, i, v in checks:  # (the number of param groups is the optimizer's, checked before)
+            if not math.isclose(v, own := self._fs[name][g](self._pos(i, n)), rel_tol=1e-9, abs_tol=1e-12):
+                group = f'param group {g}' if g >= 0 else 'the last param group'
+                raise ValueError(f'ParamScheduler: the saved run set {name} to {v:.6g} in {group} at training '
+                                 f"step {i}, where this fit's schedule gives {own:.6g}: resume with the schedules "
+                                 'and n_epochs of the run that saved the checkpoint (for fit_one_cycle: the same '
+                                 'lr_max, div, div_final, pct_start and moms).')
 
     def before_batch(self, learn: Learner) -> None:
         if not learn.training:
             return
-        pos = self._pos(learn.train_iter, learn.n_iter)
+        i = learn.train_iter
         for name, fs in self._fs.items():
-            for pg, f in zip(learn.opt.param_groups, fs, strict=True):
-                v = f(pos)
+            vs = [as_float(f(self._pos(i, learn.n_iter))) for f in fs]
+            for pg, v in zip(learn.opt.param_groups, vs, strict=True):
                 if name == 'mom':
                     set_mom(pg, v)
                 else:
                     pg[name] = v
-            self.hps[name].append(v)
+            h, self._last[name] = self.hps[name], vs
+            if len(h) > i:  # this step's batch was cancelled before its step: set again, recorded once
+                h[i] = vs[-1]
+            else:
+                h.append(vs[-1])
 
 
 def _one_cycle(lr_max: float | Sequence[float], div: float, div_final: float, pct_start: float,

@@ -693,3 +693,11 @@ def test_checkpointcb_every_is_a_whole_number_of_epochs(tmp_path):
     for every in (-1, 2.5, '2'):
         with pytest.raises(ValueError, match=r'every is a number of epochs, 1 or more \(0: only the best'):
             CheckpointCB(tmp_path, every=every)
+
+
+def test_a_validation_only_fit_leaves_the_runs_checkpoint(tmp_path):
+    learn = make_learner(cbs=[CheckpointCB(tmp_path, monitor='valid_loss')], epochs=1)
+    learn.fit(1)
+    saved = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    learn.fit(1, train=False)
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == saved

@@ -4,6 +4,7 @@ import math
 from functools import partial
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,7 @@ from torch import nn, optim
 from torch.utils.data import DataLoader, TensorDataset
 
 from miniai.checkpoint import CheckpointCB, load_checkpoint
-from miniai.learner import Callback, CancelFitException, Learner, TrainLearner
+from miniai.learner import Callback, CancelBatchException, CancelFitException, Learner, TrainLearner
 from miniai.param_sched import (
     _MOMS,
     ParamScheduler,
@@ -269,9 +270,9 @@ def test_fit_one_cycle_decides_momentum_on_the_optimizer_the_fit_uses(tmp_path):
 
 @pytest.mark.filterwarnings('ignore:Checkpoint. callback states without a matching callback')
 @pytest.mark.parametrize('kw, msg', [
-    (dict(moms=(0.9, 0.8, 0.9)), 'set mom to 0.95 at training batch 0, where this fit.s schedule gives 0.9:'),
-    (dict(lr_max=0.2), 'set lr to 0.004 at training batch 0, where this fit.s schedule gives 0.008:'),
-    (dict(n_epochs=3), r'set lr to 0.\d+ at training batch 1, where'),
+    (dict(moms=(0.9, 0.8, 0.9)), 'set mom to 0.95 in the last param group at training step 0, where .* gives 0.9:'),
+    (dict(lr_max=0.2), 'set lr to 0.004 in the last param group at training step 0, where .* gives 0.008:'),
+    (dict(n_epochs=3), r'set lr to 0.\d+ in the last param group at training step 1, where'),
 ])
 def test_a_resume_with_another_schedule_is_refused(tmp_path, kw, msg):
     fit_one_cycle(make_learner(), 2, 0.1, cbs=[CheckpointCB(tmp_path), StopAfter(0)])
@@ -281,3 +282,29 @@ def test_a_resume_with_another_schedule_is_refused(tmp_path, kw, msg):
     assert learn.epoch == 0  # nothing restored
     fit_one_cycle(learn, 2, 0.1, resume=tmp_path)
     assert learn.epoch == 1
+
+
+class SkipsBatch(Callback):
+    """Cancels training batch 3 of each epoch before its step (a bad-batch filter)."""
+    def after_loss(self, learn):
+        if learn.training and learn.iter == 3: raise CancelBatchException()
+
+
+def test_a_resume_checks_every_group_and_counts_steps_not_cancelled_batches(tmp_path):
+    splitter = lambda m: [{'params': m[0].parameters()}, {'params': m[1].parameters()}]
+    fit_one_cycle(make_learner(splitter=splitter), 2, [0.01, 0.05], cbs=[CheckpointCB(tmp_path), StopAfter(0),
+                                                                         SkipsBatch()])
+    learn = make_learner(splitter=splitter)
+    with pytest.raises(ValueError, match=r'set lr to 0.0\d+ in param group 0 at training step \d+, where'):
+        fit_one_cycle(learn, 2, [0.03, 0.05], cbs=[SkipsBatch()], resume=tmp_path)
+    resumed = fit_one_cycle(learn, 2, [0.01, 0.05], cbs=[SkipsBatch(), CheckpointCB(tmp_path)], resume=tmp_path)
+    assert len(resumed.hps['lr']) == learn.train_iter  # one value per step taken
+
+
+def test_numpy_lrs_are_plain_floats_in_checkpoints(tmp_path):
+    learn = make_learner()
+    learn.create_opt(np.float64(0.05))
+    fit_one_cycle(learn, 1, np.float32(0.1), cbs=[CheckpointCB(tmp_path)])
+    learn.fit(1, lr=np.float64(0.01))
+    learn.save(tmp_path / 'ck.pt')
+    assert type(learn.lr) is float and type(learn.opt.param_groups[0]['lr']) is float
