@@ -60,7 +60,7 @@ from .guards import NonFiniteLossError, backward_loss, call_loss, call_model, ch
 
 __all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'run_cbs',
            'with_cbs', 'Learner', 'TrainLearner', 'MomentumLearner', 'get_rng_state', 'set_rng_state',
-           'check_callback', 'loader_generators']
+           'check_callback', 'loader_generators', 'copy_state']
 
 
 class CancelFitException(Exception):
@@ -157,14 +157,14 @@ def check_lr(lr: Any, resume: Any = None, who: str = 'fit') -> float | None:
     return float(lr)
 
 
-def _copy_state(x: Any) -> Any:
+def copy_state(x: Any) -> Any:
     """A deep copy of a callback's state; tensors detached (a tensor of the autograd graph cannot be deep-copied)."""
     if isinstance(x, torch.Tensor):
         return x.detach().clone()
     if type(x) in (dict, OrderedDict):
-        return type(x)((k, _copy_state(v)) for k, v in x.items())
+        return type(x)((k, copy_state(v)) for k, v in x.items())
     if type(x) in (list, tuple):
-        return type(x)(map(_copy_state, x))
+        return type(x)(map(copy_state, x))
     return copy.deepcopy(x)
 
 
@@ -421,7 +421,7 @@ class Learner:
         states = []
         for cb in self._stateful_cbs().values():
             try:
-                states.append((cb, _copy_state(cb.state_dict())))
+                states.append((cb, copy_state(cb.state_dict())))
             except Exception:  # e.g. a state that `before_fit` sets up: the attributes above cover it
                 pass
         pgs = self.opt.param_groups if self.opt else []
@@ -715,7 +715,7 @@ class Learner:
         cbs, done = self._stateful_cbs(), []
         for k, sd in ck['cbs'].items():
             if k in cbs:
-                done.append((cbs[k], _copy_state(cbs[k].state_dict())))
+                done.append((cbs[k], copy_state(cbs[k].state_dict())))
                 try:
                     cbs[k].load_state_dict(sd)
                 except BaseException:

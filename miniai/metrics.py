@@ -13,7 +13,8 @@ from torcheval.metrics import Mean, Metric
 from .distributed import is_main_process
 from .learner import Callback, Learner
 
-__all__ = ['MetricsCB', 'format_time', 'fit_metrics', 'check_monitor', 'monitored_value', 'improves', 'check_mode']
+__all__ = ['MetricsCB', 'format_time', 'fit_metrics', 'check_monitor', 'monitored_value', 'improves', 'check_mode',
+           'is_loss']
 
 
 def format_time(t: float) -> str:
@@ -56,10 +57,15 @@ def monitored_value(learn: Learner, monitor: str) -> float | None:
     return row.get(monitor)
 
 
+def is_loss(monitor: str) -> bool:
+    """Whether the `MetricsCB` value `monitor` is a loss ('valid_loss', 'train_loss'): lower is better."""
+    return monitor.endswith('loss')
+
+
 def check_mode(monitor: str | None, mode: str | None, who: str) -> str:
     """`mode` ('min' or 'max'); None gives 'min', for a loss (or no monitor). A `ValueError` for another value, or
     for None with a monitor that is not a loss: whether higher is better is the user's to say."""
-    if mode is None and monitor is not None and not monitor.endswith('loss'):
+    if mode is None and monitor is not None and not is_loss(monitor):
         raise ValueError(f"{who}(monitor={monitor!r}): say which way is better: mode='max' if higher is (accuracy), "
                          "mode='min' if lower is (an error).")
     if mode not in (None, 'min', 'max'):

@@ -11,7 +11,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from .learner import Callback, Learner, loader_generators
+from .learner import Callback, Learner, copy_state, loader_generators
 
 __all__ = ['no_trace']
 
@@ -127,7 +127,7 @@ def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterab
     for cb in cbs:
         if paused(cb):
             learn.remove_cb(cb)
-    running = [(cb, copy.deepcopy(cb.state_dict())) for cb in learn.cbs if callable(getattr(cb, 'state_dict', None))]
+    running = [(cb, copy_state(cb.state_dict())) for cb in learn.cbs if callable(getattr(cb, 'state_dict', None))]
     steps = [partial(_restore_cbs, learn, cbs, running),
              *(partial(_put_module, *state) for state in mods),
              partial(model.load_state_dict, weights),

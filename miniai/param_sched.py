@@ -160,8 +160,9 @@ class ParamScheduler(Callback):
         if not learn.training:
             return
         i = learn.train_iter
+        pos = self._pos(i, learn.n_iter)
         for name, fs in self._fs.items():
-            vs = [as_float(f(self._pos(i, learn.n_iter))) for f in fs]
+            vs = [as_float(f(pos)) for f in fs]
             for pg, v in zip(learn.opt.param_groups, vs, strict=True):
                 if name == 'mom':
                     set_mom(pg, v)

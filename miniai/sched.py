@@ -11,7 +11,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from .guards import check_sched_steps
 from .learner import Callback, Learner
-from .metrics import MetricsCB, check_monitor, monitored_value
+from .metrics import MetricsCB, check_monitor, is_loss, monitored_value
 from .schedulers import get_mom
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class EpochSchedCB(BaseSchedCB):
         if self.monitor is not None:
             check_monitor(learn, self.monitor, 'EpochSchedCB')
         said = 'mode' in getattr(self.sched, 'keywords', {})  # partial(ReduceLROnPlateau, mode=...)
-        if plateau and not self.monitor.endswith('loss') and schedo.mode == 'min' and not said:
+        if plateau and not is_loss(self.monitor) and schedo.mode == 'min' and not said:
             raise ValueError(f"EpochSchedCB(monitor={self.monitor!r}): say which way is better, e.g. "
                              "partial(ReduceLROnPlateau, mode='max') if higher is (accuracy), or mode='min'; only "
                              "for a loss is ReduceLROnPlateau's default, mode='min', taken as meant.")
