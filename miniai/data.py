@@ -254,17 +254,30 @@ class DataLoaders:
                    DataLoader(dd[valid], batch_size, collate_fn=collate, **kwargs))
 
 
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f'seed must be a whole number >= 0 (got {seed!r}); None draws one from torch\'s RNG.')
+    return int(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch `epoch`'s shuffle in a run seeded `seed`: both mixed by NumPy's `SeedSequence`, so
+    runs seeded 0, 1, 2, ... get unrelated shuffles (with `seed + epoch`, seed 1 would replay seed 0's
+    shuffles one epoch later)."""
+    return int(np.random.SeedSequence((seed, epoch)).generate_state(1, np.uint64)[0])
+
+
 class DeviceLoader:
     """Batches `(x [bs,1,H,W] float32, y int64)` from a whole split kept as uint8 tensors on `device`: each
     batch is one gather by index plus `(x/255 - mean)/std` on the device; no per-item Python, no workers.
 
     With `shuffle`, epoch `e` (counted by `.epoch`, which each `iter` advances) uses the permutation drawn
-    by a CPU `torch.Generator` seeded with `seed + e`; `seed=None` draws the seed from torch's global RNG when
-    the loader is built, so `set_seed` beforehand makes runs reproducible. In a distributed run every process
-    builds its loader with the same seed: rank `r` of `world_size` takes items `r, r+world_size, ...` of the
-    epoch's order, so the ranks' shares are disjoint. A shuffled (training) order is first cut to a multiple
-    of `world_size`, so all ranks run the same number of steps; an unshuffled (validation) one is not, so
-    every item is seen once.
+    by a CPU `torch.Generator` seeded from `(seed, e)` by NumPy's `SeedSequence`; `seed=None` draws the seed
+    from torch's global RNG when the loader is built, so `set_seed` beforehand makes runs reproducible. In a
+    distributed run every process builds its loader with the same seed: rank `r` of `world_size` takes items
+    `r, r+world_size, ...` of the epoch's order, so the ranks' shares are disjoint. A shuffled (training) order
+    is first cut to a multiple of `world_size`, so all ranks run the same number of steps; an unshuffled
+    (validation) one is not, so every item is seen once.
     `tfm`, if given, maps each normalised `x` batch on the device (e.g. augmentation).
     `.n` is the number of items in the split (all ranks together)."""
 
@@ -280,7 +293,7 @@ class DeviceLoader:
         self.x, self.y = x.to(self.device), y.to(self.device)
         self.bs, self.shuffle, self.drop_last, self.tfm = bs, shuffle, drop_last, tfm
         self.mean, self.std, self.rank, self.world_size = mean, std, rank, world_size
-        self.seed = int(torch.randint(2**62, ()).item()) if seed is None else seed
+        self.seed = int(torch.randint(2**62, ()).item()) if seed is None else _check_seed(seed)
         self.epoch = 0
 
     @property
@@ -308,7 +321,7 @@ class DeviceLoader:
     def indices(self, epoch: int) -> Tensor:
         """This rank's item order for `epoch`, on the CPU."""
         if self.shuffle:
-            idx = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+            idx = torch.randperm(self.n, generator=torch.Generator().manual_seed(_epoch_seed(self.seed, epoch)))
         else:
             idx = torch.arange(self.n)
         return idx[:self._stop()][self.rank::self.world_size]
@@ -360,6 +373,6 @@ def get_dls(bs: int = 1024, path: str | os.PathLike | None = None, fast: bool = 
     for split, n in (('train', n_train), ('test', n_valid)):
         if n is not None:
             dd[split] = dd[split].select(range(min(n, len(dd[split]))))
-    g = None if seed is None else torch.Generator().manual_seed(seed)
+    g = None if seed is None else torch.Generator().manual_seed(_check_seed(seed))
     tdd = dd.with_transform(partial(_to_tensor_normed, mean, std))
     return DataLoaders.from_dd(tdd, bs, drop_last=drop_last, num_workers=num_workers, generator=g)

@@ -326,6 +326,19 @@ def test_shuffle_is_seeded_and_changes_each_epoch():
     assert _ids(_synthetic(100, bs=64)) == list(range(100))  # no shuffle: in order
 
 
+def test_neighbouring_seeds_do_not_share_shuffles():
+    """Seeds 0, 1, 2 (a seed sweep) get unrelated orders: seed 1 must not replay seed 0's epochs later."""
+    loaders = [_synthetic(200, bs=50, shuffle=True, seed=s) for s in range(3)]
+    orders = [tuple(_ids(dl)) for dl in loaders for _ in range(3)]
+    assert len(set(orders)) == len(orders)
+
+
+@pytest.mark.parametrize('seed', [-1, 1.5, True, '3'])
+def test_bad_seed_is_refused(seed):
+    with pytest.raises(ValueError, match='seed must be a whole number >= 0'):
+        _synthetic(10, shuffle=True, seed=seed)
+
+
 def test_get_dls_seed_reproducible(fmnist_dir):
     first = lambda: next(iter(get_dls(bs=64, path=fmnist_dir, device='cpu', seed=3, n_train=500).train))
     (x1, y1), (x2, y2) = first(), first()
