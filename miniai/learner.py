@@ -157,6 +157,16 @@ def check_lr(lr: Any, resume: Any = None, who: str = 'fit') -> float | None:
     return float(lr)
 
 
+def _refuse_unused_lr(own: list[float | None], who: str) -> None:
+    """Raise if every param group has an lr of its own (from the splitter), so an lr given to `who` would be
+    ignored."""
+    if own and all(o is not None for o in own):
+        raise ValueError(f'{who}: every param group has an lr of its own from the splitter ({own}), so this lr would '
+                         'change none of them. Leave lr out to train at those lrs, or give the splitter the lrs you '
+                         'want (e.g. splitter=partial(discriminative_groups, lr=...)); fit_one_cycle(lr_max=[...]) '
+                         'takes one lr per group.')
+
+
 def copy_state(x: Any) -> Any:
     """A deep copy of a callback's state; tensors detached (a tensor of the autograd graph cannot be deep-copied)."""
     if isinstance(x, torch.Tensor):
@@ -326,18 +336,20 @@ class Learner:
     def create_opt(self, lr: float | None = None) -> optim.Optimizer:
         """Build the optimizer from `opt_func` over the model's parameters (or the `splitter`'s groups); `lr`, if
         given, becomes `self.lr` (the lr that later fits start at)."""
+        lr = check_lr(lr, who='create_opt')
+        opt, own = self.new_opt(lr)
         if lr is not None:
-            self.lr = check_lr(lr, who='create_opt')
-        self.opt, own = self.new_opt()
-        self._own_lrs = (self.opt, own)
+            _refuse_unused_lr(own, 'create_opt(lr)')
+            self.lr = lr
+        self.opt, self._own_lrs = opt, (opt, own)
         return self.opt
 
-    def new_opt(self) -> tuple[optim.Optimizer, list[float | None]]:
-        """A new optimizer as `create_opt` builds it, not set on the Learner, and the lrs the `splitter` gave its
-        param groups, which every fit keeps (None: the group takes the fit's lr)."""
+    def new_opt(self, lr: float | None = None) -> tuple[optim.Optimizer, list[float | None]]:
+        """A new optimizer as `create_opt` builds it (at `lr`, else `self.lr`), not set on the Learner, and the
+        lrs the `splitter` gave its param groups, which every fit keeps (None: the group takes the fit's lr)."""
         groups = list(self.splitter(self.model) if self.splitter else self.model.parameters())
         own = [g.get('lr') if isinstance(g, dict) else None for g in groups]  # before the optimizer fills them in
-        opt = self.opt_func(groups, lr=as_float(self.lr))
+        opt = self.opt_func(groups, lr=as_float(self.lr if lr is None else lr))
         n = len(opt.param_groups)
         return opt, own if len(own) == n else [None] * n
 
@@ -349,6 +361,8 @@ class Learner:
             if lr is None:
                 return
             own = repeat(None)
+        elif lr is not None:
+            _refuse_unused_lr(own, 'fit(lr=...)')
         for pg, o in zip(self.opt.param_groups, own):
             pg['lr'] = as_float((self.lr if lr is None else lr) if o is None else o)
             pg.pop('initial_lr', None)  # so that a scheduler built in this fit starts from it

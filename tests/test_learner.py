@@ -373,6 +373,16 @@ def test_a_first_fit_lr_keeps_the_splitters_own_group_lrs():
     assert [pg['lr'] for pg in learn.opt.param_groups] == [1e-4, 1e-2]
 
 
+def test_an_lr_that_no_param_group_would_take_is_refused():
+    """Every group has the splitter's own lr: fit(lr)/create_opt(lr) would change nothing, so they say so."""
+    learn = make_learner(splitter=lambda m: [{'params': [m.weight], 'lr': 1e-4}, {'params': [m.bias], 'lr': 1e-3}])
+    learn.fit(1)
+    for call in (lambda: learn.fit(1, lr=1e-2), lambda: learn.create_opt(1e-2)):
+        with pytest.raises(ValueError, match='every param group has an lr of its own from the splitter'):
+            call()
+        assert [pg['lr'] for pg in learn.opt.param_groups] == [1e-4, 1e-3] and learn.lr != 1e-2
+
+
 def test_a_refused_fit_callback_leaves_no_callback_behind():
     learn = make_learner()
     with pytest.raises(TypeError, match=r'pass an instance, MetricsCB\(\)'):
