@@ -20,7 +20,8 @@ __all__ = ['NonFiniteLossError', 'BatchError', 'DeviceMismatchError', 'check_bat
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the fit stopped before `backward`: the weights are intact."""
+    """The training loss became NaN or infinite; the fit stopped before `backward`, so that batch changed no
+    weights (the message says if an earlier step, with a finite loss but non-finite gradients, already had)."""
 
 
 class BatchError(ValueError):

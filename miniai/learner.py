@@ -505,8 +505,10 @@ class Learner:
                 warnings.warn(f"fit(..., resume=...): the run in this checkpoint was stopped early (should_stop, e.g. "
                               f"by EarlyStoppingCB) after epoch {ck['epoch'] - 1}, so there is nothing to train. To "
                               'train on from it, learn.load(path) then fit(n) without resume.', stacklevel=4)
-        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
-        self._norm_bufs = [b for m in norms for b in m.buffers(recurse=False)]
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and self.nan_guard]
+        # a lazy norm layer's buffers exist only after its first batch: not undone on a NaN loss in this fit
+        self._norm_bufs = [b for m in norms for b in m.buffers(recurse=False)
+                           if not isinstance(b, nn.parameter.UninitializedBuffer)]
         self._norm_copy = [b.clone() for b in self._norm_bufs]
         for epoch in self.epochs:
             if self.should_stop and not mid_epoch:  # a mid-epoch checkpoint's epoch is finished first
@@ -578,11 +580,16 @@ class Learner:
         why = ("This batch's inputs contain NaN or inf: check the data (and its normalisation)." if bad_x else
                'Try a lower learning rate (e.g. a tenth, or learn.lr_find()), gradient clipping, or check '
                'the data for NaN/inf and the loss for log(0) or division by zero.')
+        if all(bool(p.isfinite().all()) for p in self.model.parameters()):
+            why = f'so this batch changed no weights. {why}'
+        else:
+            why = ('but the weights were already NaN or inf: an earlier step had non-finite gradients from a finite '
+                   'loss (e.g. sqrt or a norm of 0 in the loss: its gradient there is inf; use sqrt(x + eps)). Load '
+                   'a checkpoint saved before it (learn.load) once the loss is fixed.')
         raise NonFiniteLossError(
             f'The training loss is {loss.flatten()[:4].tolist()} at epoch {self.epoch}, batch {self.iter} '
             f'(training step {self.train_iter}) with lr {lrs[0] if len(lrs) == 1 else lrs}. The fit stopped '
-            f'before backward, so the weights are as they were before this batch. {why} '
-            '(Learner(..., nan_guard=False) turns this check off.)')
+            f'before backward, {why} (Learner(..., nan_guard=False) turns this check off.)')
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> os.PathLike:

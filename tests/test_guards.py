@@ -91,9 +91,30 @@ def test_diverging_loss_names_epoch_batch_lr_and_what_to_try():
     learn = TrainLearner(bn_model(), dls_of(x, y), F.cross_entropy, lr=0.3, cbs=[BlowUp(5)],
                          opt_func=optim.AdamW)
     with pytest.raises(NonFiniteLossError, match=r'\[inf\] at epoch 1, batch 1 \(training step 5\) with lr '
-                       r'0.3.*lower learning rate.*gradient clipping.*check the data.*nan_guard=False'):
+                       r'0.3.*changed no weights.*lower learning rate.*gradient clipping.*check the data.*'
+                       r'nan_guard=False'):
         learn.fit(2)
     assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+
+
+def test_nan_gradients_from_a_finite_loss_are_named_when_the_next_loss_is_nan():
+    """sqrt of 0 in the loss: the value is finite, its gradient NaN, so the step spoils the weights and the
+    guard fires a batch later; the message must not claim the weights are intact."""
+    x, y = data()
+    loss = lambda p, y: F.cross_entropy(p, y) + ((p - p.detach()) ** 2).sum().sqrt()
+    learn = TrainLearner(bn_model(), dls_of(x, y), loss, lr=0.1)
+    with pytest.raises(NonFiniteLossError, match=r'batch 1 .*weights were already NaN or inf.*sqrt\(x \+ eps\)') as e:
+        learn.fit(1)
+    assert 'changed no weights' not in str(e.value) and 'lower learning rate' not in str(e.value)
+
+
+@pytest.mark.parametrize('guard', [True, False])
+def test_a_lazy_batchnorm_model_trains(guard):
+    x, y = data()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LazyLinear(8), nn.LazyBatchNorm1d(), nn.ReLU(), nn.Linear(8, 2))
+    TrainLearner(model, dls_of(x, y), F.cross_entropy, lr=0.1, nan_guard=guard).fit(2)
+    assert model[1].num_batches_tracked == 8
 
 
 def test_nan_guard_can_be_turned_off():
