@@ -48,6 +48,9 @@ class MixedPrecision(Callback):
     order = DeviceCB.order + 10
 
     def __init__(self, dtype: torch.dtype | None = None):
+        if dtype not in (None, torch.float16, torch.bfloat16):
+            raise ValueError(f'MixedPrecision: dtype must be torch.float16, torch.bfloat16 or None (the best for the '
+                             f"model's device), got {dtype!r}.")
         self.dtype = dtype
         self.autocast: torch.autocast | None = None
         self.scaler: torch.amp.GradScaler | None = None
@@ -103,15 +106,16 @@ class MixedPrecision(Callback):
 
 class ChannelsLastCB(Callback):
     """Puts the model's weights and every 4-d input batch in the `torch.channels_last` memory format,
-    which cuDNN's convolutions (and tensor cores) prefer, especially under mixed precision."""
+    which cuDNN's convolutions (and tensor cores) prefer, especially under mixed precision. Batches that are not
+    a tuple or list with a tensor first are left as they are (for the Learner's checks to name)."""
     order = DeviceCB.order + 5  # after DeviceCB and BatchTransformCB
 
     def before_fit(self, learn: Learner) -> None: learn.model.to(memory_format=torch.channels_last)
 
     def before_batch(self, learn: Learner) -> None:
-        x, *rest = learn.batch
-        if x.ndim == 4:
-            learn.batch = (x.contiguous(memory_format=torch.channels_last), *rest)
+        b = learn.batch
+        if isinstance(b, (tuple, list)) and b and isinstance(b[0], torch.Tensor) and b[0].ndim == 4:
+            learn.batch = (b[0].contiguous(memory_format=torch.channels_last), *b[1:])
 
 
 class CompileCB(Callback):

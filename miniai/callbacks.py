@@ -4,6 +4,7 @@ gradient clipping."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from numbers import Real
 
 import torch
 
@@ -15,7 +16,8 @@ __all__ = ['TrainCB', 'DeviceCB', 'SingleBatchCB', 'BatchTransformCB', 'GradClip
 
 
 class TrainCB(Callback):
-    """Supplies the training steps to a plain `Learner` (`n_inp` inputs, then the target; sets `learn.n_inp`)."""
+    """Supplies the training steps to a plain `Learner`, as `TrainLearner` has them: the model gets the batch's
+    first `n_inp` items, the loss the next one (items after it, e.g. indices, are not used). Sets `learn.n_inp`."""
     def __init__(self, n_inp: int = 1): self.n_inp = n_inp
     def before_fit(self, learn: Learner) -> None: learn.n_inp = self.n_inp
 
@@ -25,7 +27,7 @@ class TrainCB(Callback):
 
     def get_loss(self, learn: Learner) -> None:
         check_batch(learn.batch, self.n_inp)
-        learn.loss = call_loss(learn.loss_func, learn.preds, *learn.batch[self.n_inp:])
+        learn.loss = call_loss(learn.loss_func, learn.preds, learn.batch[self.n_inp])
 
     def backward(self, learn: Learner) -> None: backward_loss(learn.loss)
     def step(self, learn: Learner) -> None: learn.opt.step()
@@ -74,8 +76,8 @@ class GradClipCB(Callback):
     gradients stay scaled until the step, it clips them to `max_norm` times the scale (one read of the scale a
     batch): the same as clipping the unscaled gradients to `max_norm`."""
     def __init__(self, max_norm: float, norm_type: float = 2.0):
-        if not max_norm > 0:
-            raise ValueError(f'GradClipCB: max_norm must be positive, got {max_norm!r} (e.g. 1.0).')
+        if isinstance(max_norm, bool) or not isinstance(max_norm, Real) or not max_norm > 0:
+            raise ValueError(f'GradClipCB: max_norm must be a positive number, got {max_norm!r} (e.g. 1.0).')
         self.max_norm, self.norm_type = max_norm, norm_type
 
     def after_backward(self, learn: Learner) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from numbers import Integral, Real
 from typing import Any
 
 from .checkpoint import CheckpointCB, check_monitor_state
@@ -32,11 +33,11 @@ class EarlyStoppingCB(Callback):
     def __init__(self, monitor: str = 'valid_loss', mode: str | None = None, patience: int = 3,
                  min_delta: float = 0.):
         mode = check_mode(monitor, mode, 'EarlyStoppingCB')
-        if not isinstance(patience, int) or patience < 1:
-            raise ValueError(f'EarlyStoppingCB: patience is a number of epochs, at least 1; got {patience!r}')
-        if not min_delta >= 0:
-            raise ValueError(f'EarlyStoppingCB: min_delta must be 0 or more, got {min_delta!r}')
-        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+        if isinstance(patience, bool) or not isinstance(patience, Integral) or patience < 1:
+            raise ValueError(f'EarlyStoppingCB: patience is a number of epochs, a whole number >= 1; got {patience!r}')
+        if isinstance(min_delta, bool) or not isinstance(min_delta, Real) or not min_delta >= 0:
+            raise ValueError(f'EarlyStoppingCB: min_delta must be a number, 0 or more; got {min_delta!r}')
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, int(patience), float(min_delta)
         self.best: float | None = None
         self.wait, self.stopped_epoch = 0, None
 

@@ -8,6 +8,7 @@ import warnings
 from copy import copy
 from typing import Any
 
+import torch
 from torcheval.metrics import Mean, Metric
 
 from .distributed import is_main_process
@@ -91,6 +92,12 @@ class MetricsCB(Callback):
     with the metrics, `loss`, `epoch`, `train` (bool) and `time` in seconds), which each fit starts afresh.
     Metrics are updated on the training device and read back once per epoch: no sync per batch. The target
     is the batch's item after its `learn.n_inp` inputs (1 unless a `TrainCB(n_inp)` says otherwise).
+
+    A training batch counts once its backward ran (also one then cancelled, as gradient accumulation does, by
+    a callback ordered after this one), a validation batch once its loss was computed. A phase with no batch
+    that counts gets no row (with a warning), so `EarlyStoppingCB` and `CheckpointCB` skip that epoch.
+    Names are refused that would clash with the names monitors and metrics.json derive: 'train_loss',
+    'valid_loss' and 'train_<name>' of another metric.
     """
     def __init__(self, *ms: Metric, **metrics: Metric):
         for o in ms:
@@ -103,6 +110,9 @@ class MetricsCB(Callback):
             if k in RESERVED:
                 raise ValueError(f'MetricsCB: {k!r} is the name of a column MetricsCB writes itself ({RESERVED}); '
                                  'give the metric another name.')
+            if k in ('train_loss', 'valid_loss') or (k.startswith('train_') and k[6:] in metrics):
+                raise ValueError(f"MetricsCB: {k!r} is also the name MetricsCB gives a loss or a metric's training "
+                                 "value ('train_loss', 'valid_loss', 'train_<name>'); give the metric another name.")
             if not isinstance(m, Metric):
                 raise TypeError(f"MetricsCB: metric {k!r} is a {type(m).__name__}, not a torcheval Metric; pass one "
                                 "such as MulticlassAccuracy(), or subclass torcheval.metrics.Metric.")
@@ -110,6 +120,7 @@ class MetricsCB(Callback):
         self.all_metrics = copy(metrics)
         self.all_metrics['loss'] = self.loss = Mean()
         self.history: list[dict[str, Any]] = []
+        self._counts = False  # whether the current batch counts (see `after_batch`)
 
     def state_dict(self) -> dict[str, Any]:
         """The history, and the metrics' running state (used when a checkpoint was saved mid-epoch)."""
@@ -141,13 +152,30 @@ class MetricsCB(Callback):
             for m in self.all_metrics.values(): m.reset()
         self._start = time.perf_counter()
 
+    def after_loss(self, learn: Learner) -> None:
+        if not learn.training: self._counts = True
+
+    def after_backward(self, learn: Learner) -> None: self._counts = True
+
     def after_batch(self, learn: Learner) -> None:
-        x, y = learn.batch[0], learn.batch[learn.n_inp]
-        preds, device = learn.preds.detach(), learn.preds.device
+        """Update the metrics with a batch that counts; also run as `cleanup_batch`, for one cancelled after
+        that (its `after_batch` does not run)."""
+        if not self._counts: return
+        self._counts = False
+        loss = learn.loss.detach()
         for m in self.all_metrics.values():
-            if m.device != device: m.to(device)
-        for m in self.metrics.values(): m.update(preds, y)
-        self.loss.update(learn.loss.detach(), weight=len(x))
+            if m.device != loss.device: m.to(loss.device)
+        if self.metrics:
+            preds = learn.preds
+            if not isinstance(preds, torch.Tensor):
+                raise TypeError(f'MetricsCB: the predictions (learn.preds) are a {type(preds).__name__}, not a tensor, '
+                                'so the metrics cannot take them. Make learn.preds the tensor the metrics should see '
+                                '(e.g. a TrainLearner whose predict keeps the logits), or log only the loss with '
+                                'MetricsCB().')
+            for m in self.metrics.values(): m.update(preds.detach(), learn.batch[learn.n_inp])
+        self.loss.update(loss, weight=len(learn.batch[0]))
+
+    cleanup_batch = after_batch
 
     def compute(self) -> dict[str, float]:
         """The current value of every metric and of the loss, as Python floats (one device read each)."""
@@ -162,6 +190,12 @@ class MetricsCB(Callback):
         return res
 
     def after_epoch(self, learn: Learner) -> None:
+        if not self.loss.weights:  # no batch counted (the loss's total weight; global under `DDPCB`)
+            if is_main_process():
+                warnings.warn(f'MetricsCB: no batch of the {learn.phase} phase of epoch {learn.epoch} counted (all '
+                              'were cancelled), so it has no row and no values; EarlyStoppingCB and CheckpointCB '
+                              'skip them.', stacklevel=2)
+            return
         row = {**self.compute(), 'epoch': learn.epoch, 'train': learn.training,
                'time': time.perf_counter() - self._start}
         self.history.append(row)

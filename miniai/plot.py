@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,12 +18,13 @@ __all__ = ['show_image', 'subplots', 'get_grid', 'show_images']
 
 
 def _to_numpy(im: Any) -> np.ndarray:
-    """A tensor (CHW or HW, any dtype, any device), array or PIL image as an HW or HWC array for `imshow`."""
+    """A tensor (HW, CHW or HWC: see `show_image`; any dtype, any device), array or PIL image (HW or HWC) as an
+    HW or HWC array for `imshow`."""
     if hasattr(im, 'detach'):
         im = im.detach().cpu()
         if im.is_floating_point():
             im = im.float()  # half/bfloat16 have no numpy equivalent
-        if im.ndim == 3 and im.shape[0] < 5:
+        if im.ndim == 3 and im.shape[0] < 5 and im.shape[0] <= im.shape[-1]:
             im = im.permute(1, 2, 0)
         im = im.numpy()
     else:
@@ -32,8 +34,9 @@ def _to_numpy(im: Any) -> np.ndarray:
 
 def show_image(im: Any, ax: Axes | None = None, figsize: tuple[float, float] | None = None,
                title: str | None = None, noframe: bool = True, **kwargs) -> Axes:
-    """Show a tensor (CHW or HW, float or uint8, any device), array or PIL image on `ax` (a new figure's if
-    None); `kwargs` go to `ax.imshow` (e.g. `cmap`)."""
+    """Show a tensor (float or uint8, any device), array or PIL image on `ax` (a new figure's if None); `kwargs`
+    go to `ax.imshow` (e.g. `cmap`). A 3-d tensor is CHW when its first dim (1 to 4) is at most its last, else
+    HWC (e.g. 4x6x3); arrays and PIL images are HW or HWC."""
     if ax is None:
         import matplotlib.pyplot as plt
         _, ax = plt.subplots(figsize=figsize)
@@ -49,20 +52,24 @@ def show_image(im: Any, ax: Axes | None = None, figsize: tuple[float, float] | N
 
 def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None, imsize: float = 3,
              suptitle: str | None = None, **kwargs) -> tuple[Figure, np.ndarray]:
-    """A figure and an array of its `nrows` x `ncols` axes, each `imsize` inches square unless `figsize` is
-    given; `kwargs` go to `plt.subplots`."""
+    """A figure and an array of its axes, each `imsize` inches square unless `figsize` is given; `kwargs` go to
+    `plt.subplots`. As in the course, the array is squeezed: 1-d for one row or column (one axis: shape (1,)),
+    `nrows` x `ncols` otherwise or with `squeeze=False`."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(nrows, ncols, figsize=figsize or (ncols * imsize, nrows * imsize), **kwargs)
     if suptitle is not None:
         fig.suptitle(suptitle)
-    return fig, np.asarray(ax)
+    return fig, np.atleast_1d(ax)
 
 
 def get_grid(n: int, nrows: int | None = None, ncols: int | None = None, title: str | None = None,
              weight: str = 'bold', size: int = 14, **kwargs) -> tuple[Figure, np.ndarray]:
     """A figure with a grid of at least `n` axes (about square unless `nrows`/`ncols` are given), the unused
-    ones turned off; `kwargs` go to `subplots`."""
+    ones turned off, and the array of its axes as `subplots` gives it; `kwargs` go to `subplots`."""
+    for k, v in (('nrows', nrows), ('ncols', ncols)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, Integral) or v < 1):
+            raise ValueError(f'get_grid: {k} must be a whole number >= 1 (or None to fit n), got {v!r}.')
     if nrows is None and ncols is None:
         nrows = max(1, math.isqrt(n))
     if ncols is None:
@@ -70,7 +77,8 @@ def get_grid(n: int, nrows: int | None = None, ncols: int | None = None, title: 
     elif nrows is None:
         nrows = max(1, math.ceil(n / ncols))
     if nrows * ncols < n:
-        raise ValueError(f'a {nrows}x{ncols} grid cannot hold {n} images')
+        raise ValueError(f'get_grid: a {nrows}x{ncols} grid cannot hold {n} images; give more rows or columns, or '
+                         'leave one of them None to fit n.')
     fig, axs = subplots(nrows, ncols, **kwargs)
     for ax in axs.flat[n:]:
         ax.set_axis_off()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from numbers import Integral
 
 import torch
 
@@ -28,13 +29,16 @@ class ProgressCB(Callback):
     In a notebook, `plot=True` also draws the train and valid loss live. In a terminal the bars are
     fastprogress's console bars; when output is not a terminal (a log file, CI) no bar is drawn and the
     metrics are printed as plain lines, so logs get no carriage returns. The training loss of every batch
-    is kept in `losses`, read back from the device at most once every `every` batches.
+    whose backward ran (also one then cancelled, as gradient accumulation does, by a callback ordered after
+    this one) is kept in `losses`, read back from the device at most once every `every` (an int >= 1) batches.
     """
     order = MetricsCB.order + 1
 
     def __init__(self, plot: bool = False, every: int = 10):
-        self.plot, self.every = plot, every
-        self.bars, self.losses, self._pending = False, [], []
+        if isinstance(every, bool) or not isinstance(every, Integral) or every < 1:
+            raise ValueError(f'ProgressCB: every is a number of batches, a whole number >= 1; got {every!r}.')
+        self.plot, self.every = plot, int(every)
+        self.bars, self.losses, self._pending, self._counts = False, [], [], False
 
     def state_dict(self) -> dict[str, list[float]]:
         pending = torch.stack(self._pending).float().cpu().tolist() if self._pending else []
@@ -80,10 +84,17 @@ class ProgressCB(Callback):
     def before_epoch(self, learn: Learner) -> None:
         if self.bars: learn.dl = self.pbar = self._progress_bar(learn.dl, leave=False, parent=self.mbar)
 
+    def after_backward(self, learn: Learner) -> None: self._counts = True
+
     def after_batch(self, learn: Learner) -> None:
-        if not learn.training: return
+        """Keep the loss of a training batch whose backward ran; also run as `cleanup_batch`, for one cancelled
+        after its backward."""
+        if not self._counts: return
+        self._counts = False
         self._pending.append(learn.loss.detach())
         if len(self._pending) >= self.every: self._flush(learn)
+
+    cleanup_batch = after_batch
 
     def _read_pending(self) -> None:
         if self._pending:
@@ -103,8 +114,8 @@ class ProgressCB(Callback):
     def _update_graph(self, learn: Learner) -> None:
         graphs = [[list(range(len(self.losses))), self.losses]]
         hist = self._metrics.history if self._metrics is not None else []
-        valid = [h['loss'] for h in hist if not h['train']]
+        valid = [h for h in hist if not h['train']]  # an epoch without a valid row (all cancelled) is skipped
         if valid:
             n = len(learn.dls.train)
-            graphs.append([[(i + 1) * n for i in range(len(valid))], valid])
+            graphs.append([[(h['epoch'] + 1) * n for h in valid], [h['loss'] for h in valid]])
         self.mbar.update_graph(graphs)

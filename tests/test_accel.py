@@ -193,9 +193,27 @@ def test_fp16_gradient_accumulation_adds_up_as_in_float32(clip):
         torch.testing.assert_close(a, b, rtol=0, atol=2e-3)
 
 
-def test_grad_clip_refuses_a_bad_max_norm():
-    with pytest.raises(ValueError, match='max_norm must be positive, got 0'):
-        GradClipCB(0)
+@pytest.mark.parametrize('max_norm', [0, -1., '1.0', None, True])
+def test_grad_clip_refuses_a_bad_max_norm(max_norm):
+    with pytest.raises(ValueError, match=f'GradClipCB: max_norm must be a positive number, got {max_norm!r}'):
+        GradClipCB(max_norm)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.int8, 'bfloat16', True])
+def test_mixed_precision_refuses_other_dtypes(dtype):
+    with pytest.raises(ValueError, match='MixedPrecision: dtype must be torch.float16, torch.bfloat16 or None'):
+        MixedPrecision(dtype)
+
+
+def test_channels_last_leaves_a_dict_batch_to_the_learners_check():
+    from miniai import BatchError
+    class DictDS(torch.utils.data.Dataset):
+        def __len__(self): return 8
+        def __getitem__(self, i): return {'x': torch.randn(1, 4, 4), 'y': i % 2}
+    dl = DataLoader(DictDS(), 4)
+    learn = TrainLearner(model(), SimpleNamespace(train=dl, valid=dl), F.cross_entropy, cbs=[ChannelsLastCB()])
+    with pytest.raises(BatchError, match='gave a dict'):
+        learn.fit(1)
 
 
 def test_fp16_refuses_a_momentum_learner_and_bf16_takes_it():

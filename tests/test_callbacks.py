@@ -6,6 +6,7 @@ matplotlib.use('Agg')
 import gc  # noqa: E402
 import sys  # noqa: E402
 from functools import partial  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -19,13 +20,17 @@ import miniai.progress  # noqa: E402
 from miniai import (  # noqa: E402
     ActivationStats,
     BatchSchedCB,
+    CancelBatchException,
     EpochSchedCB,
     GeneralRelu,
     Hook,
     Hooks,
+    Learner,
     MetricsCB,
+    NonFiniteLossError,
     ProgressCB,
     RecorderCB,
+    TrainCB,
     TrainLearner,
     get_model,
     rec_lr,
@@ -210,3 +215,96 @@ def test_hooks_refuse_a_non_module_up_front(monkeypatch):
         Hook('fc', print)
     gc.collect()
     assert unraisable == []
+
+
+class AccumulateTwo(miniai.Callback):
+    """Gradient accumulation: the even training batches are cancelled after their backward."""
+    order = 2
+    def after_backward(self, learn):
+        if learn.iter % 2 == 0: raise CancelBatchException()
+
+
+class CancelValidAfterLoss(miniai.Callback):
+    order = 2
+    def after_loss(self, learn):
+        if not learn.training: raise CancelBatchException()
+
+
+def test_batches_cancelled_after_backward_or_valid_loss_count():
+    metrics, prog = MetricsCB(accuracy=MulticlassAccuracy()), ProgressCB(every=2)
+    torch.manual_seed(0)
+    dls = tiny_dls(n_train=8, n_valid=8)
+    dls.valid = dls.train  # lr 0: the train row must equal the valid row, over the same data
+    learn = TrainLearner(nn.Linear(3, 2), dls, F.cross_entropy, lr=0., cbs=[metrics, prog, AccumulateTwo()])
+    learn.fit(1, cbs=[CancelValidAfterLoss()])
+    train, valid = metrics.history
+    assert len(prog.losses) == 4 and sum(prog.losses) / 4 == pytest.approx(train['loss'])
+    assert train['loss'] == pytest.approx(valid['loss']) and train['accuracy'] == valid['accuracy']
+
+
+def test_a_batch_with_a_non_finite_loss_does_not_count():
+    metrics, prog = MetricsCB(), ProgressCB()
+    class NaNAt2(miniai.Callback):
+        def after_loss(self, learn):
+            if learn.iter == 2: learn.loss = learn.loss * float('nan')
+    learn = learner([metrics, prog, NaNAt2()])
+    with pytest.raises(NonFiniteLossError):
+        learn.fit(1)
+    assert len(prog.losses) == 2 and metrics.compute()['loss'] == pytest.approx(sum(prog.losses) / 2)
+
+
+def test_progress_places_valid_points_at_their_epoch(monkeypatch):
+    monkeypatch.setattr(miniai.progress, '_isatty', lambda: True)
+    graphs, prog = [], ProgressCB(plot=True)
+    class Spy(miniai.Callback):
+        order = ProgressCB.order + 1
+        def before_fit(self, learn): prog.mbar.update_graph = graphs.append
+    class SkipFirstValid(miniai.Callback):
+        def before_batch(self, learn):
+            if not learn.training and learn.epoch == 0: raise CancelBatchException()
+    learn = learner([MetricsCB(), prog, Spy(), SkipFirstValid()])
+    with pytest.warns(UserWarning, match='no batch of the valid phase of epoch 0 counted'):
+        learn.fit(2)
+    assert graphs[-1][1] == [[6], [learn.metrics.history[-1]['loss']]]  # epoch 1 ends after 2 x 3 batches
+
+
+def test_metrics_with_tuple_predictions():
+    class Aux(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+        def forward(self, x): return self.lin(x), self.lin.weight.square().mean()
+    def loss(preds, y): return F.cross_entropy(preds[0], y) + preds[1]
+    learn = TrainLearner(Aux(), tiny_dls(), loss, cbs=[MetricsCB()])
+    learn.fit(1)  # the loss alone needs no tensor predictions
+    assert len(learn.metrics.history) == 2
+    learn = TrainLearner(Aux(), tiny_dls(), loss, cbs=[MetricsCB(acc=MulticlassAccuracy())])
+    with pytest.raises(TypeError, match=r'MetricsCB: the predictions \(learn.preds\) are a tuple, not a tensor'):
+        learn.fit(1)
+
+
+@pytest.mark.parametrize('names', [['train_loss'], ['valid_loss'], ['acc', 'train_acc'], ['train_acc', 'acc']])
+def test_metrics_refuse_names_that_clash_with_derived_ones(names):
+    with pytest.raises(ValueError, match=f"MetricsCB: '{names[-1] if names[-1].startswith('train') else names[0]}' "
+                                         'is also the name MetricsCB gives'):
+        MetricsCB(**{k: MulticlassAccuracy() for k in names})
+
+
+def test_train_cb_gives_the_loss_only_the_target_as_train_learner_does():
+    from torch.utils.data import DataLoader, TensorDataset
+    g = torch.Generator().manual_seed(0)
+    ds = TensorDataset(torch.randn(6, 3, generator=g), torch.randint(0, 3, (6,), generator=g), torch.rand(6, 3))
+    dls = SimpleNamespace(train=DataLoader(ds, 3), valid=DataLoader(ds, 3))  # a 3rd item: e.g. a weight per item
+    def loss(make):
+        torch.manual_seed(0)
+        learn = make(nn.Linear(3, 3))
+        learn.fit(1, cbs=[MetricsCB()])
+        return learn.metrics.history[-1]['loss']
+    assert loss(lambda m: Learner(m, dls, F.cross_entropy, cbs=[TrainCB()])) == loss(
+        lambda m: TrainLearner(m, dls, F.cross_entropy))
+
+
+@pytest.mark.parametrize('every', [0, -5, 2.5, '3', True])
+def test_progress_every_must_be_a_whole_number_of_batches(every):
+    with pytest.raises(ValueError, match='ProgressCB: every is a number of batches, a whole number >= 1; got '):
+        ProgressCB(every=every)

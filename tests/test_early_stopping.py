@@ -3,6 +3,7 @@
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from miniai import (
     Callback,
+    CancelBatchException,
     CancelEpochException,
     CancelFitException,
     CheckpointCB,
@@ -74,10 +76,13 @@ def test_a_resumed_fit_goes_on_counting(tmp_path):
 
 
 def test_bad_arguments_and_monitors_are_named():
-    for kw, msg in ((dict(mode='lowest'), "'min' or 'max'"), (dict(patience=0), 'at least 1'),
-                    (dict(min_delta=-1), 'min_delta must be 0 or more')):
+    for kw, msg in ((dict(mode='lowest'), "'min' or 'max'"), *((dict(patience=p), 'a whole number >= 1; got')
+                    for p in (0, True, 2.0, '3')), *((dict(min_delta=d), 'min_delta must be a number, 0 or more; got')
+                                                    for d in (-1, '0.1', None, True, math.nan))):
         with pytest.raises(ValueError, match=msg):
             EarlyStoppingCB(**kw)
+    es = EarlyStoppingCB(patience=np.int64(3), min_delta=np.float32(0.5))
+    assert (es.patience, es.min_delta) == (3, 0.5) and type(es.patience) is int and type(es.min_delta) is float
     with pytest.raises(ValueError, match=r"EarlyStoppingCB: monitor='acc' is not one of this fit's values"):
         learner([1.0], EarlyStoppingCB(monitor='acc', mode='max')).fit(1)
     for cls in (EarlyStoppingCB, CheckpointCB):  # higher is better, or lower? Not guessed for a metric
@@ -111,6 +116,21 @@ def test_an_epoch_without_the_value_does_not_count():
     with pytest.warns(UserWarning, match=r"epoch \d has no 'train_loss'.*does not count"):
         learn.fit(4)
     assert es.stopped_epoch is None and epochs_run(learn) == [0, 1, 2, 3]
+
+
+def test_an_epoch_whose_valid_batches_were_all_cancelled_has_no_value(tmp_path):
+    class SkipOddValid(Callback):  # e.g. validating every other epoch
+        def before_batch(self, learn):
+            if not learn.training and learn.epoch % 2: raise CancelBatchException()
+    es, ck = EarlyStoppingCB(patience=1), CheckpointCB(tmp_path / 'ck.pt', monitor='valid_loss')
+    learn = learner([1.0, 0.9, 0.8, 0.7], es, ck, SkipOddValid())
+    with pytest.warns(UserWarning) as warned:
+        learn.fit(4)
+    msgs = [str(w.message) for w in warned]
+    assert [m.split(':')[0] for m in msgs] == ['MetricsCB', 'EarlyStoppingCB'] * 2
+    assert msgs[0].startswith('MetricsCB: no batch of the valid phase of epoch 1 counted')
+    assert [h['epoch'] for h in learn.metrics.history if not h['train']] == [0, 2]
+    assert es.best == ck.best == pytest.approx(0.8) and es.stopped_epoch is None
 
 
 class StopAfterThisEpoch(Callback):
