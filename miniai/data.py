@@ -242,7 +242,8 @@ class DataLoaders:
                 **kwargs) -> DataLoaders:
         """Torch DataLoaders over `dd`'s `train` split (shuffled; `drop_last` applies to it only) and its
         `validation`/`valid`/`test` split; batches are `(x, y)` tuples if `as_tuple`, else dicts.
-        `kwargs` (`num_workers`, `generator`, ...) go to both DataLoaders."""
+        `kwargs` (`num_workers`, `generator`, ...) go to both DataLoaders; the validation loader gets a generator
+        of its own (seeded as `generator` was), so validation runs do not shift the training shuffles."""
         valid = next((k for k in ('validation', 'valid', 'test') if k in dd), None)
         if 'train' not in dd or valid is None:
             raise ValueError(f"DataLoaders.from_dd: needs a 'train' split and a 'validation', 'valid' or 'test' "
@@ -251,13 +252,24 @@ class DataLoaders:
         collate = collate_dict(dd['train']) if as_tuple else default_collate
         return cls(DataLoader(dd['train'], batch_size, shuffle=True, drop_last=drop_last, collate_fn=collate,
                               **kwargs),
-                   DataLoader(dd[valid], batch_size, collate_fn=collate, **kwargs))
+                   DataLoader(dd[valid], batch_size, collate_fn=collate,
+                              **{**kwargs, 'generator': _reseeded(kwargs.get('generator'))}))
+
+
+def _reseeded(g: torch.Generator | None) -> torch.Generator | None:
+    """A new generator seeded as `g` was (None for None)."""
+    return None if g is None else torch.Generator().manual_seed(g.initial_seed())
 
 
 def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f'seed must be a whole number >= 0 (got {seed!r}); None draws one from torch\'s RNG.')
     return int(seed)
+
+
+def _is_count(v: Any) -> bool:
+    """Whether `v` is a whole number >= 1 (not a bool)."""
+    return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 1
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -268,8 +280,9 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 class DeviceLoader:
-    """Batches `(x [bs,1,H,W] float32, y int64)` from a whole split kept as uint8 tensors on `device`: each
-    batch is one gather by index plus `(x/255 - mean)/std` on the device; no per-item Python, no workers.
+    """Batches `(x [bs,1,H,W] float32, y int64)` from a whole split kept on `device` (`x`: uint8 images [N,H,W];
+    `y`: integer labels, kept as int64): each batch is one gather by index plus `(x/255 - mean)/std` on the
+    device; no per-item Python, no workers.
 
     With `shuffle`, epoch `e` (counted by `.epoch`, which each `iter` advances) uses the permutation drawn
     by a CPU `torch.Generator` seeded from `(seed, e)` by NumPy's `SeedSequence`; `seed=None` draws the seed
@@ -285,12 +298,22 @@ class DeviceLoader:
                  mean: float = FMNIST_MEAN, std: float = FMNIST_STD,
                  tfm: Callable[[Tensor], Tensor] | None = None, device: str | torch.device | None = None,
                  seed: int | None = None, rank: int = 0, world_size: int = 1):
+        if x.dtype != torch.uint8:
+            raise ValueError(f'DeviceLoader: x must be uint8 images (0..255; batches are x/255, normalised), got '
+                             f'{x.dtype}; for floats in [0,1] pass (x * 255).round().to(torch.uint8).')
+        if x.ndim != 3:
+            raise ValueError(f'DeviceLoader: x must be one-channel images [N,H,W] (batches get the channel dim), got '
+                             f'shape {tuple(x.shape)}; for [N,1,H,W] pass x.squeeze(1).')
+        if y.dtype == torch.bool or y.dtype.is_floating_point or y.dtype.is_complex:
+            raise ValueError(f'DeviceLoader: y must hold integer class labels, got {y.dtype}; pass y.long().')
         if len(x) != len(y):
             raise ValueError(f'{len(x)} images but {len(y)} labels')
+        if not _is_count(bs):
+            raise ValueError(f'DeviceLoader: bs must be a whole number >= 1, got {bs!r}.')
         if not 0 <= rank < world_size:
             raise ValueError(f'need 0 <= rank < world_size, got rank={rank}, world_size={world_size}')
         self.device = torch.device(device or def_device)
-        self.x, self.y = x.to(self.device), y.to(self.device)
+        self.x, self.y = x.to(self.device), y.to(self.device, torch.int64)
         self.bs, self.shuffle, self.drop_last, self.tfm = bs, shuffle, drop_last, tfm
         self.mean, self.std, self.rank, self.world_size = mean, std, rank, world_size
         self.seed = int(torch.randint(2**62, ()).item()) if seed is None else _check_seed(seed)
@@ -351,16 +374,23 @@ def get_dls(bs: int = 1024, path: str | os.PathLike | None = None, fast: bool = 
             seed: int | None = None, drop_last: bool = False, tfm: Callable[[Tensor], Tensor] | None = None,
             rank: int = 0, world_size: int = 1) -> DataLoaders:
     """Fashion-MNIST `DataLoaders` (train shuffled, valid = the test split) of normalised
-    `(x [bs,1,28,28] float32, y int64)` batches, over the first `n_train`/`n_valid` items when given.
+    `(x [bs,1,28,28] float32, y int64)` batches, over the first `n_train`/`n_valid` items when given (the whole
+    split if it holds fewer, as `miniai fit --limit-batches` relies on).
 
     `fast=True`: `DeviceLoader`s over the IDX arrays, kept on `device` (default `def_device`); `seed`, `tfm`
     (train only), `rank` and `world_size` are its options. `fast=False`: the course path
     (`load_fashion_mnist`, a per-item `TF.to_tensor` + normalise transform, `DataLoaders.from_dd` with
     `num_workers`), yielding CPU batches equal to the fast path's for the same items; `seed` seeds its
-    shuffle."""
+    shuffle. An option of the other path is refused."""
     for name, v in (('bs', bs), ('n_train', n_train), ('n_valid', n_valid)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1):
+        if v is not None and not _is_count(v):
             raise ValueError(f'get_dls: {name} must be a positive whole number (got {v!r}).')
+    if fast and num_workers:
+        raise ValueError(f'get_dls: num_workers={num_workers} needs fast=False; the fast loaders gather batches on '
+                         'the device, with no worker processes.')
+    if not fast and device is not None and torch.device(device).type != 'cpu':
+        raise ValueError(f"get_dls: device={str(device)!r} needs fast=True; the course path (fast=False) yields CPU "
+                         "batches (DeviceCB moves them to the model's device).")
     if fast:
         (xt, yt), (xv, yv) = fashion_mnist_arrays(path).values()
         kw = dict(bs=bs, mean=mean, std=std, device=device, rank=rank, world_size=world_size)

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from .callbacks import DeviceCB
 from .learner import Callback, Learner
@@ -71,38 +72,92 @@ def _destroy() -> None:
         dist.destroy_process_group()
 
 
+# The DataLoader options `shard_loader` carries over (those that this torch has).
+_DL_OPTIONS = ('num_workers', 'collate_fn', 'pin_memory', 'drop_last', 'timeout', 'worker_init_fn',
+               'multiprocessing_context', 'generator', 'prefetch_factor', 'persistent_workers', 'pin_memory_device',
+               'in_order')
+
+
+class _EveryNth(Sampler[int]):
+    """Items `rank, rank + world_size, ...` of `n`: a validation share, each item on one process only."""
+    def __init__(self, n: int, rank: int, world_size: int):
+        self.items = range(rank, n, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _unshardable(dl: DataLoader) -> str | None:
+    """What of DataLoader `dl` a rebuild over a `DistributedSampler` would lose, or None."""
+    if dl.batch_size is None:
+        bs = dl.batch_sampler
+        return 'batch_size=None' if bs is None else f'its batch_sampler ({type(bs).__name__})'
+    s = dl.sampler
+    if type(s) is RandomSampler and (s.replacement or s.num_samples != len(dl.dataset)):
+        return 'a RandomSampler that draws with replacement or num_samples items'
+    return None if type(s) in (SequentialSampler, RandomSampler) else f'its sampler ({type(s).__name__})'
+
+
 def shard_loader(dl: Any, rank: int, world_size: int, train: bool = True) -> Any:
     """`dl` restricted to process `rank`'s share of the items.
 
     A miniai `DeviceLoader` (anything with `rank`/`world_size` options) is set to shard itself, in place. A
-    torch `DataLoader` is rebuilt: for training with a `DistributedSampler` (shuffled if `dl` was; equal
-    shares, padded by repeating items, as DDP needs the same number of batches everywhere; `DDPCB` calls its
-    `set_epoch`), for validation with items `rank, rank + world_size, ...`, so each item counts once."""
+    torch `DataLoader` with a plain sequential or shuffled sampler is rebuilt with its options: for training with
+    a `DistributedSampler` (shuffled if `dl` was; equal shares, padded by repeating items, as DDP needs the same
+    number of batches everywhere; `DDPCB` calls its `set_epoch`), for validation with items `rank, rank +
+    world_size, ...`, so each item counts once. The shuffle's seed is `dl`'s generator's, else one drawn from
+    torch's global RNG; `DDPCB` gives every process rank 0's. A custom sampler or batch_sampler is refused."""
     if hasattr(dl, 'world_size'):
         dl.rank, dl.world_size = rank, world_size
         return dl
     if not isinstance(dl, DataLoader):
         raise TypeError(f'shard_loader: cannot shard a {type(dl).__name__}; give each process its own share '
                         'and pass DDPCB(shard=False)')
-    if isinstance(dl.sampler, DistributedSampler):
+    if isinstance(dl.sampler, (DistributedSampler, _EveryNth)):  # sharded already
         return dl
+    if (what := _unshardable(dl)) is not None:
+        raise TypeError(f'shard_loader: cannot shard a DataLoader with {what}: a DistributedSampler over the whole '
+                        "dataset would replace it. Give each process its own share (e.g. a sampler over that "
+                        "process's items) and pass DDPCB(shard=False).")
     ds, shuffle = dl.dataset, isinstance(dl.sampler, RandomSampler)
-    sampler = DistributedSampler(ds, world_size, rank, shuffle) if train else range(rank, len(ds), world_size)
-    return DataLoader(ds, dl.batch_size, sampler=sampler, num_workers=dl.num_workers,
-                      collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, drop_last=dl.drop_last,
-                      worker_init_fn=dl.worker_init_fn, persistent_workers=dl.persistent_workers,
-                      generator=dl.generator)
+    if train:
+        sampler = DistributedSampler(ds, world_size, rank, shuffle, _shuffle_seed(dl.sampler) if shuffle else 0)
+    else:
+        sampler = _EveryNth(len(ds), rank, world_size)
+    options = {k: getattr(dl, k) for k in _DL_OPTIONS if hasattr(dl, k)}
+    return DataLoader(ds, dl.batch_size, sampler=sampler, **options)
+
+
+def _shuffle_seed(sampler: RandomSampler) -> int:
+    """The seed of `sampler`'s generator (a `DataLoader(..., shuffle=True, generator=g)`'s), else one drawn from
+    torch's global RNG (from which a `RandomSampler` without a generator draws)."""
+    g = sampler.generator
+    return g.initial_seed() if g is not None else int(torch.randint(2**62, ()))
+
+
+def _from_main(obj: Any) -> Any:
+    """`obj` as the main process (rank 0) has it."""
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 class DDPCB(Callback):
     """Data-parallel fit over all processes of a `torchrun` or `accelerate launch`; a no-op in one process.
 
-    Creating it joins the process group (`init_distributed`). For each fit it shards `learn.dls` (they stay
-    sharded; pass `shard=False` if your loaders already give each process its share), wraps `learn.model` in
-    `DistributedDataParallel(**ddp_kwargs)`, unwrapping it when the fit ends, so `learn.model.state_dict()`
-    has the plain keys. Validation runs the plain model (no per-batch communication) with the main process's
-    BatchNorm statistics, so every process evaluates the same model. At the end of each epoch the states of
-    every `MetricsCB`'s metrics are merged over all processes, so all of them report the global values.
+    Creating it joins the process group (`init_distributed`). For each fit it shards the loaders of the phases it
+    runs (they stay sharded; pass `shard=False` if your loaders already give each process its share), wraps
+    `learn.model` in `DistributedDataParallel(**ddp_kwargs)`, unwrapping it when the fit ends, so
+    `learn.model.state_dict()` has the plain keys. Every process shuffles the training data as the main process
+    does: a `DeviceLoader` gets its state (seed and epoch counter), a `DistributedSampler` its seed and, each
+    epoch, `set_epoch` with the training epochs of all fits so far, so a second fit does not replay the first's
+    orders (its state, `epochs_done` and `seed`, goes into checkpoints, so a resumed fit replays them).
+    Validation runs the plain model (no per-batch communication) with the main process's BatchNorm statistics,
+    so every process evaluates the same model. At the end of each epoch the states of every `MetricsCB`'s
+    metrics are merged over all processes, so all of them report the global values.
     """
     # After `DeviceCB` and `ChannelsLastCB` have put the model on its device and in its memory format (DDP's
     # gradient buckets take the parameters' layout), before the callbacks that use `learn.dl` or the metrics.
@@ -111,29 +166,42 @@ class DDPCB(Callback):
     def __init__(self, shard: bool = True, **ddp_kwargs):
         self.shard, self.ddp_kwargs = shard, ddp_kwargs
         self.active = init_distributed()
+        # training epochs of the earlier fits (each counts its n_epochs), and the DistributedSampler's seed
+        self.epochs_done, self.seed = 0, None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {'epochs_done': self.epochs_done, 'seed': self.seed}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.epochs_done = int(sd['epochs_done'])
+        if sd['seed'] is not None:  # else (saved by a run without a DistributedSampler) keep rank 0's
+            self.seed = sd['seed']
 
     def before_fit(self, learn: Learner) -> None:
         if not self.active:
             return
         if self.shard:
             rank, ws = get_rank(), get_world_size()
-            learn.dls.train = shard_loader(learn.dls.train, rank, ws, train=True)
-            learn.dls.valid = shard_loader(learn.dls.valid, rank, ws, train=False)
+            for phase in learn.phases:
+                if (dl := getattr(learn.dls, phase)) is not None:
+                    setattr(learn.dls, phase, shard_loader(dl, rank, ws, train=phase == 'train'))
             if learn.n_iter:  # counted before the fit, over the whole training set
                 learn.n_iter = learn.n_epochs * len(learn.dls.train)
-        if hasattr(learn.dls.train, 'seed'):  # a DeviceLoader's shuffle: the same on every process
-            seed = [learn.dls.train.seed]
-            dist.broadcast_object_list(seed, src=0)
-            learn.dls.train.seed = seed[0]
+        train = learn.dls.train if 'train' in learn.phases else None
+        if isinstance(getattr(train, 'sampler', None), DistributedSampler):
+            self.seed = _from_main(train.sampler.seed)
+        elif hasattr(train, 'world_size') and callable(getattr(train, 'load_state_dict', None)):  # a DeviceLoader
+            train.load_state_dict(_from_main(train.state_dict()))
         self.module = learn.model
         self.ddp = learn.model = DistributedDataParallel(learn.model, **self.ddp_kwargs)
 
     def before_epoch(self, learn: Learner) -> None:
         if not self.active:
             return
-        training = learn.training
-        if training and isinstance(getattr(learn.dl, 'sampler', None), DistributedSampler):
-            learn.dl.sampler.set_epoch(learn.epoch)
+        training, sampler = learn.training, getattr(learn.dl, 'sampler', None)
+        if training and isinstance(sampler, DistributedSampler):
+            sampler.seed = self.seed  # rank 0's, or the resumed run's
+            sampler.set_epoch(self.epochs_done + learn.epoch)
         if not training:
             for b in self.module.buffers():
                 dist.broadcast(b, src=0)
@@ -150,5 +218,7 @@ class DDPCB(Callback):
                     m.load_state_dict(synced[k].state_dict())
 
     def cleanup_fit(self, learn: Learner) -> None:
+        if 'train' in learn.phases:
+            self.epochs_done += learn.n_epochs
         if isinstance(learn.model, DistributedDataParallel):
             learn.model = learn.model.module

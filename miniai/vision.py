@@ -39,11 +39,16 @@ class BatchAugment:
     `BatchTransformCB(BatchAugment(), on_val=False)` or as `DeviceLoader`'s `tfm`. `padding_mode` is that of
     `torchvision.transforms.v2.functional.pad`; 'reflect' (fastai's default) keeps normalised backgrounds."""
     def __init__(self, pad: int = 4, flip: bool = True, padding_mode: str = 'reflect'):
+        if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+            raise ValueError(f'BatchAugment: pad must be a whole number of pixels >= 0, got {pad!r}.')
         self.pad, self.flip, self.padding_mode = pad, flip, padding_mode
 
     def augment(self, x: Tensor) -> Tensor:
         """Augment a batch of images `[N, C, H, W]`."""
         from torchvision.transforms.v2.functional import pad
+        if x.ndim != 4:
+            raise ValueError(f'BatchAugment: expected a batch of images [N, C, H, W], got shape {tuple(x.shape)}; '
+                             'add the missing dims, e.g. x[None] for one image or x[:, None] for [N, H, W].')
         n, _, h, w = x.shape
         p, dev = self.pad, x.device
         rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
@@ -58,9 +63,16 @@ class BatchAugment:
         return x[items[:, None, None, None], chans[:, None, None], i[:, None, :, None], j[:, None, None, :]]
 
     def __call__(self, b: Any) -> Any:
-        return self.augment(b) if isinstance(b, Tensor) else type(b)((self.augment(b[0]), *b[1:]))
+        if isinstance(b, Tensor):
+            return self.augment(b)
+        if not isinstance(b, (tuple, list)):
+            raise TypeError(f'BatchAugment: expected images or an (x, y, ...) batch, got a {type(b).__name__}; '
+                            'for dict batches use tuple batches (e.g. DataLoaders.from_dd(..., as_tuple=True)) '
+                            "or augment the images yourself: b['image'] = aug(b['image']).")
+        return type(b)((self.augment(b[0]), *b[1:]))
 
-    def __repr__(self) -> str: return f'{type(self).__name__}(pad={self.pad}, flip={self.flip})'
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(pad={self.pad}, flip={self.flip}, padding_mode={self.padding_mode!r})'
 
 
 def batch_augment(pad: int = 4, flip: bool = True, padding_mode: str = 'reflect') -> BatchAugment:
@@ -70,16 +82,22 @@ def batch_augment(pad: int = 4, flip: bool = True, padding_mode: str = 'reflect'
 
 def channel_stats(data: Tensor | Iterable, chunk: int = 4096) -> tuple[Tensor, Tensor]:
     """Per-channel mean and (population) std of images `[N, C, H, W]` given as a tensor or a loader of
-    `(x, ...)` batches, accumulated in float64 one chunk or batch at a time."""
+    `(x, ...)` batches, accumulated in float64 one chunk or batch at a time (on the CPU: MPS has no float64).
+    Channels-last images `[N, H, W, C]` need `x.permute(0, 3, 1, 2)` first."""
     if isinstance(data, Tensor):
         batches = data.split(chunk)
     else:
         batches = (b if isinstance(b, Tensor) else b[0] for b in data)
     n, s, s2 = 0, 0., 0.
-    for x in batches:  # float32 sums per chunk, float64 across chunks (on the CPU: MPS has no float64)
-        x = x.float()
+    for x in batches:
+        if x.ndim != 4:
+            raise ValueError(f'channel_stats: expected images [N, C, H, W], got shape {tuple(x.shape)}; '
+                             'for [N, H, W] pass x[:, None].')
+        x = x.cpu().double()
         n += x.numel() // x.shape[1]
-        s = s + x.sum((0, 2, 3)).cpu().double()
-        s2 = s2 + (x * x).sum((0, 2, 3)).cpu().double()
+        s = s + x.sum((0, 2, 3))
+        s2 = s2 + (x * x).sum((0, 2, 3))
+    if not n:
+        raise ValueError('channel_stats: no images (an empty tensor or loader).')
     mean = s / n
     return mean.float(), (s2 / n - mean * mean).clamp_min(0).sqrt().float()

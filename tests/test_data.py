@@ -442,3 +442,43 @@ def test_a_file_given_as_the_data_folder(tmp_path):
     (tmp_path / 'MD5SUMS').write_text('')
     with pytest.raises(MissingDataError, match='MD5SUMS .* is a file; give the folder that holds the four files'):
         fashion_mnist_dir(tmp_path / 'MD5SUMS')
+
+
+def test_device_loader_refuses_inputs_it_would_batch_wrongly():
+    x, y = torch.randint(0, 256, (8, 4, 4), dtype=torch.uint8), torch.zeros(8, dtype=torch.long)
+    with pytest.raises(ValueError, match=r'x must be uint8 images .*got torch.float32.*\(x \* 255\)\.round\(\)'):
+        DeviceLoader(x.float() / 255, y, device='cpu')  # already in [0,1]: would be divided by 255 again
+    with pytest.raises(ValueError, match=r'one-channel images \[N,H,W\].*\(8, 1, 4, 4\).*x\.squeeze\(1\)'):
+        DeviceLoader(x[:, None], y, device='cpu')  # would give 5-d batches
+    for bs in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match=rf'bs must be a whole number >= 1, got {bs}'):
+            DeviceLoader(x, y, bs=bs, device='cpu')
+    with pytest.raises(ValueError, match=r'y must hold integer class labels, got torch.float32; pass y.long\(\)'):
+        DeviceLoader(x, y.float(), device='cpu')
+    _, yb = next(iter(DeviceLoader(x, y.to(torch.uint8), bs=8, device='cpu')))  # as read_idx gives them
+    assert yb.dtype == torch.int64
+
+
+def test_from_dd_validation_does_not_shift_training_shuffles(tmp_path):
+    path = write_fmnist(tmp_path / 'fm', n_train=20, n_test=10)
+    a, b = (get_dls(bs=5, path=path, fast=False, seed=0) for _ in range(2))
+    assert a.valid.generator is not a.train.generator
+    assert a.valid.generator.initial_seed() == a.train.generator.initial_seed() == 0
+    labels = lambda dl: [y.tolist() for _, y in dl]
+    ea = [labels(a.train), labels(a.train)]
+    eb = [labels(b.train), labels(b.valid), labels(b.train)]  # a validation pass between the epochs
+    assert ea == [eb[0], eb[2]]
+    state = torch.get_rng_state()
+    labels(b.valid)
+    assert torch.equal(torch.get_rng_state(), state)  # nor do they draw from torch's global RNG
+
+
+def test_get_dls_refuses_options_it_would_ignore(tmp_path):
+    path = write_fmnist(tmp_path / 'fm', n_train=20, n_test=10)
+    with pytest.raises(ValueError, match='num_workers=4 needs fast=False'):
+        get_dls(path=path, num_workers=4, device='cpu')
+    with pytest.raises(ValueError, match=r"device='cuda' needs fast=True; the course path .* CPU batches"):
+        get_dls(path=path, fast=False, device='cuda')
+    for fast in (True, False):  # more items than a split holds: all of them (`miniai fit --limit-batches`)
+        dls = get_dls(path=path, fast=fast, n_train=21, n_valid=11, device='cpu')
+        assert [len(dl.dataset) if not fast else dl.n for dl in (dls.train, dls.valid)] == [20, 10]

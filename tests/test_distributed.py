@@ -17,7 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn, optim
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+    TensorDataset,
+    WeightedRandomSampler,
+)
 
 from miniai import (
     DDPCB,
@@ -96,12 +104,16 @@ def worker(out: Path) -> None:
     x[:, 0, 0] = torch.arange(64)
     y = torch.randint(0, 10, (64,), generator=g)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-    # Shuffle seeds differ per process: DDPCB must give all rank 0's, or the shares would overlap.
+    # Shuffle seeds and epoch counters differ per process (the main one peeks at a batch): DDPCB must give all
+    # rank 0's state, or the shares would overlap.
     dls = SimpleNamespace(train=IdsLoader(x, y, bs=8, shuffle=True, device='cpu', seed=get_rank()),
                           valid=IdsLoader(x[:20], y[:20], bs=8, device='cpu'))
+    if is_main_process():
+        next(iter(dls.train))
     _, metrics, seen = fit(dls, model, n_epochs=1)
     res['fast'] = dict(seen=seen.log, n_iter=seen.n_iter, history=metrics.history)
     res['resumed_same'] = resumed_equals_uninterrupted(out / 'checkpoint.pt')
+    res['refits'] = refit_orders()
     res['compiled'] = compiled_channels_last_fits()
     # 'max' of a falling training loss: no better after epoch 0, so it stops after epoch 1, on every process.
     es = EarlyStoppingCB(monitor='train_loss', mode='max', patience=1)
@@ -121,9 +133,10 @@ class StopAfterFirstEpoch(Callback):
 
 
 def resumed_equals_uninterrupted(ck: Path) -> bool:
-    """Whether a fit stopped after its first epoch and resumed from its checkpoint ends with the weights of a
-    fit that was not stopped (with a `ParamScheduler`, whose resume checks its saved values against its schedule
-    over this process's shard)."""
+    """Whether the second fit of a run, stopped after its first epoch and resumed from its checkpoint in a new
+    Learner, ends with the weights of a run that was not stopped (with a `ParamScheduler`, whose resume checks its
+    saved values against its schedule over this process's shard). The resume must take the training orders after
+    the first fit's, and the sampler's seed, from the checkpoint."""
     def run(cbs, resume=None):
         dls = SimpleNamespace(train=DataLoader(synthetic(N_TRAIN, 0), BS, shuffle=True),
                               valid=DataLoader(synthetic(N_VALID, 1), BS))
@@ -132,14 +145,32 @@ def resumed_equals_uninterrupted(ck: Path) -> bool:
             with torch.no_grad():
                 for p in model.parameters(): p.add_(1.)
         learn = TrainLearner(model, dls, F.cross_entropy, lr=0.01, opt_func=optim.AdamW,
-                             cbs=[DeviceCB('cpu'), DDPCB(), ParamScheduler({'lr': sched_cos(0.01, 0.001)}), *cbs])
-        learn.fit(2, resume=resume)
+                             cbs=[DeviceCB('cpu'), DDPCB(), ParamScheduler({'lr': sched_cos(0.01, 0.001)})])
+        if resume:
+            torch.manual_seed(1)  # another global RNG than the stopped run's when its sampler drew its seed
+        else:
+            learn.fit(1)
+        learn.fit(2, cbs=cbs, resume=resume)
         return learn.model.state_dict()
     ref = run([])
     run([CheckpointCB(ck), StopAfterFirstEpoch()])
     torch.distributed.barrier()  # the main process has written the checkpoint
     res = run([CheckpointCB(ck)], resume=ck)
     return all(torch.equal(ref[k], res[k]) for k in ref)
+
+
+def refit_orders() -> list[list[int]]:
+    """The items this process trained on in each of two one-epoch, training-only fits in a row, with no
+    validation loader and a generator seeded differently on each process (DDPCB must give all rank 0's seed)."""
+    dls = SimpleNamespace(train=DataLoader(synthetic(N_TRAIN, 0), BS, shuffle=True,
+                                           generator=torch.Generator().manual_seed(get_rank())), valid=None)
+    seen = SeenCB()
+    learn = TrainLearner(mlp(), dls, F.cross_entropy, lr=0.1, opt_func=optim.SGD, cbs=[DeviceCB('cpu'), DDPCB(), seen])
+    orders = []
+    for _ in range(2):
+        learn.fit(1, valid=False)
+        orders.append(sum((o[2] for o in seen.log), []))
+    return orders
 
 
 def compiled_channels_last_fits() -> dict:
@@ -273,6 +304,13 @@ def test_early_stopping_stops_every_process_at_the_same_epoch(launched):
     assert [r['early'] for r in launched[1]] == [dict(stopped=1, epochs=[0, 1])] * 2
 
 
+def test_each_fit_reshuffles_over_disjoint_shares(launched):
+    """Training-only fits with dls.valid None; `fit(1); fit(1)` must not replay the first fit's order."""
+    (a0, a1), (b0, b1) = (r['refits'] for r in launched[1])
+    assert sorted(a0 + b0) == sorted(a1 + b1) == list(range(N_TRAIN))
+    assert a0 != a1
+
+
 def test_device_loader_sharded_by_ddpcb(launched):
     _, ranks = launched
     ids = [sum((o[2] for o in items(r['fast']['seen'], True)), []) for r in ranks]
@@ -302,6 +340,39 @@ def test_shard_loader():
     assert shard_loader(dl, 1, 2) is dl and (dl.rank, dl.world_size, len(dl)) == (1, 2, 3)
     with pytest.raises(TypeError, match='cannot shard'):
         shard_loader([1, 2], 0, 2)
+
+
+@pytest.mark.parametrize('kw, what', [
+    (dict(batch_size=2, sampler=SubsetRandomSampler(range(4))), r'its sampler \(SubsetRandomSampler\)'),
+    (dict(batch_size=2, sampler=WeightedRandomSampler([1.] * 10, 10)), r'its sampler \(WeightedRandomSampler\)'),
+    (dict(batch_sampler=BatchSampler(SequentialSampler(range(10)), 4, False)), r'its batch_sampler \(BatchSampler\)'),
+    (dict(batch_size=2, sampler=RandomSampler(range(10), replacement=True)), 'a RandomSampler that draws with repl')])
+def test_shard_loader_refuses_what_it_would_replace(kw, what):
+    dl = DataLoader(synthetic(10, 0), **kw)
+    for train in (True, False):
+        with pytest.raises(TypeError, match=f'cannot shard a DataLoader with {what}.*DDPCB\\(shard=False\\)'):
+            shard_loader(dl, 0, 2, train=train)
+
+
+def test_shard_loader_keeps_the_loaders_seed_and_options():
+    ds = synthetic(12, 0)
+    ids = lambda dl: torch.cat([b[2] for b in dl]).tolist()
+    shuffled = lambda seed: DataLoader(ds, 4, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    assert shard_loader(shuffled(5), 0, 2).sampler.seed == 5
+    assert ids(shard_loader(shuffled(1), 0, 2)) == ids(shard_loader(shuffled(1), 0, 2))
+    assert ids(shard_loader(shuffled(1), 0, 2)) != ids(shard_loader(shuffled(2), 0, 2))
+    seeds = []
+    for s in (3, 3, 4):  # no generator: a seed from torch's global RNG
+        torch.manual_seed(s)
+        seeds.append(shard_loader(DataLoader(ds, 4, shuffle=True), 0, 2).sampler.seed)
+    assert seeds[0] == seeds[1] != seeds[2]
+    dl = DataLoader(ds, 4, shuffle=True, num_workers=2, prefetch_factor=8, timeout=30,
+                    multiprocessing_context='spawn', pin_memory_device='cpu', in_order=False)
+    for train in (True, False):
+        s = shard_loader(dl, 1, 2, train=train)
+        for k in ('num_workers', 'prefetch_factor', 'timeout', 'multiprocessing_context', 'generator',
+                  'pin_memory_device', 'in_order'):
+            assert getattr(s, k) == getattr(dl, k), k
 
 
 @pytest.mark.parametrize('launcher', list(LAUNCHERS))

@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import nn
 from torchvision.transforms.v2.functional import pad
@@ -81,3 +82,33 @@ def test_channel_stats_tensor_and_loader_agree():
         assert torch.allclose(a, b, atol=1e-5)
     m8, s8 = channel_stats((x * 40).clamp(0, 255).to(torch.uint8))  # integer images work too
     assert m8.shape == s8.shape == (3,)
+
+
+def test_batch_augment_refuses_what_it_cannot_augment():
+    aug = BatchAugment()
+    with pytest.raises(ValueError, match=r'\[N, C, H, W\], got shape \(1, 28, 28\).*x\[None\]'):
+        aug(torch.randn(1, 28, 28))
+    with pytest.raises(TypeError, match=r"got a dict; .*as_tuple=True.*b\['image'\] = aug\(b\['image'\]\)"):
+        aug({'image': torch.randn(2, 1, 8, 8), 'label': torch.zeros(2)})
+    for p in (-1, 1.5):
+        with pytest.raises(ValueError, match=f'pad must be a whole number of pixels >= 0, got {p}'):
+            BatchAugment(pad=p)
+    assert repr(BatchAugment(padding_mode='edge')) == "BatchAugment(pad=4, flip=True, padding_mode='edge')"
+
+
+def test_channel_stats_is_exact_on_bright_low_contrast_images():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(250, 252, (2000, 1, 16, 16), generator=g).to(torch.uint8)  # std ~0.5 around 250.5
+    mean, std = channel_stats(x)
+    ref = x.double()
+    assert std.item() == pytest.approx(ref.std(unbiased=False).item(), rel=1e-6)
+    assert mean.item() == pytest.approx(ref.mean().item(), rel=1e-7)
+
+
+@pytest.mark.parametrize('data, msg', [
+    ([], r'no images \(an empty tensor or loader\)'),
+    (torch.zeros(0, 1, 4, 4), 'no images'),
+    (torch.rand(10, 28, 28), r'\[N, C, H, W\], got shape \(10, 28, 28\).*x\[:, None\]')])
+def test_channel_stats_refuses_what_holds_no_nchw_images(data, msg):
+    with pytest.raises(ValueError, match=msg):
+        channel_stats(data)
