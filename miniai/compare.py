@@ -130,6 +130,9 @@ def compare_optimizers(model_fn: Callable[[], nn.Module], dls_fn: Callable[[], A
     writes `compare.csv` and `compare.png` (`plot_comparison`) there. Shows a master bar over the runs in a
     terminal or notebook, else prints a line per run."""
     opts = COMPARE_OPTS if opts is None else opts
+    if len(set(seeds)) < len(seeds):
+        raise ValueError(f'compare_optimizers: seeds {tuple(seeds)} repeat a seed, which would train the same run '
+                         'twice and understate the spread; give each seed once.')
     runs = [(name, seed) for name in opts for seed in seeds]
     mbar = None
     if in_notebook() or sys.stdout.isatty():
@@ -206,15 +209,17 @@ def plot_comparison(rows: list[dict], figsize: tuple[float, float] = (12, 4)) ->
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Per optimizer, the final epoch's accuracies and valid loss as mean and std over seeds, and the mean
-    seconds per run."""
+    """Per optimizer, the accuracies and valid loss of each run's (seed's) last epoch, as mean and std over the
+    runs (a run that stopped early counts with its last epoch), and the mean seconds per run."""
     res = []
     for name, rs in _by_optimizer(rows).items():
-        last = max(r['epoch'] for r in rs)
-        final = [r for r in rs if r['epoch'] == last]
+        final: dict[int, dict] = {}  # seed -> its run's last row
+        for r in rs:
+            if r['seed'] not in final or r['epoch'] > final[r['seed']]['epoch']:
+                final[r['seed']] = r
         d: dict[str, Any] = {'optimizer': name, 'runs': len(final)}
         for k in ('train_accuracy', 'valid_accuracy', 'valid_loss'):
-            v = [r[k] for r in final]
+            v = [r[k] for r in final.values()]
             d[k], d[f'{k}_std'] = statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.
         d['seconds'] = sum(r['seconds'] for r in rs) / len(final)
         res.append(d)

@@ -35,8 +35,23 @@ class Hook:
         if hasattr(self, 'hook'): self.remove()  # not if __init__ refused its module
 
 
+def _unhooking(name: str) -> Callable:
+    """`list.<name>`, which takes items out of the list, then taking off their modules the hooks it took out."""
+    op = getattr(list, name)
+
+    def method(self: Hooks, *args):
+        before = list(self)
+        res = op(self, *args)
+        kept = {id(h) for h in self}
+        for h in before:
+            if id(h) not in kept: h.remove()
+        return res
+    return method
+
+
 class Hooks(list):
-    """A `Hook` on each of `ms`, removed together."""
+    """A `Hook` on each of `ms`, removed together. A hook taken out of the list (`del`, `pop`, `clear`,
+    `remove(hook)`, assignment over it) is taken off its module too."""
     def __init__(self, ms: Iterable[nn.Module], f: Callable):
         ms = list(ms)
         for m in ms: _check_module(m, 'Hooks')  # all first, so that a refusal leaves no hook behind
@@ -45,12 +60,17 @@ class Hooks(list):
     def __exit__(self, *args) -> None: self.remove()
     def __del__(self) -> None: self.remove()
 
-    def __delitem__(self, i: int) -> None:
-        self[i].remove()
-        super().__delitem__(i)
+    __delitem__, __setitem__, __imul__ = _unhooking('__delitem__'), _unhooking('__setitem__'), _unhooking('__imul__')
+    pop, clear = _unhooking('pop'), _unhooking('clear')
 
-    def remove(self) -> None:
-        for h in self: h.remove()
+    def remove(self, hook: Hook | None = None) -> None:
+        """Without `hook`, takes every hook off its module (the list keeps them, and their stats); with one, takes
+        it out of the list (as `list.remove`) and off its module."""
+        if hook is None:
+            for h in self: h.remove()
+        else:
+            list.remove(self, hook)
+            hook.remove()
 
 
 def append_stats(hook: Hook, mod: nn.Module, inp: tuple, outp: torch.Tensor | tuple) -> None:
@@ -77,7 +97,8 @@ def get_min(h: Hook) -> torch.Tensor:
 
 
 class HooksCallback(Callback):
-    """Hooks `hookfunc` onto the modules chosen by `mod_filter` for the fit (and always removes them after)."""
+    """Hooks `hookfunc` onto the modules chosen by `mod_filter` for the fit (and always removes them after); a
+    filter that picks no module is refused when the fit starts."""
     def __init__(self, hookfunc: Callable, mod_filter: Callable[[nn.Module], bool] = lambda m: True,
                  on_train: bool = True, on_valid: bool = False, mods: Iterable[nn.Module] | None = None):
         self.hookfunc, self.mod_filter, self.on_train, self.on_valid = hookfunc, mod_filter, on_train, on_valid
@@ -89,6 +110,9 @@ class HooksCallback(Callback):
 
     def before_fit(self, learn: Learner) -> None:
         mods = self.mods if self.mods is not None else [m for m in learn.model.modules() if self.mod_filter(m)]
+        if not mods:
+            raise ValueError(f'{type(self).__name__}: mod_filter picks none of the model\'s modules, so nothing would '
+                             'be hooked; check the filter (e.g. the layer type it looks for) against the model.')
         self.hooks = Hooks(mods, self._hookfunc)
 
     def _hookfunc(self, *args, **kwargs) -> None:

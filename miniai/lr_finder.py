@@ -41,8 +41,9 @@ class LRFinderCB(Callback):
     and the loss smoothed by a bias-corrected exponential moving average (`smooth`) in `lrs` and `losses`.
 
     Ends the fit (`CancelFitException`) after `num_it` batches or, with `stop_div`, as soon as the smoothed
-    loss passes 4x its minimum or is not finite; validation epochs are skipped. Without `stop_div` the
-    Learner's `nan_guard` is off for the fit, so that a NaN loss does not stop it either. Used on its own
+    loss rises above its minimum by more than 3x the minimum's size (4x the minimum, for a positive loss) or is
+    not finite; validation epochs are skipped. Without `stop_div` the Learner's `nan_guard` is off for the fit,
+    so that a NaN loss does not stop it either. Used on its own
     (`learn.fit(n, cbs=[LRFinderCB()])`) it is an ordinary training run; `lr_find` runs it leaving no trace.
     """
     order = 100  # set the lr in `before_batch` after every other callback: the finder's lr is the one used
@@ -85,7 +86,7 @@ class LRFinderCB(Callback):
         self.lrs.append(self.lr)
         self.losses.append(loss)
         self._best = min(self._best, loss)  # a NaN never becomes the best
-        if self.stop_div and (not math.isfinite(loss) or loss > 4 * self._best):
+        if self.stop_div and (not math.isfinite(loss) or loss - self._best > 3 * abs(self._best)):
             raise CancelFitException()
 
     def after_batch(self, learn: Learner) -> None:
@@ -116,6 +117,14 @@ def suggest_lrs(lrs: Sequence[float], losses: Sequence[float], skip_start: int =
     - `upper`, `lower`: bounds for cyclical lrs, `upper` = `minimum` and `lower` = `upper / 6`.
     """
     lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    if len(lrs) != len(losses):
+        raise ValueError(f'suggest_lrs: got {len(lrs)} lrs and {len(losses)} losses; give one loss per lr.')
+    if (bad_lr := np.flatnonzero(~(lrs > 0))).size:
+        raise ValueError(f'suggest_lrs: lrs must be positive (the curve is read on a log scale); lrs[{bad_lr[0]}] '
+                         f'is {lrs[bad_lr[0]]}.')
+    for nm, v in (('skip_start', skip_start), ('skip_end', skip_end)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f'suggest_lrs: {nm} is a number of points to leave out, an int >= 0; got {v!r}')
     bad = np.flatnonzero(~np.isfinite(losses))
     n = bad[0] if len(bad) else len(losses)
     lrs, losses = lrs[skip_start:n - skip_end], losses[skip_start:n - skip_end]
@@ -131,8 +140,8 @@ def suggest_lrs(lrs: Sequence[float], losses: Sequence[float], skip_start: int =
 @dataclass
 class LRFindResult:
     """The lrs and smoothed losses an LR finder recorded, and the lrs `suggest_lrs` suggests from them
-    (leaving out, as fastai does, the first tenth of the points before the first non-finite loss, and the last
-    5 of them: start-up and divergence)."""
+    (leaving out, as fastai does, the first tenth of the points before the first non-finite loss, and as many
+    of the last of them, at most 5: start-up and divergence)."""
     lrs: list[float] = field(repr=False)
     losses: list[float] = field(repr=False)
     minimum: float = field(init=False)
@@ -178,9 +187,8 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it:
     if isinstance(num_it, int) and num_it < 2:
         raise ValueError(f"lr_find: num_it is the number of batches to try; it needs at least 2 to suggest an lr, "
                          f"got {num_it!r}")
+    learn._check_loaders(('train',))  # as `fit` does: a `.train` loader with a length and batches
     n = len(learn.dls.train)
-    if n == 0:
-        raise ValueError("lr_find: the training loader has no batches")
     cb = LRFinderCB(start_lr, end_lr, num_it, smooth, stop_div)
     with no_trace(learn, paused=_paused_in_lr_find):
         learn.fit(math.ceil(num_it / n), valid=False, cbs=[cb])

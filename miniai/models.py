@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -15,12 +16,19 @@ __all__ = ['conv', 'GeneralRelu', 'init_weights', 'get_model', 'set_seed']
 
 
 def _is_batchnorm(norm) -> bool:
+    """A BatchNorm class, or a `partial` of one (e.g. `partial(nn.BatchNorm2d, momentum=0.2)`)."""
+    while isinstance(norm, partial): norm = norm.func
     return isinstance(norm, type) and issubclass(norm, nn.modules.batchnorm._BatchNorm)
 
 
 def conv(ni: int, nf: int, ks: int = 3, stride: int = 2, act: Callable[[], nn.Module] | None = nn.ReLU,
          norm: Callable[[int], nn.Module] | None = None, bias: bool | None = None) -> nn.Sequential:
-    """Conv2d (same padding) → optional `norm(nf)` → optional `act()`; no conv bias before a BatchNorm."""
+    """Conv2d (same padding) → optional `norm(nf)` → optional `act()`; no conv bias before a BatchNorm (a class
+    or a `partial` of one)."""
+    for nm, f, eg in (('act', act, 'nn.ReLU'), ('norm', norm, 'nn.BatchNorm2d')):
+        if isinstance(f, nn.Module):
+            raise TypeError(f'conv: {nm} makes a new layer for each conv, so it is a class or factory (e.g. {eg}), '
+                            f'not a layer; got the module {f!r}: pass its class.')
     if bias is None: bias = not _is_batchnorm(norm)
     layers = [nn.Conv2d(ni, nf, kernel_size=ks, stride=stride, padding=ks // 2, bias=bias)]
     if norm: layers.append(norm(nf))
@@ -50,7 +58,13 @@ def init_weights(m: nn.Module, leaky: float = 0.) -> None:
 
 def get_model(act: Callable[[], nn.Module] = nn.ReLU, nfs: Sequence[int] = (1, 8, 16, 32, 64),
               norm: Callable[[int], nn.Module] | None = None) -> nn.Sequential:
-    """The course's CNN for 28×28 images: stride-2 `conv`s through `nfs`, then a conv to 10 logits."""
+    """The course's CNN for 28×28 images: stride-2 `conv`s through `nfs`, then a conv to 10 logits. It takes
+    five stride-2 convs (28 → 14 → 7 → 4 → 2 → 1) to end with 1×1 maps, so `nfs` needs at least 5 sizes."""
+    if len(nfs) < 5:
+        side = -(-28 // 2 ** len(nfs))  # each stride-2 conv halves the side, rounding up
+        raise ValueError(f'get_model: nfs {tuple(nfs)} gives {len(nfs)} stride-2 convs (the last one included), '
+                         f'which take a 28×28 image to {side}×{side}: the model would output {10 * side * side} '
+                         'values, not 10 logits. Give at least 5 sizes, e.g. (1, 8, 16, 32, 64).')
     layers = [conv(nfs[i], nfs[i + 1], act=act, norm=norm) for i in range(len(nfs) - 1)]
     return nn.Sequential(*layers, conv(nfs[-1], 10, act=None, norm=None, bias=True), nn.Flatten())
 

@@ -3,7 +3,8 @@ outputs and the targets."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -17,11 +18,17 @@ from .progress import ProgressCB
 __all__ = ['GatherPredsCB', 'get_preds']
 
 
+class SizedLoader(Protocol):
+    """What `get_preds` takes as `dl`: batches to iterate over, and their number (a DataLoader, a list of batches)."""
+    def __iter__(self) -> Iterator: ...
+    def __len__(self) -> int: ...
+
+
 class GatherPredsCB(Callback):
     """At validation, keeps each batch's `preds` (after every other callback's `after_predict`, e.g. `FlipTTACB`)
-    and targets (the items after the `n_inp` inputs; none for batches of inputs only), then skips the rest of the
-    batch: no loss is computed, so batches need no targets. Half-precision predictions (under `MixedPrecision`)
-    are kept as float32, as fastai does."""
+    and targets (the items after the `n_inp` inputs, which must be tensors; none for batches of inputs only), then
+    skips the rest of the batch: no loss is computed, so batches need no targets. Half-precision predictions
+    (under `MixedPrecision`) are kept as float32, as fastai does."""
     order = 100
 
     def before_fit(self, learn: Learner) -> None:
@@ -36,7 +43,13 @@ class GatherPredsCB(Callback):
                             '(override the Learner\'s predict to pick the tensor to keep).')
         preds = learn.preds.detach()
         self.preds.append(preds.float() if preds.dtype in (torch.float16, torch.bfloat16) else preds)
-        self.targets.append(tuple(learn.batch[learn.n_inp:]))
+        targets = tuple(learn.batch[learn.n_inp:])
+        for i, t in enumerate(targets, learn.n_inp):
+            if not isinstance(t, Tensor):
+                raise TypeError(f'get_preds: item {i} of the batches (counting from 0) is a {type(t).__name__}, not '
+                                'a tensor; it gathers the items after the inputs as tensor targets. Pass get_preds a '
+                                'loader whose batches hold only tensors (e.g. (x, y), without names).')
+        self.targets.append(targets)
         raise CancelBatchException()
 
     def result(self) -> tuple[Tensor, Tensor | tuple[Tensor, ...] | None]:
@@ -59,7 +72,19 @@ def _paused(cb: Callback) -> bool:
     return isinstance(cb, (*PAUSED_IN_LR_FIND, ProgressCB)) or getattr(cb, 'skip_in_lr_find', False)
 
 
-def get_preds(learn: Learner, dl: Iterable | None = None, act: Callable[[Tensor], Tensor] | None = None
+def _check_dl(dl: SizedLoader) -> None:
+    try:
+        n = len(dl)
+    except TypeError:
+        raise TypeError(f'get_preds: dl (a {type(dl).__name__}) has no length; it runs like a validation epoch, '
+                        'which needs the number of batches: give a loader over a dataset with __len__, or a list of '
+                        'batches.') from None
+    if n == 0:
+        raise ValueError('get_preds: dl has no batches: its dataset is empty, or holds fewer items than one batch '
+                         'with drop_last=True.')
+
+
+def get_preds(learn: Learner, dl: SizedLoader | None = None, act: Callable[[Tensor], Tensor] | None = None
               ) -> tuple[Tensor, Tensor | tuple[Tensor, ...] | None]:
     """The model's outputs over `dl` (default: `learn.dls.valid`) and the batches' targets, on the CPU.
 
@@ -67,13 +92,18 @@ def get_preds(learn: Learner, dl: Iterable | None = None, act: Callable[[Tensor]
     batches and predictions (`DeviceCB`, `BatchTransformCB`, `MixedPrecision`, `FlipTTACB`, ...); the ones that
     record or schedule (`MetricsCB`, `RecorderCB`, schedulers, hooks, `CheckpointCB`, `ProgressCB`) do not run,
     and, as `lr_find`, it leaves no trace. Batches are `(x, y)` or inputs only (`(x,)`: targets are then None);
-    with several targets, a tuple of them. `act` maps the outputs, e.g. `partial(torch.softmax, dim=1)` for
-    probabilities from logits. They come in the loader's order: a shuffled loader's (and without the items that
-    `drop_last` drops; its position is put back after); use an unshuffled loader to line them up with a dataset.
+    with several targets, a tuple of them; items after the inputs that are not tensors (e.g. names) are refused.
+    `act` maps the outputs, e.g. `partial(torch.softmax, dim=1)` for probabilities from logits. They come in the
+    loader's order: a shuffled loader's (and without the items that `drop_last` drops; its position is put back
+    after); use an unshuffled loader to line them up with a dataset.
     Under `DDPCB` each process gets the predictions of its share of `dl`.
     """
     learn.refuse_in_fit('get_preds')
-    dl = learn.dls.valid if dl is None else dl
+    if dl is None:
+        learn._check_loaders(('valid',))  # as `fit` does
+        dl = learn.dls.valid
+    else:
+        _check_dl(dl)
     cb = GatherPredsCB()
     with no_trace(learn, paused=_paused, loaders=[dl]):
         learn.dls = DataLoaders(getattr(learn.dls, 'train', None), dl)

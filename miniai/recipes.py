@@ -49,10 +49,14 @@ def _conv_block(ni: int, nf: int, stride: int, ks: int, act: Callable[[], nn.Mod
 
 
 class ResBlock(nn.Module):
-    """The course's residual block: `act(convs(x) + idconv(pool(x)))`, pool and 1×1 conv only where needed."""
+    """The course's residual block: `act(convs(x) + idconv(pool(x)))`, pool and 1×1 conv only where needed;
+    `stride` is 1 or 2."""
     def __init__(self, ni: int, nf: int, stride: int = 1, ks: int = 3, act: Callable[[], nn.Module] = act_gr,
                  norm: Callable[[int], nn.Module] = nn.BatchNorm2d):
         super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f'ResBlock: stride is 1 or 2 (the shortcut pools by 2 where the stride is 2); '
+                             f'got {stride!r}')
         self.convs = _conv_block(ni, nf, stride, ks, act, norm)
         self.idconv = nn.Identity() if ni == nf else conv(ni, nf, ks=1, stride=1, act=None, norm=norm)
         self.pool = nn.Identity() if stride == 1 else nn.AvgPool2d(2, ceil_mode=True)

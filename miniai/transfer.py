@@ -36,11 +36,15 @@ def resnet34_for(n_classes: int, in_channels: int = 1, pretrained: bool = True, 
     (Dropout → Linear to `n_classes`) for `in_channels`-channel images.
 
     With other than 3 channels, the pretrained `conv1` filters are summed over RGB and shared out equally
-    (for 1 channel: the sum, so a grey image gives the response of the same image in colour). For small
+    (for 1 channel: the sum, so a grey image gives the response of the same image in colour); without the
+    weights the new `conv1` is initialised as torchvision initialises its convs. For small
     images (`img_size` < 64, e.g. Fashion-MNIST's 28) the stem keeps its stride but loses its max-pool, so a
     28×28 image ends as a 2×2 map instead of 1×1; with `img_size=None` the ImageNet stem is kept (any size
     works: the pooling before the head is adaptive). If the weights cannot be had, one line says so and the
     model starts from random weights."""
+    for nm, v in (('n_classes', n_classes), ('in_channels', in_channels)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f'resnet34_for: {nm} must be a positive int; got {v!r}')
     from torchvision.models import resnet34
     model, loaded = resnet34(), False
     if pretrained:
@@ -56,6 +60,8 @@ def resnet34_for(n_classes: int, in_channels: int = 1, pretrained: bool = True, 
         if loaded:
             w = old.weight.detach().sum(1, keepdim=True) / in_channels
             model.conv1.weight.data.copy_(w.expand(-1, in_channels, -1, -1))
+        else:  # as torchvision inits the other convs
+            nn.init.kaiming_normal_(model.conv1.weight, mode='fan_out', nonlinearity='relu')
     if img_size is not None and img_size < 64:
         model.maxpool = nn.Identity()
     model.fc = nn.Sequential(nn.Dropout(p_drop), nn.Linear(model.fc.in_features, n_classes))
@@ -65,9 +71,10 @@ def resnet34_for(n_classes: int, in_channels: int = 1, pretrained: bool = True, 
 def unfreeze(model: nn.Module, n_blocks: int | None = None) -> nn.Module:
     """Make trainable the last `n_blocks` of `layer1`..`layer4` (None: the whole model) and the head `fc`;
     the rest is frozen, except BatchNorm layers, which always train (fastai's practice)."""
-    if n_blocks is not None and not 0 <= n_blocks <= len(_BLOCKS):
-        raise ValueError(f'unfreeze: n_blocks is how many of {", ".join(_BLOCKS)} to train, 0 to {len(_BLOCKS)} '
-                         f'(None: the whole model); got {n_blocks!r}')
+    if n_blocks is not None and (isinstance(n_blocks, bool) or not isinstance(n_blocks, int)
+                                 or not 0 <= n_blocks <= len(_BLOCKS)):
+        raise ValueError(f'unfreeze: n_blocks is how many of {", ".join(_BLOCKS)} to train, an int 0 to '
+                         f'{len(_BLOCKS)} (None: the whole model); got {n_blocks!r}')
     blocks = _BLOCKS if n_blocks is None else _BLOCKS[len(_BLOCKS) - n_blocks:]
     model.requires_grad_(n_blocks is None)
     for m in [model.fc, *(getattr(model, b) for b in blocks)]:
@@ -93,6 +100,9 @@ def discriminative_groups(model: nn.Module, lr: float, div: float = 10.) -> list
     """`resnet_groups` as optimizer param groups, lrs rising geometrically from `lr/div` to `lr` (the head);
     frozen parameters are included, so a later `unfreeze` trains them without a new optimizer. Use as the
     Learner's splitter: `Learner(..., splitter=partial(discriminative_groups, lr=1e-3))`."""
+    if not div > 0:
+        raise ValueError(f'discriminative_groups: div is how many times lower the first group\'s lr is than the '
+                         f'head\'s, a number > 0 (e.g. 10); got {div!r}')
     groups = resnet_groups(model)
     n = len(groups) - 1
     return [{'params': ps, 'lr': lr / div ** ((n - i) / n)} for i, ps in enumerate(groups)]
@@ -106,6 +116,9 @@ def image_folder_dls(path: str | os.PathLike, bs: int = 64, valid_pct: float = 0
     `size`×`size`, made float in [0, 1] and normalised with `stats`: (mean, std), the ImageNet stats by
     default, 'computed' (`channel_stats` of the training split) or None. `tfms` are extra training-only
     torchvision v2 transforms (augmentation), run after the resize. `dls.classes` are the folder names."""
+    if not 0 < valid_pct < 1:
+        raise ValueError(f'image_folder_dls: valid_pct is the share of the images to validate on, between 0 and 1 '
+                         f'(e.g. 0.2); got {valid_pct!r}')
     from torch.utils.data import DataLoader, Subset
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2

@@ -308,3 +308,38 @@ def test_train_cb_gives_the_loss_only_the_target_as_train_learner_does():
 def test_progress_every_must_be_a_whole_number_of_batches(every):
     with pytest.raises(ValueError, match='ProgressCB: every is a number of batches, a whole number >= 1; got '):
         ProgressCB(every=every)
+
+
+def test_every_way_of_taking_a_hook_out_of_hooks_takes_it_off_its_module():
+    seq = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.ReLU())
+    def on(): return [len(m._forward_hooks) for m in seq]
+    def noop(*args): pass
+    hs = Hooks(seq, noop)
+    del hs[0:2]
+    assert on() == [0, 0, 1, 1] and len(hs) == 2
+    del hs[-1]
+    assert on() == [0, 0, 1, 0]
+    hs = Hooks(seq, noop)
+    hs.pop()
+    hs.remove(hs[0])
+    assert on() == [0, 1, 1, 0] and len(hs) == 2
+    hs[0] = hs[0]  # still in the list: stays on
+    hs[1:] = []
+    assert on() == [0, 1, 0, 0]
+    hs.clear()
+    assert on() == [0, 0, 0, 0]
+    hs = Hooks(seq, noop)
+    hs *= 0
+    assert on() == [0, 0, 0, 0]
+    hs = Hooks(seq, noop)
+    hs.remove()  # all off their modules, kept in the list (with their stats)
+    assert on() == [0, 0, 0, 0] and len(hs) == 4
+
+
+def test_a_mod_filter_that_picks_nothing_is_refused():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    stats = ActivationStats(lambda m: isinstance(m, GeneralRelu))
+    learn = TrainLearner(model, tiny_dls(), F.cross_entropy, lr=0.1, cbs=[stats])
+    with pytest.raises(ValueError, match="ActivationStats: mod_filter picks none of the model's modules"):
+        learn.fit(1)
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())

@@ -166,3 +166,18 @@ def test_compare_refuses_an_out_that_holds_a_comparison(tmp_path):
     (tmp_path / 'compare.csv').write_text('')
     with pytest.raises(SystemExit, match='already holds a comparison'):
         main(['compare', '--out', str(tmp_path)])
+
+
+def test_summarise_takes_each_runs_own_last_epoch():
+    def row(seed, epoch, acc):
+        return {'optimizer': 'A', 'seed': seed, 'epoch': epoch, 'lr': .1, 'train_loss': 1., 'train_accuracy': acc,
+                'valid_loss': 1., 'valid_accuracy': acc, 'seconds': 10.}
+    rows = [row(0, 0, .5), row(0, 1, .8), row(0, 2, .9), row(1, 0, .5), row(1, 1, .6)]  # seed 1 stopped early
+    s, = summarise(rows)
+    assert s['runs'] == 2 and s['valid_accuracy'] == pytest.approx(.75)
+    assert s['valid_accuracy_std'] == pytest.approx(.3 / 2 ** .5) and s['seconds'] == pytest.approx(25.)
+
+
+def test_compare_optimizers_refuses_repeated_seeds():
+    with pytest.raises(ValueError, match=r'seeds \(0, 1, 0\) repeat a seed.*give each seed once'):
+        compare_optimizers(tiny_model, tiny_dls, {'Adam': OPTS['Adam']}, epochs=1, seeds=[0, 1, 0])

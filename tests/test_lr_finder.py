@@ -19,7 +19,7 @@ from torcheval.metrics import MulticlassAccuracy
 from miniai.callbacks import DeviceCB
 from miniai.checkpoint import CheckpointCB
 from miniai.data import DeviceLoader
-from miniai.learner import Callback, TrainLearner
+from miniai.learner import Callback, CancelFitException, TrainLearner
 from miniai.lr_finder import LRFinderCB, LRFindResult, lr_find, suggest_lrs
 from miniai.metrics import MetricsCB
 from miniai.sched import BatchSchedCB, RecorderCB, rec_lr
@@ -277,9 +277,9 @@ def test_result_and_plot():
 
 
 def test_result_skips_a_tenth_of_the_finite_points():
-    losses = [2. - 0.05 * i for i in range(15)] + [math.nan] * 85  # stop_div=False: a NaN tail
-    res = LRFindResult(list(LRS[:100]), losses)
-    assert res.minimum == suggest_lrs(LRS[:100], losses, skip_start=1, skip_end=1)['minimum'] == LRS[13] / 10
+    losses = [2. - 0.05 * i for i in range(15)] + [math.nan] * 66  # stop_div=False: a NaN tail
+    res = LRFindResult(list(LRS), losses)
+    assert res.minimum == suggest_lrs(LRS, losses, skip_start=1, skip_end=1)['minimum'] == LRS[13] / 10
 
 
 @pytest.mark.parametrize('warm', [False, True], ids=['no_opt', 'warm_opt'])
@@ -369,3 +369,54 @@ def test_lr_find_keeps_the_progress_curve_of_the_last_fit():
     losses = list(progress.losses)
     learn.lr_find(num_it=13)
     assert progress.losses == losses and len(losses) == len(learn.dls.train)
+
+
+def finder_stops(losses):
+    """Feeds `losses` to a `stop_div` finder that does not smooth; True if it ended the fit at the last one."""
+    cb, learn = LRFinderCB(smooth=0.), SimpleNamespace(nan_guard=True)
+    cb.before_fit(learn)
+    cb.lr = 1e-3
+    try:
+        for v in losses:
+            learn.loss = torch.tensor(v, dtype=torch.float64)
+            cb.after_loss(learn)
+    except CancelFitException:
+        return True
+    return False
+
+
+def test_divergence_is_a_rise_of_3x_the_best_loss_size_so_negative_losses_work():
+    assert not finder_stops([2., 8.]) and finder_stops([2., 8.01])  # positive: 4x the minimum
+    assert not finder_stops([-10., -9., -10., 19.9]) and finder_stops([-10., 20.1])  # negative: up by 3 * 10
+    learn = make_learner()
+    learn.loss_func = lambda p, y: F.cross_entropy(p, y) - 10.  # a negative loss (e.g. a density's NLL)
+    res = learn.lr_find(end_lr=1e-2, num_it=20)
+    assert len(res.lrs) == 20
+
+
+def test_suggest_lrs_checks_its_arguments():
+    losses = (np.log10(LRS) + 2) ** 2
+    with pytest.raises(ValueError, match='got 81 lrs and 41 losses'):
+        suggest_lrs(LRS, losses[::2])
+    with pytest.raises(ValueError, match='got 41 lrs and 81 losses'):
+        suggest_lrs(LRS[::2], losses)
+    for kw in ({'skip_start': -5}, {'skip_end': -1}, {'skip_start': 1.5}, {'skip_end': True}):
+        with pytest.raises(ValueError, match=f'{next(iter(kw))} is a number of points to leave out, an int >= 0'):
+            suggest_lrs(LRS, losses, **kw)
+    for bad in (0., -1e-3, math.nan):
+        with pytest.raises(ValueError, match=r'lrs must be positive .* lrs\[3\] is'):
+            suggest_lrs([*LRS[:3], bad, *LRS[4:]], losses)
+
+
+def test_lr_find_checks_the_loaders_as_fit_does():
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self): return iter([(torch.randn(4), torch.tensor(0))] * 8)
+    learn = make_learner(dls=SimpleNamespace(train=DataLoader(Stream(), 4), valid=None))
+    with pytest.raises(TypeError, match=r'dls.train \(a DataLoader\) has no length'):
+        learn.lr_find(num_it=5)
+    learn = make_learner(dls=SimpleNamespace(valid=tiny_dls().valid))
+    with pytest.raises(TypeError, match=r'dls \(a SimpleNamespace\) has no .train'):
+        learn.lr_find(num_it=5)
+    learn = make_learner(dls=SimpleNamespace(train=[], valid=None))
+    with pytest.raises(ValueError, match='dls.train has no batches'):
+        learn.lr_find(num_it=5)

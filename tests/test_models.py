@@ -2,6 +2,7 @@
 
 from functools import partial
 
+import pytest
 import torch
 from torch import nn
 
@@ -49,3 +50,24 @@ def test_set_seed_deterministic_flag():
     try: assert torch.are_deterministic_algorithms_enabled()
     finally: set_seed(0)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_get_model_refuses_too_few_convs_for_28x28():
+    for nfs, side in (((1, 8, 16), 4), ((1, 8, 16, 32), 2)):
+        with pytest.raises(ValueError, match=f'to {side}×{side}: the model would output {10 * side * side} values, '
+                                             r'not 10 logits. Give at least 5 sizes'):
+            get_model(nfs=nfs)
+    assert get_model(nfs=(1, 8, 16, 32, 64, 128))(torch.randn(2, 1, 28, 28)).shape == (2, 10)  # more is fine
+
+
+def test_conv_leaves_out_the_bias_before_a_partial_batchnorm():
+    assert conv(1, 8, norm=partial(nn.BatchNorm2d, momentum=0.2))[0].bias is None
+    assert conv(1, 8, norm=partial(partial(nn.BatchNorm2d), eps=1e-3))[0].bias is None
+    assert conv(1, 8, norm=partial(nn.GroupNorm, 2))[0].bias is not None
+
+
+def test_conv_refuses_a_layer_where_it_wants_a_class():
+    for kw, nm in (({'act': nn.ReLU()}, 'act'), ({'norm': nn.BatchNorm2d(8)}, 'norm')):
+        with pytest.raises(TypeError, match=f'conv: {nm} makes a new layer for each conv.*not a layer; got the module '
+                                            f'{type(next(iter(kw.values()))).__name__}'):
+            conv(1, 8, **kw)

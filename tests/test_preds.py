@@ -241,3 +241,27 @@ def test_no_trace_puts_back_the_dtype_and_layers_and_keeps_the_blocks_own_error(
         learn.model._buffers = None  # putting the buffers back fails
         raise ZeroDivisionError
     assert any('restoring also failed' in n for n in e.value.__notes__)
+
+
+def test_items_after_the_inputs_that_are_not_tensors_are_named():
+    x, y = data(12)
+
+    class Named(torch.utils.data.Dataset):  # (x, y, name): fit ignores the name
+        def __len__(self): return 12
+        def __getitem__(self, i): return x[i], y[i], f'item{i}'
+    learn = learner()
+    with pytest.raises(TypeError, match=r'item 2 of the batches \(counting from 0\) is a (tuple|list), not a tensor'
+                                        r'.*batches hold only tensors'):
+        learn.get_preds(DataLoader(Named(), 4))
+
+
+def test_a_bad_dl_is_named_as_dl():
+    learn = learner()
+    x, y = data(12)
+    with pytest.raises(ValueError, match='get_preds: dl has no batches'):
+        learn.get_preds(DataLoader(TensorDataset(x[:0], y[:0]), 4))
+    with pytest.raises(TypeError, match=r'get_preds: dl \(a generator\) has no length'):
+        learn.get_preds(b for b in DataLoader(TensorDataset(x, y), 4))
+    learn.dls = SimpleNamespace(train=learn.dls.train)
+    with pytest.raises(TypeError, match=r'has no .valid'):
+        learn.get_preds()

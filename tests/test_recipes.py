@@ -227,3 +227,9 @@ def test_weight_decay_and_clipping_flags(tiny_fmnist, tmp_path):
     saved = json.loads((tmp_path / 'set' / 'args.json').read_text())
     assert (saved['wd'], saved['clip']) == (0.05, 0.5)
     assert resume_args(build_parser().parse_args(['fit', '--resume', str(tmp_path / 'set')])).clip == 0.5
+
+
+@pytest.mark.parametrize('stride', [0, 3])
+def test_resblock_refuses_strides_other_than_1_or_2(stride):
+    with pytest.raises(ValueError, match=f'ResBlock: stride is 1 or 2.*got {stride}'):
+        ResBlock(8, 8, stride=stride)

@@ -169,3 +169,33 @@ def test_unfreeze_refuses_a_number_of_blocks_out_of_range():
     for n in (-1, 5):
         with pytest.raises(ValueError, match=f'unfreeze: n_blocks is how many of layer1, .* 0 to 4 .*got {n}'):
             unfreeze(model, n)
+    for n in (True, 2.0):
+        with pytest.raises(ValueError, match=f'n_blocks is how many .* an int 0 to 4 .*got {n}'):
+            unfreeze(model, n)
+
+
+def test_discriminative_groups_refuses_a_div_that_is_not_positive():
+    model = resnet34_for(4, pretrained=False, img_size=28)
+    for div in (0, -10., math.nan):
+        with pytest.raises(ValueError, match=f'discriminative_groups: div .* a number > 0 .*got {div}'):
+            discriminative_groups(model, lr=1e-2, div=div)
+
+
+def test_resnet34_for_refuses_no_classes_or_channels():
+    for kw in ({'n_classes': 0}, {'n_classes': 3, 'in_channels': 0}, {'n_classes': 2.5}):
+        nm, v = list(kw.items())[-1]
+        with pytest.raises(ValueError, match=f'resnet34_for: {nm} must be a positive int; got {v}'):
+            resnet34_for(pretrained=False, **kw)
+
+
+@pytest.mark.parametrize('in_channels', [1, 2])
+def test_a_random_conv1_is_initialised_as_torchvision_does(in_channels):
+    torch.manual_seed(0)
+    w = resnet34_for(3, in_channels=in_channels, pretrained=False).conv1.weight
+    assert w.std().item() == pytest.approx(math.sqrt(2 / (64 * 7 * 7)), rel=0.05)  # Kaiming normal, fan_out
+
+
+def test_image_folder_dls_refuses_a_valid_pct_outside_0_to_1(image_folder):
+    for pct in (0., 1., -0.2, 1.5):
+        with pytest.raises(ValueError, match=f'valid_pct is the share .* between 0 and 1 .*got {pct}'):
+            image_folder_dls(image_folder, bs=4, valid_pct=pct, size=8)
