@@ -16,8 +16,9 @@ __all__ = ['TrainCB', 'DeviceCB', 'SingleBatchCB', 'BatchTransformCB', 'GradClip
 
 
 class TrainCB(Callback):
-    """Supplies the training steps to a plain `Learner`, as `TrainLearner` has them: the model gets the batch's
-    first `n_inp` items, the loss the next one (items after it, e.g. indices, are not used). Sets `learn.n_inp`."""
+    """Supplies the training steps to a plain `Learner`, as the course's `TrainCB`: the model gets the batch's
+    first `n_inp` items, the loss the predictions and every item after them (e.g. `loss(preds, y, w)` for
+    batches `(x, y, w)`; `TrainLearner` gives the loss only `y`). Sets `learn.n_inp`."""
     def __init__(self, n_inp: int = 1): self.n_inp = n_inp
     def before_fit(self, learn: Learner) -> None: learn.n_inp = self.n_inp
 
@@ -27,7 +28,7 @@ class TrainCB(Callback):
 
     def get_loss(self, learn: Learner) -> None:
         check_batch(learn.batch, self.n_inp)
-        learn.loss = call_loss(learn.loss_func, learn.preds, learn.batch[self.n_inp])
+        learn.loss = call_loss(learn.loss_func, learn.preds, *learn.batch[self.n_inp:])
 
     def backward(self, learn: Learner) -> None: backward_loss(learn.loss)
     def step(self, learn: Learner) -> None: learn.opt.step()

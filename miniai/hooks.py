@@ -49,6 +49,9 @@ def _unhooking(name: str) -> Callable:
     return method
 
 
+_remove_one = _unhooking('remove')
+
+
 class Hooks(list):
     """A `Hook` on each of `ms`, removed together. A hook taken out of the list (`del`, `pop`, `clear`,
     `remove(hook)`, assignment over it) is taken off its module too."""
@@ -69,8 +72,7 @@ class Hooks(list):
         if hook is None:
             for h in self: h.remove()
         else:
-            list.remove(self, hook)
-            hook.remove()
+            _remove_one(self, hook)
 
 
 def append_stats(hook: Hook, mod: nn.Module, inp: tuple, outp: torch.Tensor | tuple) -> None:

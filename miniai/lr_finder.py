@@ -10,6 +10,7 @@ trains exactly as `fit()`, and a checkpoint saved after it is unchanged.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -123,8 +124,8 @@ def suggest_lrs(lrs: Sequence[float], losses: Sequence[float], skip_start: int =
         raise ValueError(f'suggest_lrs: lrs must be positive (the curve is read on a log scale); lrs[{bad_lr[0]}] '
                          f'is {lrs[bad_lr[0]]}.')
     for nm, v in (('skip_start', skip_start), ('skip_end', skip_end)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f'suggest_lrs: {nm} is a number of points to leave out, an int >= 0; got {v!r}')
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+            raise ValueError(f'suggest_lrs: {nm} is a number of points to leave out, a whole number >= 0; got {v!r}')
     bad = np.flatnonzero(~np.isfinite(losses))
     n = bad[0] if len(bad) else len(losses)
     lrs, losses = lrs[skip_start:n - skip_end], losses[skip_start:n - skip_end]

@@ -59,12 +59,9 @@ def init_weights(m: nn.Module, leaky: float = 0.) -> None:
 def get_model(act: Callable[[], nn.Module] = nn.ReLU, nfs: Sequence[int] = (1, 8, 16, 32, 64),
               norm: Callable[[int], nn.Module] | None = None) -> nn.Sequential:
     """The course's CNN for 28×28 images: stride-2 `conv`s through `nfs`, then a conv to 10 logits. It takes
-    five stride-2 convs (28 → 14 → 7 → 4 → 2 → 1) to end with 1×1 maps, so `nfs` needs at least 5 sizes."""
-    if len(nfs) < 5:
-        side = -(-28 // 2 ** len(nfs))  # each stride-2 conv halves the side, rounding up
-        raise ValueError(f'get_model: nfs {tuple(nfs)} gives {len(nfs)} stride-2 convs (the last one included), '
-                         f'which take a 28×28 image to {side}×{side}: the model would output {10 * side * side} '
-                         'values, not 10 logits. Give at least 5 sizes, e.g. (1, 8, 16, 32, 64).')
+    five stride-2 convs (28 → 14 → 7 → 4 → 2 → 1) to end with 1×1 maps, so for 28×28 `nfs` needs at least 5
+    sizes: with fewer the model outputs 10 values per position of a larger map (fine for smaller images:
+    `len(nfs)` stride-2 convs take a side of up to `2**len(nfs)` to 1)."""
     layers = [conv(nfs[i], nfs[i + 1], act=act, norm=norm) for i in range(len(nfs) - 1)]
     return nn.Sequential(*layers, conv(nfs[-1], 10, act=None, norm=None, bias=True), nn.Flatten())
 

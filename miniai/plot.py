@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 __all__ = ['show_image', 'subplots', 'get_grid', 'show_images']
 
 
+def _is_chw(shape: Sequence[int]) -> bool:
+    """Whether a 3-d image tensor of `shape` is CHW rather than HWC: the reading whose channel count (1, 3 or 4)
+    `imshow` can show; if both can, CHW when its first dim is at most its last."""
+    c_first, c_last = shape[0] in (1, 3, 4), shape[-1] in (1, 3, 4)
+    return c_first and (not c_last or shape[0] <= shape[-1])
+
+
 def _to_numpy(im: Any) -> np.ndarray:
     """A tensor (HW, CHW or HWC: see `show_image`; any dtype, any device), array or PIL image (HW or HWC) as an
     HW or HWC array for `imshow`."""
@@ -24,7 +31,7 @@ def _to_numpy(im: Any) -> np.ndarray:
         im = im.detach().cpu()
         if im.is_floating_point():
             im = im.float()  # half/bfloat16 have no numpy equivalent
-        if im.ndim == 3 and im.shape[0] < 5 and im.shape[0] <= im.shape[-1]:
+        if im.ndim == 3 and _is_chw(im.shape):
             im = im.permute(1, 2, 0)
         im = im.numpy()
     else:
@@ -35,8 +42,9 @@ def _to_numpy(im: Any) -> np.ndarray:
 def show_image(im: Any, ax: Axes | None = None, figsize: tuple[float, float] | None = None,
                title: str | None = None, noframe: bool = True, **kwargs) -> Axes:
     """Show a tensor (float or uint8, any device), array or PIL image on `ax` (a new figure's if None); `kwargs`
-    go to `ax.imshow` (e.g. `cmap`). A 3-d tensor is CHW when its first dim (1 to 4) is at most its last, else
-    HWC (e.g. 4x6x3); arrays and PIL images are HW or HWC."""
+    go to `ax.imshow` (e.g. `cmap`). A 3-d tensor is read as CHW or HWC, whichever has 1, 3 or 4 channels (if
+    both do, CHW when its first dim is at most its last: 3x8x8 is CHW, 4x6x3 HWC); arrays and PIL images are HW
+    or HWC."""
     if ax is None:
         import matplotlib.pyplot as plt
         _, ax = plt.subplots(figsize=figsize)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import numbers
 import os
 import sys
 from collections.abc import Sequence
@@ -43,8 +44,9 @@ def resnet34_for(n_classes: int, in_channels: int = 1, pretrained: bool = True, 
     works: the pooling before the head is adaptive). If the weights cannot be had, one line says so and the
     model starts from random weights."""
     for nm, v in (('n_classes', n_classes), ('in_channels', in_channels)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f'resnet34_for: {nm} must be a positive int; got {v!r}')
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f'resnet34_for: {nm} must be a whole number >= 1; got {v!r}')
+    n_classes, in_channels = int(n_classes), int(in_channels)
     from torchvision.models import resnet34
     model, loaded = resnet34(), False
     if pretrained:
@@ -71,9 +73,9 @@ def resnet34_for(n_classes: int, in_channels: int = 1, pretrained: bool = True, 
 def unfreeze(model: nn.Module, n_blocks: int | None = None) -> nn.Module:
     """Make trainable the last `n_blocks` of `layer1`..`layer4` (None: the whole model) and the head `fc`;
     the rest is frozen, except BatchNorm layers, which always train (fastai's practice)."""
-    if n_blocks is not None and (isinstance(n_blocks, bool) or not isinstance(n_blocks, int)
+    if n_blocks is not None and (isinstance(n_blocks, bool) or not isinstance(n_blocks, numbers.Integral)
                                  or not 0 <= n_blocks <= len(_BLOCKS)):
-        raise ValueError(f'unfreeze: n_blocks is how many of {", ".join(_BLOCKS)} to train, an int 0 to '
+        raise ValueError(f'unfreeze: n_blocks is how many of {", ".join(_BLOCKS)} to train, a whole number 0 to '
                          f'{len(_BLOCKS)} (None: the whole model); got {n_blocks!r}')
     blocks = _BLOCKS if n_blocks is None else _BLOCKS[len(_BLOCKS) - n_blocks:]
     model.requires_grad_(n_blocks is None)
@@ -112,13 +114,13 @@ def image_folder_dls(path: str | os.PathLike, bs: int = 64, valid_pct: float = 0
                      seed: int = 42, num_workers: int = 0, tfms: Sequence | None = None,
                      stats: tuple | str | None = IMAGENET_STATS) -> DataLoaders:
     """`DataLoaders` of `(x [bs,3,size,size], y)` over a class-per-subfolder image dataset, with a random
-    `valid_pct` validation split that `seed` fixes (it also fixes the training shuffle). Images are resized to
+    `valid_pct` validation split (0: none) that `seed` fixes (it also fixes the training shuffle). Images are resized to
     `size`×`size`, made float in [0, 1] and normalised with `stats`: (mean, std), the ImageNet stats by
     default, 'computed' (`channel_stats` of the training split) or None. `tfms` are extra training-only
     torchvision v2 transforms (augmentation), run after the resize. `dls.classes` are the folder names."""
-    if not 0 < valid_pct < 1:
-        raise ValueError(f'image_folder_dls: valid_pct is the share of the images to validate on, between 0 and 1 '
-                         f'(e.g. 0.2); got {valid_pct!r}')
+    if not 0 <= valid_pct < 1:
+        raise ValueError(f'image_folder_dls: valid_pct is the share of the images to validate on, from 0 (none) to '
+                         f'below 1 (e.g. 0.2); got {valid_pct!r}')
     from torch.utils.data import DataLoader, Subset
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
@@ -130,6 +132,9 @@ def image_folder_dls(path: str | os.PathLike, bs: int = 64, valid_pct: float = 0
 
     n = len(folder())
     n_valid = round(n * valid_pct)
+    if valid_pct and not n_valid:
+        raise ValueError(f'image_folder_dls: valid_pct={valid_pct} of {n} images is no image to validate on; give a '
+                         'larger valid_pct, or 0 to train on all of them (then fit(..., valid=False)).')
     idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     train_idx, valid_idx = idx[n_valid:], idx[:n_valid]
     if stats == 'computed':

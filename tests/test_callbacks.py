@@ -290,18 +290,17 @@ def test_metrics_refuse_names_that_clash_with_derived_ones(names):
         MetricsCB(**{k: MulticlassAccuracy() for k in names})
 
 
-def test_train_cb_gives_the_loss_only_the_target_as_train_learner_does():
+def test_train_cb_gives_the_loss_every_item_after_the_inputs_as_the_course_does():
     from torch.utils.data import DataLoader, TensorDataset
     g = torch.Generator().manual_seed(0)
-    ds = TensorDataset(torch.randn(6, 3, generator=g), torch.randint(0, 3, (6,), generator=g), torch.rand(6, 3))
-    dls = SimpleNamespace(train=DataLoader(ds, 3), valid=DataLoader(ds, 3))  # a 3rd item: e.g. a weight per item
-    def loss(make):
-        torch.manual_seed(0)
-        learn = make(nn.Linear(3, 3))
-        learn.fit(1, cbs=[MetricsCB()])
-        return learn.metrics.history[-1]['loss']
-    assert loss(lambda m: Learner(m, dls, F.cross_entropy, cbs=[TrainCB()])) == loss(
-        lambda m: TrainLearner(m, dls, F.cross_entropy))
+    ds = TensorDataset(torch.randn(6, 3, generator=g), torch.randint(0, 3, (6,), generator=g), torch.rand(6))
+    dls = SimpleNamespace(train=DataLoader(ds, 3), valid=DataLoader(ds, 3))  # a 3rd item: a weight per item
+    seen = []
+    def weighted(p, y, w):
+        seen.append(w)
+        return (F.cross_entropy(p, y, reduction='none') * w).mean()
+    Learner(nn.Linear(3, 3), dls, weighted, cbs=[TrainCB()]).fit(1)
+    assert len(seen) == 4 and torch.equal(seen[0], ds.tensors[2][:3])
 
 
 @pytest.mark.parametrize('every', [0, -5, 2.5, '3', True])
@@ -334,6 +333,10 @@ def test_every_way_of_taking_a_hook_out_of_hooks_takes_it_off_its_module():
     hs = Hooks(seq, noop)
     hs.remove()  # all off their modules, kept in the list (with their stats)
     assert on() == [0, 0, 0, 0] and len(hs) == 4
+    hs = Hooks(seq[:1], noop)
+    hs.append(hs[0])
+    hs.remove(hs[0])  # one of its two places: still listed, so still on
+    assert on() == [1, 0, 0, 0] and len(hs) == 1
 
 
 def test_a_mod_filter_that_picks_nothing_is_refused():

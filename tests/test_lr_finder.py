@@ -401,8 +401,9 @@ def test_suggest_lrs_checks_its_arguments():
     with pytest.raises(ValueError, match='got 41 lrs and 81 losses'):
         suggest_lrs(LRS[::2], losses)
     for kw in ({'skip_start': -5}, {'skip_end': -1}, {'skip_start': 1.5}, {'skip_end': True}):
-        with pytest.raises(ValueError, match=f'{next(iter(kw))} is a number of points to leave out, an int >= 0'):
+        with pytest.raises(ValueError, match=f'{next(iter(kw))} is a number of points to leave out, a whole number'):
             suggest_lrs(LRS, losses, **kw)
+    assert suggest_lrs(LRS, losses, skip_start=np.int64(8)) == suggest_lrs(LRS, losses, skip_start=8)
     for bad in (0., -1e-3, math.nan):
         with pytest.raises(ValueError, match=r'lrs must be positive .* lrs\[3\] is'):
             suggest_lrs([*LRS[:3], bad, *LRS[4:]], losses)

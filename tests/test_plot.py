@@ -18,7 +18,8 @@ def close_figures():
 
 
 @pytest.mark.parametrize('shape, shown', [
-    ((3, 8, 8), (8, 8, 3)), ((1, 4, 4), (4, 4)), ((4, 28, 28), (28, 28, 4)),  # CHW
+    ((3, 8, 8), (8, 8, 3)), ((1, 4, 4), (4, 4)), ((4, 28, 28), (28, 28, 4)), ((3, 8, 2), (8, 2, 3)),  # CHW
+    ((2, 8, 3), (2, 8, 3)),  # HWC: 2 channels cannot be shown, 3 can
     ((28, 28, 3), (28, 28, 3)), ((4, 6, 3), (4, 6, 3)), ((8, 8), (8, 8)),     # HWC (4x6x3: more rows than channels)
 ])
 def test_show_image_reads_a_tensor_as_chw_or_hwc(shape, shown):

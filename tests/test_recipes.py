@@ -229,7 +229,7 @@ def test_weight_decay_and_clipping_flags(tiny_fmnist, tmp_path):
     assert resume_args(build_parser().parse_args(['fit', '--resume', str(tmp_path / 'set')])).clip == 0.5
 
 
-@pytest.mark.parametrize('stride', [0, 3])
+@pytest.mark.parametrize('stride', [0, 3, 2.0, True])
 def test_resblock_refuses_strides_other_than_1_or_2(stride):
     with pytest.raises(ValueError, match=f'ResBlock: stride is 1 or 2.*got {stride}'):
         ResBlock(8, 8, stride=stride)

@@ -170,8 +170,11 @@ def test_unfreeze_refuses_a_number_of_blocks_out_of_range():
         with pytest.raises(ValueError, match=f'unfreeze: n_blocks is how many of layer1, .* 0 to 4 .*got {n}'):
             unfreeze(model, n)
     for n in (True, 2.0):
-        with pytest.raises(ValueError, match=f'n_blocks is how many .* an int 0 to 4 .*got {n}'):
+        with pytest.raises(ValueError, match=f'n_blocks is how many .* a whole number 0 to 4 .*got {n}'):
             unfreeze(model, n)
+    unfreeze(model, np.int64(1))  # e.g. from a NumPy array: a whole number too
+    assert model.layer4[0].conv1.weight.requires_grad and not model.layer3[0].conv1.weight.requires_grad
+    assert resnet34_for(np.int64(3), in_channels=np.int64(1), pretrained=False).fc[1].out_features == 3
 
 
 def test_discriminative_groups_refuses_a_div_that_is_not_positive():
@@ -184,7 +187,7 @@ def test_discriminative_groups_refuses_a_div_that_is_not_positive():
 def test_resnet34_for_refuses_no_classes_or_channels():
     for kw in ({'n_classes': 0}, {'n_classes': 3, 'in_channels': 0}, {'n_classes': 2.5}):
         nm, v = list(kw.items())[-1]
-        with pytest.raises(ValueError, match=f'resnet34_for: {nm} must be a positive int; got {v}'):
+        with pytest.raises(ValueError, match=f'resnet34_for: {nm} must be a whole number >= 1; got {v}'):
             resnet34_for(pretrained=False, **kw)
 
 
@@ -196,6 +199,10 @@ def test_a_random_conv1_is_initialised_as_torchvision_does(in_channels):
 
 
 def test_image_folder_dls_refuses_a_valid_pct_outside_0_to_1(image_folder):
-    for pct in (0., 1., -0.2, 1.5):
-        with pytest.raises(ValueError, match=f'valid_pct is the share .* between 0 and 1 .*got {pct}'):
+    for pct in (1., -0.2, 1.5):
+        with pytest.raises(ValueError, match=f'valid_pct is the share .* from 0 \\(none\\) to below 1 .*got {pct}'):
             image_folder_dls(image_folder, bs=4, valid_pct=pct, size=8)
+    with pytest.raises(ValueError, match=r'valid_pct=0.01 of \d+ images is no image to validate on'):
+        image_folder_dls(image_folder, bs=4, valid_pct=0.01, size=8)
+    dls = image_folder_dls(image_folder, bs=4, valid_pct=0, size=8)  # train on all: fit(valid=False)
+    assert len(dls.valid.dataset) == 0 and len(dls.train.dataset) > 0
