@@ -272,6 +272,9 @@ def _is_count(v: Any) -> bool:
     return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 1
 
 
+_ORDER = 'SeedSequence((seed, epoch))'  # how `DeviceLoader` seeds each epoch's shuffle, in its state
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     """The seed of epoch `epoch`'s shuffle in a run seeded `seed`: both mixed by NumPy's `SeedSequence`, so
     runs seeded 0, 1, 2, ... get unrelated shuffles (with `seed + epoch`, seed 1 would replay seed 0's
@@ -280,7 +283,8 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 class DeviceLoader:
-    """Batches `(x [bs,1,H,W] float32, y int64)` from a whole split kept on `device` (`x`: uint8 images [N,H,W];
+    """Batches `(x [bs,1,H,W] float32, y int64)` from a whole split kept on `device` (`x`: images [N,H,W] of
+    integer pixel values 0..255, e.g. uint8;
     `y`: integer labels, kept as int64): each batch is one gather by index plus `(x/255 - mean)/std` on the
     device; no per-item Python, no workers.
 
@@ -298,9 +302,13 @@ class DeviceLoader:
                  mean: float = FMNIST_MEAN, std: float = FMNIST_STD,
                  tfm: Callable[[Tensor], Tensor] | None = None, device: str | torch.device | None = None,
                  seed: int | None = None, rank: int = 0, world_size: int = 1):
-        if x.dtype != torch.uint8:
-            raise ValueError(f'DeviceLoader: x must be uint8 images (0..255; batches are x/255, normalised), got '
-                             f'{x.dtype}; for floats in [0,1] pass (x * 255).round().to(torch.uint8).')
+        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+            raise TypeError(f'DeviceLoader: x and y must be torch tensors, got {type(x).__name__} and '
+                            f'{type(y).__name__}; for NumPy arrays pass torch.from_numpy(x), torch.from_numpy(y).')
+        if x.dtype == torch.bool or x.dtype.is_floating_point or x.dtype.is_complex:
+            raise ValueError(f'DeviceLoader: x must be integer pixel values 0..255 (batches are x/255, normalised), '
+                             f'e.g. uint8; got {x.dtype}. For floats in 0..255 pass x.round().to(torch.uint8); for '
+                             'floats in [0, 1], (x * 255).round().to(torch.uint8).')
         if x.ndim != 3:
             raise ValueError(f'DeviceLoader: x must be one-channel images [N,H,W] (batches get the channel dim), got '
                              f'shape {tuple(x.shape)}; for [N,1,H,W] pass x.squeeze(1).')
@@ -334,12 +342,17 @@ class DeviceLoader:
         n = len(range(self.rank, self._stop(), self.world_size))  # this rank's items
         return n // self.bs if self.drop_last else math.ceil(n / self.bs)
 
-    def state_dict(self) -> dict[str, int]:
-        """What a checkpoint needs to resume the same shuffles: the seed and the epoch counter."""
-        return {'seed': self.seed, 'epoch': self.epoch}
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs to resume the same shuffles: the seed, the epoch counter and how the shuffles
+        are drawn (`order`: a resume by a loader that draws them otherwise is refused)."""
+        return {'seed': self.seed, 'epoch': self.epoch, 'order': _ORDER}
 
-    def load_state_dict(self, sd: dict[str, int]) -> None:
-        self.seed, self.epoch = int(sd['seed']), int(sd['epoch'])
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        if sd.get('order') != _ORDER:
+            raise ValueError(f"DeviceLoader: this state was saved by an older miniai, whose shuffles were seeded with "
+                             f"seed + epoch (now {_ORDER}), so the saved run's data order cannot be replayed. Load the "
+                             "checkpoint with learn.load(path) and fit on, or resume with that miniai.")
+        self.seed, self.epoch = _check_seed(sd['seed']), int(sd['epoch'])
 
     def indices(self, epoch: int) -> Tensor:
         """This rank's item order for `epoch`, on the CPU."""

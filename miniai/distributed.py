@@ -92,9 +92,8 @@ class _EveryNth(Sampler[int]):
 
 def _unshardable(dl: DataLoader) -> str | None:
     """What of DataLoader `dl` a rebuild over a `DistributedSampler` would lose, or None."""
-    if dl.batch_size is None:
-        bs = dl.batch_sampler
-        return 'batch_size=None' if bs is None else f'its batch_sampler ({type(bs).__name__})'
+    if dl.batch_size is None and dl.batch_sampler is not None:
+        return f'its batch_sampler ({type(dl.batch_sampler).__name__})'
     s = dl.sampler
     if type(s) is RandomSampler and (s.replacement or s.num_samples != len(dl.dataset)):
         return 'a RandomSampler that draws with replacement or num_samples items'
@@ -166,18 +165,20 @@ class DDPCB(Callback):
     def __init__(self, shard: bool = True, **ddp_kwargs):
         self.shard, self.ddp_kwargs = shard, ddp_kwargs
         self.active = init_distributed()
-        # training epochs of the earlier fits (each counts its n_epochs), and the DistributedSampler's seed
-        self.epochs_done, self.seed = 0, None
+        # training epochs of the earlier fits (each counts its n_epochs once the next fit starts, so that a
+        # checkpoint saved in or after a fit holds the count its fit started from), and the sampler's seed
+        self.epochs_done, self.last_fit, self.seed = 0, 0, None
 
     def state_dict(self) -> dict[str, Any]:
-        return {'epochs_done': self.epochs_done, 'seed': self.seed}
+        return {'epochs_done': self.epochs_done, 'last_fit': self.last_fit, 'seed': self.seed}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.epochs_done = int(sd['epochs_done'])
+        self.epochs_done, self.last_fit = int(sd['epochs_done']), int(sd['last_fit'])
         if sd['seed'] is not None:  # else (saved by a run without a DistributedSampler) keep rank 0's
             self.seed = sd['seed']
 
     def before_fit(self, learn: Learner) -> None:
+        self.epochs_done, self.last_fit = self.epochs_done + self.last_fit, 0
         if not self.active:
             return
         if self.shard:
@@ -219,6 +220,6 @@ class DDPCB(Callback):
 
     def cleanup_fit(self, learn: Learner) -> None:
         if 'train' in learn.phases:
-            self.epochs_done += learn.n_epochs
+            self.last_fit = learn.n_epochs
         if isinstance(learn.model, DistributedDataParallel):
             learn.model = learn.model.module

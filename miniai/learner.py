@@ -255,6 +255,7 @@ class Learner:
         self.should_stop = False
         self._norm_bufs: list[torch.Tensor] = []
         self._norm_copy: list[torch.Tensor] = []
+        self._lazy_bufs: list[torch.Tensor] = []
         if isinstance(loss_func, type):
             raise TypeError(f'Learner: loss_func is the class {loss_func.__name__}; pass an instance, '
                             f'{loss_func.__name__}(), or a function such as F.cross_entropy.')
@@ -506,9 +507,10 @@ class Learner:
                               f"by EarlyStoppingCB) after epoch {ck['epoch'] - 1}, so there is nothing to train. To "
                               'train on from it, learn.load(path) then fit(n) without resume.', stacklevel=4)
         norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and self.nan_guard]
-        # a lazy norm layer's buffers exist only after its first batch: not undone on a NaN loss in this fit
-        self._norm_bufs = [b for m in norms for b in m.buffers(recurse=False)
-                           if not isinstance(b, nn.parameter.UninitializedBuffer)]
+        bufs = [b for m in norms for b in m.buffers(recurse=False)]
+        # a lazy norm layer's buffers get their values in its first forward: snapshotted from the batch after
+        self._lazy_bufs = [b for b in bufs if isinstance(b, nn.parameter.UninitializedBuffer)]
+        self._norm_bufs = [b for b in bufs if not isinstance(b, nn.parameter.UninitializedBuffer)]
         self._norm_copy = [b.clone() for b in self._norm_bufs]
         for epoch in self.epochs:
             if self.should_stop and not mid_epoch:  # a mid-epoch checkpoint's epoch is finished first
@@ -550,6 +552,8 @@ class Learner:
     @with_cbs('batch')
     def _one_batch(self) -> None:
         guard = self.nan_guard and self.training
+        if guard and self._lazy_bufs:
+            self._snapshot_lazy_bufs()
         if guard and self._norm_bufs:
             torch._foreach_copy_(self._norm_copy, self._norm_bufs)
         self.predict()
@@ -566,6 +570,12 @@ class Learner:
             self.zero_grad()
             self.train_iter += 1
         self._n_done = self.iter + 1  # the batch is trained: a checkpoint saved in `after_batch` is past it
+
+    def _snapshot_lazy_bufs(self) -> None:
+        """Add the lazy norm buffers that have their values now (materialised in place) to the NaN guard's."""
+        ready = [b for b in self._lazy_bufs if not isinstance(b, nn.parameter.UninitializedBuffer)]
+        self._lazy_bufs = [b for b in self._lazy_bufs if isinstance(b, nn.parameter.UninitializedBuffer)]
+        self._norm_bufs, self._norm_copy = self._norm_bufs + ready, self._norm_copy + [b.clone() for b in ready]
 
     def _check_loss(self) -> None:
         """Raise `NonFiniteLossError` if the loss is NaN or infinite (one read of the loss)."""

@@ -82,22 +82,27 @@ def batch_augment(pad: int = 4, flip: bool = True, padding_mode: str = 'reflect'
 
 def channel_stats(data: Tensor | Iterable, chunk: int = 4096) -> tuple[Tensor, Tensor]:
     """Per-channel mean and (population) std of images `[N, C, H, W]` given as a tensor or a loader of
-    `(x, ...)` batches, accumulated in float64 one chunk or batch at a time (on the CPU: MPS has no float64).
-    Channels-last images `[N, H, W, C]` need `x.permute(0, 3, 1, 2)` first."""
+    `(x, ...)` batches, one chunk or batch at a time: sums of the differences from the first image's channel
+    means (so that bright, low-contrast images lose no precision), per image in float32, across images in
+    float64. Channels-last images `[N, H, W, C]` need `x.permute(0, 3, 1, 2)` first."""
     if isinstance(data, Tensor):
         batches = data.split(chunk)
     else:
         batches = (b if isinstance(b, Tensor) else b[0] for b in data)
-    n, s, s2 = 0, 0., 0.
+    n, s, s2, shift = 0, 0., 0., None
     for x in batches:
         if x.ndim != 4:
             raise ValueError(f'channel_stats: expected images [N, C, H, W], got shape {tuple(x.shape)}; '
                              'for [N, H, W] pass x[:, None].')
-        x = x.cpu().double()
+        if not len(x):
+            continue
+        if shift is None:
+            shift = x[0].float().mean((1, 2))[:, None, None]
+        d = x.float() - shift
         n += x.numel() // x.shape[1]
-        s = s + x.sum((0, 2, 3))
-        s2 = s2 + (x * x).sum((0, 2, 3))
+        s = s + d.sum((2, 3)).double().sum(0).cpu()
+        s2 = s2 + d.square().sum((2, 3)).double().sum(0).cpu()
     if not n:
         raise ValueError('channel_stats: no images (an empty tensor or loader).')
     mean = s / n
-    return mean.float(), (s2 / n - mean * mean).clamp_min(0).sqrt().float()
+    return (shift.flatten().double().cpu() + mean).float(), (s2 / n - mean * mean).clamp_min(0).sqrt().float()

@@ -446,8 +446,13 @@ def test_a_file_given_as_the_data_folder(tmp_path):
 
 def test_device_loader_refuses_inputs_it_would_batch_wrongly():
     x, y = torch.randint(0, 256, (8, 4, 4), dtype=torch.uint8), torch.zeros(8, dtype=torch.long)
-    with pytest.raises(ValueError, match=r'x must be uint8 images .*got torch.float32.*\(x \* 255\)\.round\(\)'):
+    with pytest.raises(ValueError, match=r'x must be integer pixel values 0..255 .*got torch.float32.*'
+                                         r'x\.round\(\)\.to\(torch\.uint8\).*\(x \* 255\)\.round\(\)'):
         DeviceLoader(x.float() / 255, y, device='cpu')  # already in [0,1]: would be divided by 255 again
+    with pytest.raises(TypeError, match=r'torch tensors, got ndarray and Tensor; .*torch\.from_numpy\(x\)'):
+        DeviceLoader(x.numpy(), y, device='cpu')
+    xb, _ = next(iter(DeviceLoader(x.long(), y, bs=8, device='cpu')))  # any integer dtype: the same batches
+    assert torch.equal(xb, next(iter(DeviceLoader(x, y, bs=8, device='cpu')))[0])
     with pytest.raises(ValueError, match=r'one-channel images \[N,H,W\].*\(8, 1, 4, 4\).*x\.squeeze\(1\)'):
         DeviceLoader(x[:, None], y, device='cpu')  # would give 5-d batches
     for bs in (0, -2, 2.5, True):
@@ -457,6 +462,31 @@ def test_device_loader_refuses_inputs_it_would_batch_wrongly():
         DeviceLoader(x, y.float(), device='cpu')
     _, yb = next(iter(DeviceLoader(x, y.to(torch.uint8), bs=8, device='cpu')))  # as read_idx gives them
     assert yb.dtype == torch.int64
+
+
+def test_a_loader_state_from_before_the_seedsequence_shuffles_is_refused(tmp_path):
+    """Checkpoints of older miniai hold {'seed', 'epoch'} with shuffles seeded seed + epoch: replaying them
+    with today's shuffles would train other items, so resume refuses (naming the keys) and the loader says why."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from miniai import CheckpointError, DataLoaders, TrainLearner
+    x, y = torch.randint(0, 256, (32, 4, 4), dtype=torch.uint8), torch.randint(0, 2, (32,))
+    dl = lambda: DeviceLoader(x, y, bs=8, shuffle=True, seed=3, device='cpu')
+    with pytest.raises(ValueError, match=r'saved by an older miniai, whose shuffles were seeded with seed \+ '
+                                         r'epoch .*learn\.load\(path\) and fit on'):
+        dl().load_state_dict({'seed': 3, 'epoch': 1})
+    learn = lambda: TrainLearner(nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), DataLoaders(dl(), dl()),
+                                 F.cross_entropy, lr=0.1)
+    first = learn()
+    first.fit(1)
+    ck = torch.load(first.save(tmp_path / 'ck.pt'), weights_only=False)
+    for sd in ck['start']['dls'].values():  # (an end-of-fit checkpoint: no `rng_now`)
+        del sd['order']  # as an older miniai saved it
+    torch.save(ck, tmp_path / 'old.pt')
+    with pytest.raises(CheckpointError, match=r"state_dict with \['epoch', 'order', 'seed'\].*kept a "
+                                              r"state_dict with \['epoch', 'seed'\]"):
+        learn().fit(2, resume=tmp_path / 'old.pt')
 
 
 def test_from_dd_validation_does_not_shift_training_shuffles(tmp_path):

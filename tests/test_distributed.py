@@ -354,6 +354,33 @@ def test_shard_loader_refuses_what_it_would_replace(kw, what):
             shard_loader(dl, 0, 2, train=train)
 
 
+def test_shard_loader_shards_a_loader_of_ready_made_batches():
+    ds = [(torch.full((2,), float(i)), torch.tensor([i, i])) for i in range(6)]  # each item a whole batch
+    loader = lambda: DataLoader(ds, batch_size=None, shuffle=True, generator=torch.Generator().manual_seed(0))
+    shards = [shard_loader(loader(), r, 2) for r in range(2)]
+    seen = [[int(y[0]) for _, y in s] for s in shards]
+    assert sorted(seen[0] + seen[1]) == list(range(6)) and len(seen[0]) == 3
+
+
+def test_ddpcb_counts_a_fit_from_the_next_one_so_its_checkpoints_hold_their_base():
+    """A fit that stops early still counts all its epochs, but only when the next fit starts: a checkpoint
+    saved after it resumes it with the sampler epochs it ran with (single process: the count alone)."""
+    class StopAt(Callback):
+        def after_batch(self, learn):
+            if learn.epoch == 1 and learn.training:
+                raise CancelFitException()
+    dls = SimpleNamespace(train=DataLoader(synthetic(16, 0), 8), valid=DataLoader(synthetic(8, 1), 8))
+    ddp = DDPCB()
+    learn = TrainLearner(mlp(), dls, F.cross_entropy, lr=0.1, cbs=[ddp])
+    learn.fit(3, cbs=[StopAt()])
+    assert ddp.state_dict() == {'epochs_done': 0, 'last_fit': 3, 'seed': None}
+    learn.fit(1, valid=False)
+    assert ddp.state_dict()['epochs_done'] == 3
+    learn.fit(1, train=False)  # a validation-only fit counts nothing
+    learn.fit(1, train=False)
+    assert ddp.state_dict() == {'epochs_done': 4, 'last_fit': 0, 'seed': None}
+
+
 def test_shard_loader_keeps_the_loaders_seed_and_options():
     ds = synthetic(12, 0)
     ids = lambda dl: torch.cat([b[2] for b in dl]).tolist()
