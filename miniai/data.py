@@ -309,6 +309,10 @@ class DeviceLoader:
             raise ValueError(f'DeviceLoader: x must be integer pixel values 0..255 (batches are x/255, normalised), '
                              f'e.g. uint8; got {x.dtype}. For floats in 0..255 pass x.round().to(torch.uint8); for '
                              'floats in [0, 1], (x * 255).round().to(torch.uint8).')
+        if x.dtype != torch.uint8 and x.numel() and not (0 <= (r := x.aminmax()).min and r.max <= 255):
+            raise ValueError(f'DeviceLoader: x must be pixel values 0..255, but its values run from {r.min} to {r.max} '
+                             f'({x.dtype}); scale them to 0..255 first (for int8 data read from bytes: '
+                             'x.view(torch.uint8)).')
         if x.ndim != 3:
             raise ValueError(f'DeviceLoader: x must be one-channel images [N,H,W] (batches get the channel dim), got '
                              f'shape {tuple(x.shape)}; for [N,1,H,W] pass x.squeeze(1).')

@@ -173,7 +173,7 @@ class DDPCB(Callback):
         return {'epochs_done': self.epochs_done, 'last_fit': self.last_fit, 'seed': self.seed}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.epochs_done, self.last_fit = int(sd['epochs_done']), int(sd['last_fit'])
+        self.epochs_done, self.last_fit = int(sd['epochs_done']), int(sd.get('last_fit', 0))
         if sd['seed'] is not None:  # else (saved by a run without a DistributedSampler) keep rank 0's
             self.seed = sd['seed']
 

@@ -55,6 +55,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, optim
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from .guards import NonFiniteLossError, backward_loss, call_loss, call_model, check_batch
 
@@ -255,7 +256,7 @@ class Learner:
         self.should_stop = False
         self._norm_bufs: list[torch.Tensor] = []
         self._norm_copy: list[torch.Tensor] = []
-        self._lazy_bufs: list[torch.Tensor] = []
+        self._lazy_norms: list[nn.Module] = []
         if isinstance(loss_func, type):
             raise TypeError(f'Learner: loss_func is the class {loss_func.__name__}; pass an instance, '
                             f'{loss_func.__name__}(), or a function such as F.cross_entropy.')
@@ -507,10 +508,9 @@ class Learner:
                               f"by EarlyStoppingCB) after epoch {ck['epoch'] - 1}, so there is nothing to train. To "
                               'train on from it, learn.load(path) then fit(n) without resume.', stacklevel=4)
         norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and self.nan_guard]
-        bufs = [b for m in norms for b in m.buffers(recurse=False)]
         # a lazy norm layer's buffers get their values in its first forward: snapshotted from the batch after
-        self._lazy_bufs = [b for b in bufs if isinstance(b, nn.parameter.UninitializedBuffer)]
-        self._norm_bufs = [b for b in bufs if not isinstance(b, nn.parameter.UninitializedBuffer)]
+        self._lazy_norms = [m for m in norms if isinstance(m, LazyModuleMixin)]
+        self._norm_bufs = [b for m in norms if m not in self._lazy_norms for b in m.buffers(recurse=False)]
         self._norm_copy = [b.clone() for b in self._norm_bufs]
         for epoch in self.epochs:
             if self.should_stop and not mid_epoch:  # a mid-epoch checkpoint's epoch is finished first
@@ -552,8 +552,8 @@ class Learner:
     @with_cbs('batch')
     def _one_batch(self) -> None:
         guard = self.nan_guard and self.training
-        if guard and self._lazy_bufs:
-            self._snapshot_lazy_bufs()
+        if guard and self._lazy_norms:
+            self._snapshot_lazy_norms()
         if guard and self._norm_bufs:
             torch._foreach_copy_(self._norm_copy, self._norm_bufs)
         self.predict()
@@ -571,11 +571,12 @@ class Learner:
             self.train_iter += 1
         self._n_done = self.iter + 1  # the batch is trained: a checkpoint saved in `after_batch` is past it
 
-    def _snapshot_lazy_bufs(self) -> None:
-        """Add the lazy norm buffers that have their values now (materialised in place) to the NaN guard's."""
-        ready = [b for b in self._lazy_bufs if not isinstance(b, nn.parameter.UninitializedBuffer)]
-        self._lazy_bufs = [b for b in self._lazy_bufs if isinstance(b, nn.parameter.UninitializedBuffer)]
-        self._norm_bufs, self._norm_copy = self._norm_bufs + ready, self._norm_copy + [b.clone() for b in ready]
+    def _snapshot_lazy_norms(self) -> None:
+        """Add the buffers of the lazy norm layers materialised (in place) by now to the NaN guard's snapshot."""
+        ready = [m for m in self._lazy_norms if not isinstance(m, LazyModuleMixin)]
+        self._lazy_norms = [m for m in self._lazy_norms if isinstance(m, LazyModuleMixin)]
+        bufs = [b for m in ready for b in m.buffers(recurse=False)]
+        self._norm_bufs, self._norm_copy = self._norm_bufs + bufs, self._norm_copy + [b.clone() for b in bufs]
 
     def _check_loss(self) -> None:
         """Raise `NonFiniteLossError` if the loss is NaN or infinite (one read of the loss)."""
@@ -584,6 +585,9 @@ class Learner:
             return
         if self._norm_bufs:
             torch._foreach_copy_(self._norm_bufs, self._norm_copy)  # undo this forward's running stats update
+        for m in self._lazy_norms:  # materialised by this batch: back to the new layer's stats
+            if not isinstance(m, LazyModuleMixin):
+                m.reset_running_stats()
         lrs = sorted({float(pg['lr']) for pg in self.opt.param_groups})
         x = self.batch[0] if isinstance(self.batch, (tuple, list)) else self.batch
         bad_x = isinstance(x, torch.Tensor) and x.is_floating_point() and not bool(x.isfinite().all())
@@ -678,7 +682,7 @@ class Learner:
             if saved != own:
                 raise CheckpointError(f'dls.{k} keeps its data order in {own}, but the loader of the run that saved '
                                       f'the checkpoint kept {saved}. Resume with the loaders of that run (same kind, '
-                                      'shuffling and generator).')
+                                      'shuffling and generator), under a miniai that keeps them as it did.')
 
     def _random_state(self) -> dict[str, Any]:
         """The global RNGs and each loader's state: its `state_dict()`, else its own generators' states."""

@@ -98,11 +98,11 @@ def channel_stats(data: Tensor | Iterable, chunk: int = 4096) -> tuple[Tensor, T
             continue
         if shift is None:
             shift = x[0].float().mean((1, 2))[:, None, None]
-        d = x.float() - shift
+        d = x.float() - shift.to(x.device)
         n += x.numel() // x.shape[1]
-        s = s + d.sum((2, 3)).double().sum(0).cpu()
-        s2 = s2 + d.square().sum((2, 3)).double().sum(0).cpu()
+        s = s + d.sum((2, 3)).cpu().double().sum(0)  # float64 on the CPU (MPS has none)
+        s2 = s2 + d.square().sum((2, 3)).cpu().double().sum(0)
     if not n:
         raise ValueError('channel_stats: no images (an empty tensor or loader).')
     mean = s / n
-    return (shift.flatten().double().cpu() + mean).float(), (s2 / n - mean * mean).clamp_min(0).sqrt().float()
+    return (shift.flatten().cpu().double() + mean).float(), (s2 / n - mean * mean).clamp_min(0).sqrt().float()

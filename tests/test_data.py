@@ -451,6 +451,10 @@ def test_device_loader_refuses_inputs_it_would_batch_wrongly():
         DeviceLoader(x.float() / 255, y, device='cpu')  # already in [0,1]: would be divided by 255 again
     with pytest.raises(TypeError, match=r'torch tensors, got ndarray and Tensor; .*torch\.from_numpy\(x\)'):
         DeviceLoader(x.numpy(), y, device='cpu')
+    for bad, seen in ((x.int() * 257, r'\d+ to \d+ \(torch.int32\)'),
+                      (x.to(torch.int8), r'-\d+ to \d+ \(torch.int8\).*view')):
+        with pytest.raises(ValueError, match=f'x must be pixel values 0..255, but its values run from {seen}'):
+            DeviceLoader(bad, y, device='cpu')  # 16-bit images; bytes read as int8
     xb, _ = next(iter(DeviceLoader(x.long(), y, bs=8, device='cpu')))  # any integer dtype: the same batches
     assert torch.equal(xb, next(iter(DeviceLoader(x, y, bs=8, device='cpu')))[0])
     with pytest.raises(ValueError, match=r'one-channel images \[N,H,W\].*\(8, 1, 4, 4\).*x\.squeeze\(1\)'):

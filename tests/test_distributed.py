@@ -379,6 +379,8 @@ def test_ddpcb_counts_a_fit_from_the_next_one_so_its_checkpoints_hold_their_base
     learn.fit(1, train=False)  # a validation-only fit counts nothing
     learn.fit(1, train=False)
     assert ddp.state_dict() == {'epochs_done': 4, 'last_fit': 0, 'seed': None}
+    ddp.load_state_dict({'epochs_done': 2, 'seed': None})  # a state without last_fit: the fit was counted
+    assert ddp.state_dict() == {'epochs_done': 2, 'last_fit': 0, 'seed': None}
 
 
 def test_shard_loader_keeps_the_loaders_seed_and_options():

@@ -117,20 +117,23 @@ def test_a_lazy_batchnorm_model_trains(guard):
     assert model[1].num_batches_tracked == 8
 
 
-def test_a_nan_batch_leaves_a_lazy_batchnorms_running_stats_as_they_were():
+@pytest.mark.parametrize('bad', [0, 2])  # the batch that materialises the layer, or a later one
+def test_a_nan_batch_leaves_a_lazy_batchnorms_running_stats_as_they_were(bad):
     x, y = data(12)
-    x[8, 0] = float('nan')  # the third batch
+    x[4 * bad, 0] = float('nan')
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.LazyBatchNorm1d(), nn.ReLU(), nn.Linear(8, 2))
     before = {}
     class Snapshot(Callback):
         def before_batch(self, learn):
-            if learn.iter == 2:  # the lazy layer has its buffers since the first batch
+            if learn.iter == bad and bad:  # the lazy layer has its buffers since the first batch
                 before.update({k: v.clone() for k, v in learn.model[1].state_dict().items()})
     learn = TrainLearner(model, dls_of(x, y), F.cross_entropy, lr=0.1, cbs=[Snapshot()])
     with pytest.raises(NonFiniteLossError):
         learn.fit(1)
     after = model[1].state_dict()
+    if not bad:  # as the layer is when new
+        before = nn.BatchNorm1d(8).state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
