@@ -168,6 +168,19 @@ def _refuse_unused_lr(own: list[float | None], who: str) -> None:
                          'takes one lr per group.')
 
 
+def check_loader(dl: Any, name: str) -> None:
+    """Raise unless loader `dl` (called `name` in the message) has a length and at least one batch."""
+    try:
+        n = len(dl)
+    except TypeError:
+        raise TypeError(f'{name} (a {type(dl).__name__}) has no length (is its dataset an IterableDataset?): the '
+                        'Learner needs the number of batches per epoch, for schedules, progress and resuming; give '
+                        'a loader over a dataset with __len__, or a list of batches.') from None
+    if n == 0:
+        raise ValueError(f'{name} has no batches: its dataset is empty, or holds fewer items than one batch with '
+                         'drop_last=True. Check the data (path, split, filters) or lower the batch size.')
+
+
 def copy_state(x: Any) -> Any:
     """A deep copy of a callback's state; tensors detached (a tensor of the autograd graph cannot be deep-copied)."""
     if isinstance(x, torch.Tensor):
@@ -481,17 +494,7 @@ class Learner:
             if not hasattr(self.dls, phase):
                 raise TypeError(f'Learner: dls (a {type(self.dls).__name__}) has no .{phase}; give DataLoaders(train, '
                                 'valid), or any object whose .train and .valid are loaders.')
-            dl = getattr(self.dls, phase)
-            try:
-                n = len(dl)
-            except TypeError:
-                raise TypeError(f'dls.{phase} (a {type(dl).__name__}) has no length (is its dataset an '
-                                'IterableDataset?): the Learner needs the number of batches per epoch, for schedules, '
-                                'progress and resuming; give a loader over a dataset with __len__.') from None
-            if n == 0:
-                raise ValueError(f'dls.{phase} has no batches: its dataset is empty, or holds fewer items '
-                                 'than one batch with drop_last=True. Check the data (path, split, filters) '
-                                 'or lower the batch size.')
+            check_loader(getattr(self.dls, phase), f'dls.{phase}')
 
     @with_cbs('fit')
     def _fit(self) -> None:

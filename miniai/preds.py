@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .data import DataLoaders
-from .learner import Callback, CancelBatchException, Learner
+from .learner import Callback, CancelBatchException, Learner, check_loader
 from .lr_finder import PAUSED_IN_LR_FIND
 from .no_trace import no_trace
 from .progress import ProgressCB
@@ -72,18 +72,6 @@ def _paused(cb: Callback) -> bool:
     return isinstance(cb, (*PAUSED_IN_LR_FIND, ProgressCB)) or getattr(cb, 'skip_in_lr_find', False)
 
 
-def _check_dl(dl: SizedLoader) -> None:
-    try:
-        n = len(dl)
-    except TypeError:
-        raise TypeError(f'get_preds: dl (a {type(dl).__name__}) has no length; it runs like a validation epoch, '
-                        'which needs the number of batches: give a loader over a dataset with __len__, or a list of '
-                        'batches.') from None
-    if n == 0:
-        raise ValueError('get_preds: dl has no batches: its dataset is empty, or holds fewer items than one batch '
-                         'with drop_last=True.')
-
-
 def get_preds(learn: Learner, dl: SizedLoader | None = None, act: Callable[[Tensor], Tensor] | None = None
               ) -> tuple[Tensor, Tensor | tuple[Tensor, ...] | None]:
     """The model's outputs over `dl` (default: `learn.dls.valid`) and the batches' targets, on the CPU.
@@ -103,7 +91,7 @@ def get_preds(learn: Learner, dl: SizedLoader | None = None, act: Callable[[Tens
         learn._check_loaders(('valid',))  # as `fit` does
         dl = learn.dls.valid
     else:
-        _check_dl(dl)
+        check_loader(dl, 'get_preds: dl')
     cb = GatherPredsCB()
     with no_trace(learn, paused=_paused, loaders=[dl]):
         learn.dls = DataLoaders(getattr(learn.dls, 'train', None), dl)
