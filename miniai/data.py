@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import numbers
 import os
 import struct
 import zlib
@@ -23,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, default_collate
 
 from .device import def_device
+from .guards import is_whole
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -262,14 +262,9 @@ def _reseeded(g: torch.Generator | None) -> torch.Generator | None:
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+    if not is_whole(seed):
         raise ValueError(f'seed must be a whole number >= 0 (got {seed!r}); None draws one from torch\'s RNG.')
     return int(seed)
-
-
-def _is_count(v: Any) -> bool:
-    """Whether `v` is a whole number >= 1 (not a bool)."""
-    return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 1
 
 
 _ORDER = 'SeedSequence((seed, epoch))'  # how `DeviceLoader` seeds each epoch's shuffle, in its state
@@ -320,7 +315,7 @@ class DeviceLoader:
             raise ValueError(f'DeviceLoader: y must hold integer class labels, got {y.dtype}; pass y.long().')
         if len(x) != len(y):
             raise ValueError(f'{len(x)} images but {len(y)} labels')
-        if not _is_count(bs):
+        if not is_whole(bs, 1):
             raise ValueError(f'DeviceLoader: bs must be a whole number >= 1, got {bs!r}.')
         if not 0 <= rank < world_size:
             raise ValueError(f'need 0 <= rank < world_size, got rank={rank}, world_size={world_size}')
@@ -400,7 +395,7 @@ def get_dls(bs: int = 1024, path: str | os.PathLike | None = None, fast: bool = 
     `num_workers`), yielding CPU batches equal to the fast path's for the same items; `seed` seeds its
     shuffle. An option of the other path is refused."""
     for name, v in (('bs', bs), ('n_train', n_train), ('n_valid', n_valid)):
-        if v is not None and not _is_count(v):
+        if v is not None and not is_whole(v, 1):
             raise ValueError(f'get_dls: {name} must be a positive whole number (got {v!r}).')
     if fast and num_workers:
         raise ValueError(f'get_dls: num_workers={num_workers} needs fast=False; the fast loaders gather batches on '

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import warnings
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any
 
 from .checkpoint import CheckpointCB, check_monitor_state
+from .guards import is_whole
 from .learner import Callback, Learner
 from .metrics import check_mode, check_monitor, improves, monitored_value
 
@@ -33,7 +34,7 @@ class EarlyStoppingCB(Callback):
     def __init__(self, monitor: str = 'valid_loss', mode: str | None = None, patience: int = 3,
                  min_delta: float = 0.):
         mode = check_mode(monitor, mode, 'EarlyStoppingCB')
-        if isinstance(patience, bool) or not isinstance(patience, Integral) or patience < 1:
+        if not is_whole(patience, 1):
             raise ValueError(f'EarlyStoppingCB: patience is a number of epochs, a whole number >= 1; got {patience!r}')
         if isinstance(min_delta, bool) or not isinstance(min_delta, Real) or not min_delta >= 0:
             raise ValueError(f'EarlyStoppingCB: min_delta must be a number, 0 or more; got {min_delta!r}')

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -30,6 +31,11 @@ class BatchError(ValueError):
 
 class DeviceMismatchError(RuntimeError):
     """The model and the batch are on different devices."""
+
+
+def is_whole(v: Any, least: int = 0) -> bool:
+    """Whether `v` is a whole number (a Python or NumPy integer, not a bool) of at least `least`."""
+    return isinstance(v, Integral) and not isinstance(v, bool) and v >= least
 
 
 def _desc(o: Any) -> str:

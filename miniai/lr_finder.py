@@ -10,7 +10,6 @@ trains exactly as `fit()`, and a checkpoint saved after it is unchanged.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .checkpoint import CheckpointCB
+from .guards import is_whole
 from .hooks import HooksCallback
 from .learner import Callback, CancelEpochException, CancelFitException, Learner
 from .metrics import MetricsCB
@@ -124,7 +124,7 @@ def suggest_lrs(lrs: Sequence[float], losses: Sequence[float], skip_start: int =
         raise ValueError(f'suggest_lrs: lrs must be positive (the curve is read on a log scale); lrs[{bad_lr[0]}] '
                          f'is {lrs[bad_lr[0]]}.')
     for nm, v in (('skip_start', skip_start), ('skip_end', skip_end)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+        if not is_whole(v):
             raise ValueError(f'suggest_lrs: {nm} is a number of points to leave out, a whole number >= 0; got {v!r}')
     bad = np.flatnonzero(~np.isfinite(losses))
     n = bad[0] if len(bad) else len(losses)

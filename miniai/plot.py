@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .guards import is_whole
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -76,7 +77,7 @@ def get_grid(n: int, nrows: int | None = None, ncols: int | None = None, title: 
     """A figure with a grid of at least `n` axes (about square unless `nrows`/`ncols` are given), the unused
     ones turned off, and the array of its axes as `subplots` gives it; `kwargs` go to `subplots`."""
     for k, v in (('nrows', nrows), ('ncols', ncols)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, Integral) or v < 1):
+        if v is not None and not is_whole(v, 1):
             raise ValueError(f'get_grid: {k} must be a whole number >= 1 (or None to fit n), got {v!r}.')
     if nrows is None and ncols is None:
         nrows = max(1, math.isqrt(n))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from numbers import Integral
 
 import torch
 
 from .distributed import is_main_process
+from .guards import is_whole
 from .learner import Callback, Learner
 from .metrics import MetricsCB, fit_metrics
 
@@ -35,7 +35,7 @@ class ProgressCB(Callback):
     order = MetricsCB.order + 1
 
     def __init__(self, plot: bool = False, every: int = 10):
-        if isinstance(every, bool) or not isinstance(every, Integral) or every < 1:
+        if not is_whole(every, 1):
             raise ValueError(f'ProgressCB: every is a number of batches, a whole number >= 1; got {every!r}.')
         self.plot, self.every = plot, int(every)
         self.bars, self.losses, self._pending, self._counts = False, [], [], False

@@ -33,6 +33,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
+from .guards import is_whole
 from .learner import Callback, Learner
 from .models import GeneralRelu, conv, get_model, init_weights
 from .vision import BatchAugment
@@ -54,7 +55,7 @@ class ResBlock(nn.Module):
     def __init__(self, ni: int, nf: int, stride: int = 1, ks: int = 3, act: Callable[[], nn.Module] = act_gr,
                  norm: Callable[[int], nn.Module] = nn.BatchNorm2d):
         super().__init__()
-        if isinstance(stride, bool) or stride not in (1, 2) or not isinstance(stride, int):
+        if not (is_whole(stride, 1) and stride <= 2):
             raise ValueError(f'ResBlock: stride is 1 or 2 (the shortcut pools by 2 where the stride is 2); '
                              f'got {stride!r}')
         self.convs = _conv_block(ni, nf, stride, ks, act, norm)

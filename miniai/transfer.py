@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import numbers
 import os
 import sys
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from .data import DataLoaders
+from .guards import is_whole
 
 __all__ = ['IMAGENET_STATS', 'resnet34_for', 'freeze', 'unfreeze', 'resnet_groups', 'discriminative_groups',
            'image_folder_dls']
@@ -44,7 +44,7 @@ def resnet34_for(n_classes: int, in_channels: int = 1, pretrained: bool = True, 
     works: the pooling before the head is adaptive). If the weights cannot be had, one line says so and the
     model starts from random weights."""
     for nm, v in (('n_classes', n_classes), ('in_channels', in_channels)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        if not is_whole(v, 1):
             raise ValueError(f'resnet34_for: {nm} must be a whole number >= 1; got {v!r}')
     n_classes, in_channels = int(n_classes), int(in_channels)
     from torchvision.models import resnet34
@@ -73,8 +73,7 @@ def resnet34_for(n_classes: int, in_channels: int = 1, pretrained: bool = True, 
 def unfreeze(model: nn.Module, n_blocks: int | None = None) -> nn.Module:
     """Make trainable the last `n_blocks` of `layer1`..`layer4` (None: the whole model) and the head `fc`;
     the rest is frozen, except BatchNorm layers, which always train (fastai's practice)."""
-    if n_blocks is not None and (isinstance(n_blocks, bool) or not isinstance(n_blocks, numbers.Integral)
-                                 or not 0 <= n_blocks <= len(_BLOCKS)):
+    if n_blocks is not None and not (is_whole(n_blocks) and n_blocks <= len(_BLOCKS)):
         raise ValueError(f'unfreeze: n_blocks is how many of {", ".join(_BLOCKS)} to train, a whole number 0 to '
                          f'{len(_BLOCKS)} (None: the whole model); got {n_blocks!r}')
     blocks = _BLOCKS if n_blocks is None else _BLOCKS[len(_BLOCKS) - n_blocks:]

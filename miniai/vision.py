@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .guards import is_whole
+
 __all__ = ['conv_block', 'vanilla_cnn', 'BatchAugment', 'batch_augment', 'channel_stats']
 
 
@@ -39,7 +41,7 @@ class BatchAugment:
     `BatchTransformCB(BatchAugment(), on_val=False)` or as `DeviceLoader`'s `tfm`. `padding_mode` is that of
     `torchvision.transforms.v2.functional.pad`; 'reflect' (fastai's default) keeps normalised backgrounds."""
     def __init__(self, pad: int = 4, flip: bool = True, padding_mode: str = 'reflect'):
-        if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+        if not is_whole(pad):
             raise ValueError(f'BatchAugment: pad must be a whole number of pixels >= 0, got {pad!r}.')
         self.pad, self.flip, self.padding_mode = pad, flip, padding_mode
 
