@@ -15,6 +15,9 @@ the batch (its `after_batch` too) and goes on with the next batch; `CancelEpochE
 of the epoch (its `after_epoch` too) and goes on with the next one; `CancelFitException` ends the fit
 (skipping `after_fit`). The matching `cleanup_*` event always runs, also when any other exception
 (a `KeyboardInterrupt`, a bug in a callback, a `NonFiniteLossError`) passes through, which is then re-raised.
+`learn.loss_counts` says whether the current batch's loss counts in averages: it does once computed in
+validation, and once backpropagated in training (also when a callback then cancels the batch, as gradient
+accumulation does); recording callbacks read it in `after_batch` and, for a cancelled batch, `cleanup_batch`.
 Every cleanup handler runs even if an earlier one fails: their errors become notes on the exception passing
 through, or, when there is none, the first of them is raised once all have run.
 
@@ -266,7 +269,7 @@ class Learner:
         self._at: tuple | None = None
         self._n_done, self._phase_done, self._ck, self._fitting = 0, False, None, False
         self._undo: Callable[[], None] | None = None  # puts back what a refused resume's start changed
-        self.should_stop = False
+        self.should_stop, self.loss_counts = False, False
         self._norm_bufs: list[torch.Tensor] = []
         self._norm_copy: list[torch.Tensor] = []
         self._lazy_norms: list[nn.Module] = []
@@ -547,7 +550,7 @@ class Learner:
                 pass
             set_rng_state(rng_now)
         for i, batch in enumerate(batches, self.resume_iter):
-            self.iter, self.batch = i, batch
+            self.iter, self.batch, self.loss_counts = i, batch, False
             self._one_batch()
             self._n_done = i + 1  # also when the batch was cancelled: a resume goes on after it
         self._phase_done = True
@@ -562,11 +565,13 @@ class Learner:
         self.predict()
         self.callback('after_predict')
         self.get_loss()
+        self.loss_counts = not self.training
         self.callback('after_loss')
         if self.training:
             if guard:
                 self._check_loss()
             self.backward()
+            self.loss_counts = True
             self.callback('after_backward')
             self.step()
             self.callback('after_step')

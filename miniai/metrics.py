@@ -93,9 +93,9 @@ class MetricsCB(Callback):
     Metrics are updated on the training device and read back once per epoch: no sync per batch. The target
     is the batch's item after its `learn.n_inp` inputs (1 unless a `TrainCB(n_inp)` says otherwise).
 
-    A training batch counts once its backward ran (also one then cancelled, as gradient accumulation does, by
-    a callback ordered after this one), a validation batch once its loss was computed. A phase with no batch
-    that counts gets no row (with a warning), so `EarlyStoppingCB` and `CheckpointCB` skip that epoch.
+    The batches counted are those whose loss counts (`learn.loss_counts`: also a training batch cancelled
+    after its backward, as gradient accumulation does). A phase with no batch that counts gets no row (with a
+    warning), so `EarlyStoppingCB` and `CheckpointCB` skip that epoch.
     Names are refused that would clash with the names monitors and metrics.json derive: 'train_loss',
     'valid_loss' and 'train_<name>' of another metric.
     """
@@ -120,7 +120,7 @@ class MetricsCB(Callback):
         self.all_metrics = copy(metrics)
         self.all_metrics['loss'] = self.loss = Mean()
         self.history: list[dict[str, Any]] = []
-        self._counts = False  # whether the current batch counts (see `after_batch`)
+        self._counted = False  # whether `after_batch` counted the current batch
 
     def state_dict(self) -> dict[str, Any]:
         """The history, and the metrics' running state (used when a checkpoint was saved mid-epoch)."""
@@ -152,16 +152,15 @@ class MetricsCB(Callback):
             for m in self.all_metrics.values(): m.reset()
         self._start = time.perf_counter()
 
-    def after_loss(self, learn: Learner) -> None:
-        if not learn.training: self._counts = True
-
-    def after_backward(self, learn: Learner) -> None: self._counts = True
-
     def after_batch(self, learn: Learner) -> None:
-        """Update the metrics with a batch that counts; also run as `cleanup_batch`, for one cancelled after
-        that (its `after_batch` does not run)."""
-        if not self._counts: return
-        self._counts = False
+        if learn.loss_counts: self._update(learn)
+        self._counted = True
+
+    def cleanup_batch(self, learn: Learner) -> None:
+        if not self._counted and learn.loss_counts: self._update(learn)  # cancelled after its loss counted
+        self._counted = False
+
+    def _update(self, learn: Learner) -> None:
         loss = learn.loss.detach()
         for m in self.all_metrics.values():
             if m.device != loss.device: m.to(loss.device)
@@ -174,8 +173,6 @@ class MetricsCB(Callback):
                                 'MetricsCB().')
             for m in self.metrics.values(): m.update(preds.detach(), learn.batch[learn.n_inp])
         self.loss.update(loss, weight=len(learn.batch[0]))
-
-    cleanup_batch = after_batch
 
     def compute(self) -> dict[str, float]:
         """The current value of every metric and of the loss, as Python floats (one device read each)."""

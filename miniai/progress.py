@@ -29,8 +29,8 @@ class ProgressCB(Callback):
     In a notebook, `plot=True` also draws the train and valid loss live. In a terminal the bars are
     fastprogress's console bars; when output is not a terminal (a log file, CI) no bar is drawn and the
     metrics are printed as plain lines, so logs get no carriage returns. The training loss of every batch
-    whose backward ran (also one then cancelled, as gradient accumulation does, by a callback ordered after
-    this one) is kept in `losses`, read back from the device at most once every `every` (an int >= 1) batches.
+    whose loss counts (`learn.loss_counts`: also one cancelled after its backward) is kept in `losses`, read
+    back from the device at most once every `every` (an int >= 1) batches.
     """
     order = MetricsCB.order + 1
 
@@ -38,7 +38,7 @@ class ProgressCB(Callback):
         if not is_whole(every, 1):
             raise ValueError(f'ProgressCB: every is a number of batches, a whole number >= 1; got {every!r}.')
         self.plot, self.every = plot, int(every)
-        self.bars, self.losses, self._pending, self._counts = False, [], [], False
+        self.bars, self.losses, self._pending, self._kept = False, [], [], False
 
     def state_dict(self) -> dict[str, list[float]]:
         pending = torch.stack(self._pending).float().cpu().tolist() if self._pending else []
@@ -84,17 +84,17 @@ class ProgressCB(Callback):
     def before_epoch(self, learn: Learner) -> None:
         if self.bars: learn.dl = self.pbar = self._progress_bar(learn.dl, leave=False, parent=self.mbar)
 
-    def after_backward(self, learn: Learner) -> None: self._counts = True
-
     def after_batch(self, learn: Learner) -> None:
-        """Keep the loss of a training batch whose backward ran; also run as `cleanup_batch`, for one cancelled
-        after its backward."""
-        if not self._counts: return
-        self._counts = False
+        if learn.training and learn.loss_counts: self._keep(learn)
+        self._kept = True
+
+    def cleanup_batch(self, learn: Learner) -> None:
+        if not self._kept and learn.training and learn.loss_counts: self._keep(learn)  # cancelled after backward
+        self._kept = False
+
+    def _keep(self, learn: Learner) -> None:
         self._pending.append(learn.loss.detach())
         if len(self._pending) >= self.every: self._flush(learn)
-
-    cleanup_batch = after_batch
 
     def _read_pending(self) -> None:
         if self._pending:

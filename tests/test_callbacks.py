@@ -230,13 +230,16 @@ class CancelValidAfterLoss(miniai.Callback):
         if not learn.training: raise CancelBatchException()
 
 
-def test_batches_cancelled_after_backward_or_valid_loss_count():
+@pytest.mark.parametrize('order', [-1, 2])  # the cancelling callback runs before or after MetricsCB/ProgressCB
+def test_batches_cancelled_after_backward_or_valid_loss_count(order):
     metrics, prog = MetricsCB(accuracy=MulticlassAccuracy()), ProgressCB(every=2)
     torch.manual_seed(0)
     dls = tiny_dls(n_train=8, n_valid=8)
     dls.valid = dls.train  # lr 0: the train row must equal the valid row, over the same data
-    learn = TrainLearner(nn.Linear(3, 2), dls, F.cross_entropy, lr=0., cbs=[metrics, prog, AccumulateTwo()])
-    learn.fit(1, cbs=[CancelValidAfterLoss()])
+    accumulate, cancel = AccumulateTwo(), CancelValidAfterLoss()
+    accumulate.order = cancel.order = order
+    learn = TrainLearner(nn.Linear(3, 2), dls, F.cross_entropy, lr=0., cbs=[metrics, prog, accumulate])
+    learn.fit(1, cbs=[cancel])
     train, valid = metrics.history
     assert len(prog.losses) == 4 and sum(prog.losses) / 4 == pytest.approx(train['loss'])
     assert train['loss'] == pytest.approx(valid['loss']) and train['accuracy'] == valid['accuracy']
