@@ -152,15 +152,22 @@ class LRFindResult:
     lower: float = field(init=False)
 
     def __post_init__(self):
-        k = next((i for i, v in enumerate(self.losses) if not math.isfinite(v)), len(self.losses)) // 10
+        k = self._n_finite() // 10
         vars(self).update(suggest_lrs(self.lrs, self.losses, skip_start=k, skip_end=min(5, k)))
 
+    def _n_finite(self) -> int:
+        """The number of points before the first non-finite loss."""
+        return next((i for i, v in enumerate(self.losses) if not math.isfinite(v)), len(self.losses))
+
     def plot(self, ax: Axes | None = None) -> Figure:
-        """Smoothed loss against lr (log axis), each suggestion marked and labelled, the cyclical range
-        shaded; returns the figure."""
+        """Smoothed loss against lr (log axis), without the divergence at the end that the suggestions leave out
+        (which would squash the curve), each suggestion marked and labelled, the cyclical range shaded; returns
+        the figure."""
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots() if ax is None else (ax.figure, ax)
-        lrs, losses = np.asarray(self.lrs), np.asarray(self.losses)
+        n = self._n_finite()
+        n -= min(5, n // 10)
+        lrs, losses = np.asarray(self.lrs[:n]), np.asarray(self.losses[:n])
         ok = np.isfinite(losses)
         ax.plot(lrs[ok], losses[ok])
         for nm, label, marker in (('minimum', 'minimum/10', 'o'), ('steep', 'steep', 's'), ('valley', 'valley', '^')):

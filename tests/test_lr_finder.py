@@ -276,6 +276,15 @@ def test_result_and_plot():
     matplotlib.pyplot.close(fig)
 
 
+def test_plot_leaves_out_the_divergence_the_suggestions_leave_out():
+    losses = list((np.log10(LRS) + 2) ** 2)
+    losses[-1] = 1e4  # the diverged last point: drawn, it would squash the curve
+    fig = LRFindResult(list(LRS), losses).plot()
+    curve = fig.axes[0].lines[0].get_ydata()
+    assert len(curve) == len(LRS) - 5 and max(curve) < 100 and fig.axes[0].get_ylim()[1] < 100
+    matplotlib.pyplot.close(fig)
+
+
 def test_result_skips_a_tenth_of_the_finite_points():
     losses = [2. - 0.05 * i for i in range(15)] + [math.nan] * 66  # stop_div=False: a NaN tail
     res = LRFindResult(list(LRS), losses)
