@@ -10,6 +10,8 @@ from functools import partial
 
 import numpy as np
 import torch
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import is_lazy
 
 from .learner import Callback, Learner, copy_state, loader_generators
 
@@ -68,6 +70,26 @@ def _put_module(m: torch.nn.Module, children: dict, params: dict, datas: dict, b
             bufs[n].copy_(v)
 
 
+def _lazy_state(m: torch.nn.Module) -> tuple:
+    """What a lazy layer's first batch changes (its class, attributes and hooks, and its tensors' classes), saved
+    before the block to put the layer back uninitialised."""
+    hooks = (m._forward_pre_hooks, m._forward_pre_hooks_with_kwargs, m._load_state_dict_pre_hooks)
+    tensors = [(t, type(t)) for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
+    return m, type(m), dict(vars(m)), [(h, dict(h)) for h in hooks], tensors
+
+
+def _put_lazy(m: torch.nn.Module, cls: type, attrs: dict, hooks: list, tensors: list) -> None:
+    """Puts back what `_lazy_state` saved: the layer waits for its first batch again."""
+    for t, kind in tensors:
+        t.__class__ = kind
+    m.__class__ = cls
+    vars(m).clear()
+    vars(m).update(attrs)
+    for h, saved in hooks:
+        h.clear()
+        h.update(saved)
+
+
 def _restore_cbs(learn: Learner, cbs: list[Callback], running: list[tuple[Callback, dict]]) -> None:
     for cb in list(learn.cbs):
         learn.remove_cb(cb)
@@ -112,10 +134,11 @@ def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterab
     """Takes the callbacks for which `paused(cb)` is true off `learn` for the block; afterwards puts back the
     callbacks (in their order, with the state of those that ran), weights, buffers (non-persistent ones too),
     gradients, training modes, device and dtype, optimizer, the Learner's attributes, the positions of its loaders
-    and of `loaders`, and the RNGs, also if the block raises."""
+    and of `loaders`, and the RNGs, also if the block raises. Lazy layers not yet initialised are put back so."""
     model, opt, cbs, attrs = learn.model, learn.opt, list(learn.cbs), dict(vars(learn))
-    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    weights = {k: v if is_lazy(v) else v.clone() for k, v in model.state_dict().items()}
     mods = [_module_state(m) for m in model.modules()]  # put back as they are: the block may replace them
+    lazy = [_lazy_state(m) for m in model.modules() if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()]
     grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     modes = [m.training for m in model.modules()]
     opt_sd = None if opt is None else copy.deepcopy(opt.state_dict())
@@ -130,6 +153,7 @@ def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterab
     running = [(cb, copy_state(cb.state_dict())) for cb in learn.cbs if callable(getattr(cb, 'state_dict', None))]
     steps = [partial(_restore_cbs, learn, cbs, running),
              *(partial(_put_module, *state) for state in mods),
+             *(partial(_put_lazy, *state) for state in lazy),
              partial(model.load_state_dict, weights),
              partial(_restore_model, model, grads, modes), partial(_restore_opt, opt, opt_sd),
              partial(_restore_attrs, learn, attrs),

@@ -22,6 +22,7 @@ from miniai.data import DeviceLoader
 from miniai.learner import Callback, CancelFitException, TrainLearner
 from miniai.lr_finder import LRFinderCB, LRFindResult, lr_find, suggest_lrs
 from miniai.metrics import MetricsCB
+from miniai.no_trace import no_trace
 from miniai.sched import BatchSchedCB, RecorderCB, rec_lr
 
 matplotlib.use('Agg')
@@ -430,3 +431,44 @@ def test_lr_find_checks_the_loaders_as_fit_does():
     learn = make_learner(dls=SimpleNamespace(train=[], valid=None))
     with pytest.raises(ValueError, match='dls.train has no batches'):
         learn.lr_find(num_it=5)
+
+
+def lazy_learner(opt_func=SGD, cbs=()):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LazyLinear(16), nn.LazyBatchNorm1d(), nn.ReLU(), nn.Linear(16, 3))
+    return TrainLearner(model, tiny_dls(generator=torch.Generator().manual_seed(1)), F.cross_entropy, lr=0.05,
+                        cbs=list(cbs), opt_func=opt_func)
+
+
+def is_uninitialised(model):
+    lazy = [model[0], model[1]]
+    return ([type(m) for m in lazy] == [nn.LazyLinear, nn.LazyBatchNorm1d]
+            and all(m.has_uninitialized_params() for m in lazy)
+            and all(isinstance(m._initialize_hook, torch.utils.hooks.RemovableHandle) for m in lazy))
+
+
+@pytest.mark.parametrize('opt', OPTS)
+def test_lazy_layers_not_yet_initialised_stay_so_and_fit_then_equals_fit(opt):
+    ref = lazy_learner(OPTS[opt])
+    ref.fit(2)
+    learn = lazy_learner(OPTS[opt], cbs=[Noisy()])
+    learn.create_opt()  # an optimizer holding the uninitialised parameters too
+    res = learn.lr_find(num_it=20, end_lr=1.)
+    assert len(res.lrs) == 20 and is_uninitialised(learn.model)
+    learn.get_preds()
+    assert is_uninitialised(learn.model)
+    learn.cbs.pop()  # Noisy: ref has none
+    learn.fit(2)  # initialises the layers from the RNG as ref did
+    assert type(learn.model[0]) is nn.Linear
+    assert_equal_tensors(weights(ref), weights(learn))
+
+
+def test_lazy_layers_are_put_back_when_the_block_raises_after_initialising_them():
+    learn = lazy_learner()
+    with pytest.raises(ZeroDivisionError), no_trace(learn, paused=lambda cb: False):
+        learn.model(torch.randn(8, 4))
+        assert type(learn.model[0]) is nn.Linear
+        raise ZeroDivisionError
+    assert is_uninitialised(learn.model)
+    learn.model(torch.randn(8, 5))  # another input size: initialised for it
+    assert learn.model[0].weight.shape == (16, 5)
