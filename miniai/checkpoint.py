@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from .distributed import get_world_size, is_main_process
 from .learner import Callback, Learner
@@ -121,6 +122,9 @@ def _type_name(x: Any) -> str:
 def _check_plain(ck: dict[str, Any]) -> None:
     """Raise a `TypeError` naming the path in checkpoint `ck` (and the callback or loader whose state holds it)
     of the first value that `torch.load(..., weights_only=True)` would not read back."""
+    if lazy := [k for k, v in ck['model'].items() if is_lazy(v)]:
+        raise ValueError(f"Checkpoint: the model's lazy layers have no weights yet ({_names(lazy)}): run a batch "
+                         'through the model (fit, or model(xb)) before saving it.')
     if (bad := _first_unplain(ck)) is None:
         return
     keys, what = bad
@@ -196,11 +200,11 @@ def _names(keys: list[str], n: int = 10) -> str:
 
 def check_model_state(model: nn.Module, sd: dict[str, torch.Tensor], path: Any = 'the checkpoint') -> None:
     """Raise a `CheckpointError` naming the missing, unexpected and mismatched-shape keys if `sd` does not fit
-    `model` exactly."""
+    `model` exactly. A lazy layer not yet initialised takes any shape (loading initialises it)."""
     own = model.state_dict()
     missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
     shapes = [f'{k} (checkpoint {list(sd[k].shape)}, model {list(v.shape)})' for k, v in own.items()
-              if k in sd and sd[k].shape != v.shape]
+              if k in sd and not is_lazy(v) and sd[k].shape != v.shape]
     if not (missing or unexpected or shapes):
         return
     found = (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes))

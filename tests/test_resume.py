@@ -54,6 +54,7 @@ def run(make, dls, path=None, stop=None):
 
 
 def model(): return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))
+def lazy_model(): return nn.Sequential(nn.LazyLinear(8), nn.LazyBatchNorm1d(), nn.ReLU(), nn.Linear(8, 2))
 
 
 @pytest.mark.parametrize('make, dls', [
@@ -62,7 +63,8 @@ def model(): return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))
         train=DataLoader(data()[0], batch_sampler=BatchSampler(
             RandomSampler(data()[0], generator=torch.Generator().manual_seed(3)), 8, False)),
         valid=DataLoader(data()[1], 8))),
-], ids=['momentum-learner', 'batch-sampler-generator'])
+    (lambda dls: TrainLearner(lazy_model(), dls, F.cross_entropy, lr=0.05, opt_func=torch.optim.AdamW), shuffled),
+], ids=['momentum-learner', 'batch-sampler-generator', 'lazy-layers'])
 def test_resumed_run_is_bit_identical(tmp_path, make, dls):
     ref = run(make, dls)
     run(make, dls, tmp_path / 'ck.pt', stop=6)
@@ -165,3 +167,10 @@ def test_a_callback_whose_state_starts_in_before_fit_resumes(tmp_path):
     run(make, shuffled, tmp_path / 'ck.pt', stop=2)
     learn = run(make, shuffled, tmp_path / 'ck.pt')
     assert learn.cbs[0].n == 3 * 4 + 3 * 2  # the 2 saved training batches, the rest, and the validation batches
+
+
+def test_a_model_with_lazy_layers_not_yet_initialised_is_not_saved(tmp_path):
+    learn = TrainLearner(lazy_model(), shuffled(), F.cross_entropy, lr=0.05)
+    with pytest.raises(ValueError, match=r"lazy layers have no weights yet \(0.weight, 0.bias, 1.weight.*run a batch"):
+        learn.save(tmp_path / 'ck.pt')
+    assert not (tmp_path / 'ck.pt').exists()
