@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.nn.parameter import is_lazy
 
 from .callbacks import DeviceCB
 from .learner import Callback, Learner, MomentumLearner
@@ -107,12 +108,22 @@ class MixedPrecision(Callback):
 class ChannelsLastCB(Callback):
     """Puts the model's weights and every 4-d input batch in the `torch.channels_last` memory format,
     which cuDNN's convolutions (and tensor cores) prefer, especially under mixed precision. Batches that are not
-    a tuple or list with a tensor first are left as they are (for the Learner's checks to name)."""
+    a tuple or list with a tensor first are left as they are (for the Learner's checks to name). A model with lazy
+    layers is converted once its first batch has initialised them."""
     order = DeviceCB.order + 5  # after DeviceCB and BatchTransformCB
 
-    def before_fit(self, learn: Learner) -> None: learn.model.to(memory_format=torch.channels_last)
+    def before_fit(self, learn: Learner) -> None:
+        self.waiting = True
+        self._convert(learn.model)
+
+    def _convert(self, model: nn.Module) -> None:
+        if not any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):  # torch cannot convert those
+            model.to(memory_format=torch.channels_last)
+            self.waiting = False
 
     def before_batch(self, learn: Learner) -> None:
+        if self.waiting:
+            self._convert(learn.model)
         b = learn.batch
         if isinstance(b, (tuple, list)) and b and isinstance(b[0], torch.Tensor) and b[0].ndim == 4:
             learn.batch = (b[0].contiguous(memory_format=torch.channels_last), *b[1:])

@@ -105,6 +105,15 @@ def test_channels_last_stays_close(plain):
     assert close(rec.losses, plain[1].losses, 1e-4)
 
 
+def test_channels_last_converts_a_lazy_model_once_its_first_batch_initialised_it():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LazyConv2d(8, 3), nn.LazyBatchNorm2d(), nn.ReLU(), nn.LazyConv2d(4, 3),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    learn = TrainLearner(model, dls(), F.cross_entropy, lr=1e-2, opt_func=optim.Adam, cbs=[ChannelsLastCB()])
+    learn.fit(1)
+    assert model[3].weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_compile_keeps_the_module_and_its_state_dict_keys(plain):
     learn, rec = fit(CompileCB(backend='eager'))
     assert learn.model._compiled_call_impl is not None
