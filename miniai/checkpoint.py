@@ -27,7 +27,7 @@ from .distributed import get_world_size, is_main_process
 from .learner import Callback, Learner
 from .metrics import check_mode, check_monitor, improves, monitored_value
 
-__all__ = ['CheckpointError', 'atomic_save', 'load_checkpoint', 'check_model_state', 'CheckpointCB',
+__all__ = ['CheckpointError', 'atomic_save', 'checkpoint_file', 'load_checkpoint', 'check_model_state', 'CheckpointCB',
            'InterruptCB', 'FitInterrupted']
 
 
@@ -35,7 +35,8 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or that does not fit the model it is loaded into."""
 
 
-def _file(path: str | os.PathLike) -> Path:
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The file a checkpoint `path` names: itself, or an existing folder's `checkpoint.pt`."""
     path = Path(path)
     return path / 'checkpoint.pt' if path.is_dir() else path
 
@@ -142,7 +143,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     A miniai checkpoint (`Learner.state_dict()`) is first checked to hold only what loads back."""
     if isinstance(obj, dict) and obj.get('format') == 'miniai.checkpoint':
         _check_plain(obj)
-    path = _file(path)
+    path = checkpoint_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
     try:
@@ -164,7 +165,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by `Learner.save` (a folder means its `checkpoint.pt`), onto the CPU."""
-    path = _file(path)
+    path = checkpoint_file(path)
     if not path.is_file():
         raise FileNotFoundError(f'No checkpoint at {path}: give the file written by learn.save or '
                                 'CheckpointCB, or the folder of a `miniai fit` run.')

@@ -35,8 +35,9 @@ checks the loaders (their number of batches, and how they keep their data order)
 callback states, weights, optimizer and counters (a refused resume puts back what `before_fit` changed), and
 starts at the saved position: a checkpoint saved
 between epochs resumes with the next epoch; one saved mid-epoch (e.g. after `InterruptCB` stopped a fit at a
-batch boundary) replays that epoch's data order past the batches already done. On CPU the resumed run is bit
-for bit the uninterrupted one.
+batch boundary) replays that epoch's data order past the batches already done. A `learn.save` during a
+batch is written when the batch ends, so it holds the whole batch. On CPU the resumed run is bit for bit the
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -270,6 +271,7 @@ class Learner:
         self._n_done, self._phase_done, self._ck, self._fitting = 0, False, None, False
         self._undo: Callable[[], None] | None = None  # puts back what a refused resume's start changed
         self.should_stop, self.loss_counts = False, False
+        self._saves_due: list[str | os.PathLike] | None = None  # `save`s asked for during the batch running
         self._norm_bufs: list[torch.Tensor] = []
         self._norm_copy: list[torch.Tensor] = []
         self._lazy_norms: list[nn.Module] = []
@@ -550,9 +552,14 @@ class Learner:
                 pass
             set_rng_state(rng_now)
         for i, batch in enumerate(batches, self.resume_iter):
-            self.iter, self.batch, self.loss_counts = i, batch, False
-            self._one_batch()
-            self._n_done = i + 1  # also when the batch was cancelled: a resume goes on after it
+            self.iter, self.batch, self.loss_counts, self._saves_due = i, batch, False, []
+            try:
+                self._one_batch()
+                self._n_done = i + 1  # also when the batch was cancelled: a resume goes on after it
+            finally:
+                saves, self._saves_due = self._saves_due, None
+                if saves:
+                    self._write(saves)
         self._phase_done = True
 
     @with_cbs('batch')
@@ -615,9 +622,21 @@ class Learner:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> os.PathLike:
-        """Write a checkpoint (see the module's docstring) to `path` atomically; returns the path."""
+        """Write a checkpoint (see the module's docstring) to `path` atomically; returns the path. Called during a
+        batch (by a callback), it is written when the batch ends, after every callback's `after_batch` and
+        `cleanup_batch`, so that it holds the whole batch, whatever the saving callback's order."""
+        from .checkpoint import checkpoint_file
+        if self._saves_due is None:
+            self._write([path])
+        else:
+            self._saves_due.append(path)
+        return checkpoint_file(path)
+
+    def _write(self, paths: list[str | os.PathLike]) -> None:
         from .checkpoint import atomic_save
-        return atomic_save(self.state_dict(), path)
+        sd = self.state_dict()
+        for p in paths:
+            atomic_save(sd, p)
 
     def load(self, path: str | os.PathLike) -> Learner:
         """Restore a checkpoint: model, optimizer, counters and position (`save` then writes the same one),

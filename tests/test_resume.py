@@ -174,3 +174,35 @@ def test_a_model_with_lazy_layers_not_yet_initialised_is_not_saved(tmp_path):
     with pytest.raises(ValueError, match=r"lazy layers have no weights yet \(0.weight, 0.bias, 1.weight.*run a batch"):
         learn.save(tmp_path / 'ck.pt')
     assert not (tmp_path / 'ck.pt').exists()
+
+
+class SaveAt(Callback):
+    """Saves in `event` of the second training batch of the second epoch: ordered before every other callback."""
+    order = -10
+
+    def __init__(self, event, path):
+        self.path = path
+        setattr(self, event, self.save)
+
+    def save(self, learn):
+        if learn.training and (learn.epoch, learn.iter) == (1, 1):
+            assert learn.save(self.path) == self.path
+
+
+@pytest.mark.parametrize('event', ['after_step', 'after_batch', 'before_batch'])
+def test_a_save_during_a_batch_holds_the_whole_batch_whatever_the_savers_order(tmp_path, event):
+    """Written when the batch ends: a scheduler stepping, and metrics counting, after the saver are in it."""
+    def learner(*cbs):
+        torch.manual_seed(0)
+        return TrainLearner(model(), shuffled(), F.cross_entropy, lr=0.05, opt_func=torch.optim.AdamW, cbs=[
+            *cbs, BatchSchedCB(partial(OneCycleLR, max_lr=0.1, total_steps=12)), RecorderCB(lr=rec_lr),
+            MetricsCB(acc=MulticlassAccuracy())])
+    ref = learner()
+    ref.fit(3)
+    learner(SaveAt(event, tmp_path / 'ck.pt')).fit(3)
+    learn = learner()
+    learn.fit(3, resume=tmp_path / 'ck.pt')
+    untimed = lambda learn: [{k: v for k, v in row.items() if k != 'time'} for row in learn.cbs[-1].history]
+    assert learn.cbs[-2].recs['lr'] == ref.cbs[-2].recs['lr'] and untimed(learn) == untimed(ref)
+    for p, q in zip(ref.model.parameters(), learn.model.parameters(), strict=True):
+        assert torch.equal(p, q)
