@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch.nn.functional as F
 from torch import nn, optim
@@ -28,9 +28,6 @@ from .models import set_seed
 from .progress import in_notebook
 from .sched import BatchSchedCB
 from .schedulers import CyclicLR, uses_momentum
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 __all__ = ['COMPARE_OPTS', 'COMPARE_FIELDS', 'compare_optimizers', 'train_run', 'save_comparison', 'write_rows_csv',
            'read_rows_csv', 'plot_comparison', 'summarise']
@@ -159,7 +156,8 @@ def save_comparison(rows: list[dict], out: str | os.PathLike) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_rows_csv(rows, out / 'compare.csv')
-    fig = plot_comparison(rows)
+    plot_comparison(rows)
+    fig = plt.gcf()
     fig.savefig(out / 'compare.png', dpi=100)
     plt.close(fig)
 
@@ -186,8 +184,9 @@ def _by_optimizer(rows: list[dict]) -> dict[str, list[dict]]:
     return res
 
 
-def plot_comparison(rows: list[dict], figsize: tuple[float, float] = (12, 4)) -> Figure:
-    """Training and validation accuracy per epoch: each optimizer's mean over seeds, with a min–max band."""
+def plot_comparison(rows: list[dict], figsize: tuple[float, float] = (12, 4)) -> None:
+    """Training and validation accuracy per epoch: each optimizer's mean over seeds, with a min–max band
+    (`plt.savefig` saves it)."""
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, 2, figsize=figsize, sharey=True)
     for name, rs in _by_optimizer(rows).items():
@@ -205,7 +204,6 @@ def plot_comparison(rows: list[dict], figsize: tuple[float, float] = (12, 4)) ->
     axs[0].set_ylabel('accuracy (mean; band: min–max over seeds)')
     axs[1].legend()
     fig.tight_layout()
-    return fig
 
 
 def summarise(rows: list[dict]) -> list[dict]:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .learner import Callback, Learner
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 __all__ = ['Hook', 'Hooks', 'HooksCallback', 'ActivationStats', 'append_stats', 'get_hist', 'get_min']
 
@@ -131,30 +127,27 @@ class ActivationStats(HooksCallback):
     def __init__(self, mod_filter: Callable[[nn.Module], bool] = lambda m: True):
         super().__init__(append_stats, mod_filter)
 
-    def color_dim(self, figsize: tuple[float, float] = (11, 5)) -> Figure:
-        """Histogram of activations over time, one panel per hooked module; returns the figure."""
+    def color_dim(self, figsize: tuple[float, float] = (11, 5)) -> None:
+        """Histogram of activations over time, one panel per hooked module (`plt.savefig` saves it)."""
         from .plot import get_grid, show_image
-        fig, axes = get_grid(len(self), figsize=figsize)
+        _, axes = get_grid(len(self), figsize=figsize)
         for ax, h in zip(axes.flat, self):
             show_image(get_hist(h), ax, origin='lower')
-        return fig
 
-    def dead_chart(self, figsize: tuple[float, float] = (11, 5)) -> Figure:
-        """Share of near-zero activations over time, per hooked module; returns the figure."""
+    def dead_chart(self, figsize: tuple[float, float] = (11, 5)) -> None:
+        """Share of near-zero activations over time, per hooked module (`plt.savefig` saves it)."""
         from .plot import get_grid
-        fig, axes = get_grid(len(self), figsize=figsize)
+        _, axes = get_grid(len(self), figsize=figsize)
         for ax, h in zip(axes.flatten(), self):
             ax.plot(get_min(h))
             ax.set_ylim(0, 1)
-        return fig
 
-    def plot_stats(self, figsize: tuple[float, float] = (10, 4)) -> Figure:
-        """Mean and std of each hooked module's activations per batch; returns the figure."""
+    def plot_stats(self, figsize: tuple[float, float] = (10, 4)) -> None:
+        """Mean and std of each hooked module's activations per batch (`plt.savefig` saves it)."""
         from .plot import subplots
-        fig, axs = subplots(1, 2, figsize=figsize)
+        _, axs = subplots(1, 2, figsize=figsize)
         for h in self:
             for i in (0, 1): axs[i].plot(torch.stack(h.stats[i]).cpu())
         axs[0].set_title('Means')
         axs[1].set_title('Stdevs')
         axs[0].legend(range(len(self)))
-        return fig

@@ -26,7 +26,6 @@ from .sched import BaseSchedCB, RecorderCB
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 __all__ = ['LRFinderCB', 'suggest_lrs', 'LRFindResult', 'lr_find', 'PAUSED_IN_LR_FIND']
 
@@ -159,12 +158,12 @@ class LRFindResult:
         """The number of points before the first non-finite loss."""
         return next((i for i, v in enumerate(self.losses) if not math.isfinite(v)), len(self.losses))
 
-    def plot(self, ax: Axes | None = None) -> Figure:
+    def plot(self, ax: Axes | None = None) -> None:
         """Smoothed loss against lr (log axis), without the divergence at the end that the suggestions leave out
-        (which would squash the curve), each suggestion marked and labelled, the cyclical range shaded; returns
-        the figure."""
+        (which would squash the curve), each suggestion marked and labelled, the cyclical range shaded; on `ax`,
+        else on a new figure (`plt.savefig` saves it)."""
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots() if ax is None else (ax.figure, ax)
+        ax = plt.subplots()[1] if ax is None else ax
         n = self._n_finite()
         n -= min(5, n // 10)
         lrs, losses = np.asarray(self.lrs[:n]), np.asarray(self.losses[:n])
@@ -177,7 +176,6 @@ class LRFindResult:
                    label=f'cyclical: {self.lower:.1e} to {self.upper:.1e}')
         ax.set(xscale='log', xlabel='learning rate', ylabel='loss (smoothed)')
         ax.legend()
-        return fig
 
 
 def _paused_in_lr_find(cb: Callback) -> bool:

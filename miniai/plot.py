@@ -97,10 +97,9 @@ def get_grid(n: int, nrows: int | None = None, ncols: int | None = None, title: 
 
 
 def show_images(ims: Sequence[Any], nrows: int | None = None, ncols: int | None = None,
-                titles: Sequence[Any] | None = None, **kwargs) -> Figure:
+                titles: Sequence[Any] | None = None, **kwargs) -> None:
     """Show `ims` (a list or a batch of images, see `show_image`) in a grid, with optional `titles`;
-    `kwargs` go to `get_grid`. Returns the figure."""
-    fig, axs = get_grid(len(ims), nrows, ncols, **kwargs)
+    `kwargs` go to `get_grid` (`plt.savefig` saves it)."""
+    _, axs = get_grid(len(ims), nrows, ncols, **kwargs)
     for i, (im, ax) in enumerate(zip(ims, axs.flat, strict=False)):
         show_image(im, ax=ax, title=titles[i] if titles is not None and i < len(titles) else None)
-    return fig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
@@ -13,9 +13,6 @@ from .guards import check_sched_steps
 from .learner import Callback, Learner
 from .metrics import MetricsCB, check_monitor, is_loss, monitored_value
 from .schedulers import get_mom
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 __all__ = ['BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'RecorderCB', 'rec_lr', 'rec_mom']
 
@@ -182,8 +179,9 @@ class RecorderCB(Callback):
     def after_step(self, learn: Learner) -> None:
         for k, fn in self.fns.items(): self.recs[k].append(float(fn(self)))
 
-    def plot(self, figsize: tuple[float, float] | None = None) -> Figure:
-        """Plot each recorded series in its own labelled panel against the training batch; returns the figure."""
+    def plot(self, figsize: tuple[float, float] | None = None) -> None:
+        """Plot each recorded series in its own labelled panel against the training batch (`plt.savefig` saves
+        it)."""
         from .plot import subplots
         n = len(self.recs)
         fig, axs = subplots(1, n, figsize=figsize or (4 * n, 3), squeeze=False)
@@ -191,4 +189,3 @@ class RecorderCB(Callback):
             ax.plot(v)
             ax.set(title=k, xlabel='batch', ylabel=k)
         fig.tight_layout()
-        return fig

@@ -3,6 +3,7 @@
 from functools import partial
 from types import SimpleNamespace
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from torch import nn, optim
@@ -111,7 +112,8 @@ def test_summarise_and_plot():
     assert summary[0]['valid_accuracy'] == pytest.approx(.71) and summary[0]['runs'] == 2
     assert summary[0]['valid_accuracy_std'] == pytest.approx(.02 / 2 ** .5)
     assert summary[0]['seconds'] == pytest.approx(4.)
-    fig = plot_comparison(rows)
+    assert plot_comparison(rows) is None  # a notebook shows the figure once
+    fig = plt.gcf()
     assert [ax.get_title() for ax in fig.axes] == ['training accuracy', 'validation accuracy']
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ['A', 'B']
 

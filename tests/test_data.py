@@ -400,12 +400,15 @@ def test_show_images():
 
     ims = [torch.randn(1, 28, 28), torch.randint(0, 256, (28, 28), dtype=torch.uint8), torch.rand(3, 8, 8),
            torch.rand(8, 8, dtype=torch.bfloat16), np.zeros((5, 5))] * 2
-    fig = show_images(ims, titles=[str(i) for i in range(9)])
+    assert show_images(ims, titles=[str(i) for i in range(9)]) is None  # a notebook shows the figure once
+    fig = plt.gcf()
     assert len(fig.axes) == 12  # a 3x4 grid holds 10
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 10 and shown[0].get_title() == '0' and shown[9].get_title() == ''
-    assert len(show_images(ims, nrows=2).axes) == 10
-    assert len(show_images(torch.rand(6, 1, 4, 4), ncols=4).axes) == 8
+    show_images(ims, nrows=2)
+    assert len(plt.gcf().axes) == 10
+    show_images(torch.rand(6, 1, 4, 4), ncols=4)
+    assert len(plt.gcf().axes) == 8
     fig, axs = get_grid(4)
     assert axs.shape == (2, 2) and show_image(ims[0], ax=axs[0, 0], title='t') is axs[0, 0]
     plt.close('all')

@@ -269,9 +269,10 @@ def test_result_and_plot():
     res = LRFindResult(list(LRS), losses)
     assert res.minimum == pytest.approx(1e-3) and res.lower == pytest.approx(1e-3 / 6)
     assert 'minimum=' in repr(res) and 'lrs' not in repr(res)
-    fig = res.plot()
+    assert res.plot() is None  # a notebook shows the figure once
+    fig = matplotlib.pyplot.gcf()
     ax = fig.axes[0]
-    assert isinstance(fig, matplotlib.figure.Figure) and ax.get_xscale() == 'log'
+    assert ax.get_xscale() == 'log'
     labels = ' '.join(t.get_text() for t in ax.get_legend().get_texts())
     assert all(nm in labels for nm in ('minimum', 'steep', 'valley', 'cyclical'))
     matplotlib.pyplot.close(fig)
@@ -280,7 +281,8 @@ def test_result_and_plot():
 def test_plot_leaves_out_the_divergence_the_suggestions_leave_out():
     losses = list((np.log10(LRS) + 2) ** 2)
     losses[-1] = 1e4  # the diverged last point: drawn, it would squash the curve
-    fig = LRFindResult(list(LRS), losses).plot()
+    LRFindResult(list(LRS), losses).plot()
+    fig = matplotlib.pyplot.gcf()
     curve = fig.axes[0].lines[0].get_ydata()
     assert len(curve) == len(LRS) - 5 and max(curve) < 100 and fig.axes[0].get_ylim()[1] < 100
     matplotlib.pyplot.close(fig)
