@@ -72,9 +72,9 @@ class Hooks(list):
 
 
 def append_stats(hook: Hook, mod: nn.Module, inp: tuple, outp: torch.Tensor | tuple) -> None:
-    """Hook function: keep the mean, std and a 40-bin histogram of |activation| for training batches. Of an
-    output that is a tuple (e.g. `nn.GRU`'s output and hidden state), the first item is taken."""
-    if not mod.training: return
+    """Hook function: keep the mean, std and a 40-bin histogram of |activation| of each batch (`HooksCallback`
+    chooses training and/or validation batches). Of an output that is a tuple (e.g. `nn.GRU`'s output and hidden
+    state), the first item is taken."""
     if not hasattr(hook, 'stats'): hook.stats = ([], [], [])
     while isinstance(outp, (tuple, list)): outp = outp[0]
     acts = outp.detach().float()
