@@ -172,6 +172,15 @@ def _refuse_unused_lr(own: list[float | None], who: str) -> None:
                          'takes one lr per group.')
 
 
+def check_optimizer(opt: Any, who: str) -> None:
+    """Raise a `TypeError` with the fix unless `opt` is a `torch.optim.Optimizer`."""
+    if not isinstance(opt, optim.Optimizer):
+        raise TypeError(f'Learner: {who} gave a {type(opt).__name__}, not a torch.optim.Optimizer; schedulers, lr_find '
+                        'and checkpoints set and save its param_groups and state. Pass a torch optimizer (e.g. '
+                        'optim.SGD), or write yours as a subclass of torch.optim.Optimizer: __init__ calls '
+                        'super().__init__(params, dict(lr=lr, ...)) and step() reads each group of self.param_groups.')
+
+
 def check_loader(dl: Any, name: str) -> None:
     """Raise unless loader `dl` (called `name` in the message) has a length and at least one batch."""
     try:
@@ -261,6 +270,7 @@ class Learner:
         self.cbs: list[Callback] = []
         self.opt: optim.Optimizer | None = None
         self._own_lrs: tuple[optim.Optimizer | None, list] = (None, [])  # see `create_opt`
+        self._opt_func = opt_func  # the one that built `opt`: a fit after `learn.opt_func` changed builds a new one
         self._handlers: dict[str, list[Callable]] = {}
         self.epoch, self.iter, self.train_iter, self.n_epochs, self.n_iter = 0, 0, 0, 0, 0
         self.phases, self.phase, self.resume_iter = ('train', 'valid'), 'train', 0
@@ -361,7 +371,7 @@ class Learner:
         if lr is not None:
             _refuse_unused_lr(own, 'create_opt(lr)')
             self.lr = lr
-        self.opt, self._own_lrs = opt, (opt, own)
+        self.opt, self._own_lrs, self._opt_func = opt, (opt, own), self.opt_func
         return self.opt
 
     def new_opt(self, lr: float | None = None) -> tuple[optim.Optimizer, list[float | None]]:
@@ -370,6 +380,7 @@ class Learner:
         groups = list(self.splitter(self.model) if self.splitter else self.model.parameters())
         own = [g.get('lr') if isinstance(g, dict) else None for g in groups]  # before the optimizer fills them in
         opt = self.opt_func(groups, lr=as_float(self.lr if lr is None else lr))
+        check_optimizer(opt, 'opt_func')
         n = len(opt.param_groups)
         return opt, own if len(own) == n else [None] * n
 
@@ -407,7 +418,8 @@ class Learner:
         Every fit starts at `lr`, else `self.lr` (which `create_opt(lr)` sets): the lr an earlier fit's schedule left
         does not carry over (other hyperparameters it scheduled, e.g. momentum, stay as it left them, as in fastai).
         Param groups that the `splitter` gave an lr of their own keep it; an optimizer set
-        by hand (`learn.opt = ...`) keeps its lrs unless `lr` is given.
+        by hand (`learn.opt = ...`) keeps its lrs unless `lr` is given. The optimizer and its state carry over to
+        the next fit, unless `learn.opt_func` was changed: then the fit builds a new one with it.
 
         `resume`: a checkpoint of this run (a file, or a folder with `checkpoint.pt`) to continue from;
         `n_epochs` is still the run's total, and what the checkpoint had done is skipped."""
@@ -421,6 +433,10 @@ class Learner:
         cbs = as_cbs(cbs)
         self._check_new_cbs(cbs)
         self._check_loaders(phases)
+        if self.opt is not None:
+            check_optimizer(self.opt, 'learn.opt')
+        if self.opt is not None and self.opt is self._own_lrs[0] and self.opt_func is not self._opt_func:
+            self.opt = None  # `learn.opt_func` was changed: a new optimizer of its kind
         if self.opt is not None and train:
             self._check_opt_params()
         if self.opt is None and (train or any(True for _ in self.model.parameters())):

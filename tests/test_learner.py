@@ -519,3 +519,35 @@ def test_callbacks_are_added_once_and_a_single_one_needs_no_list():
         learn.remove_cb(EventLog())
     learn.fit(np.int64(1), cbs=EventLog())
     assert learn.n_epochs == 1 and type(learn.n_epochs) is int
+
+
+class CourseSGD:
+    """The course's hand-written optimizer: `step` and `zero_grad`, no param groups."""
+    def __init__(self, params, lr, wd=0.): self.params, self.lr = list(params), lr
+    def step(self): pass
+    def zero_grad(self): pass
+
+
+def test_an_optimizer_that_is_not_a_torch_optimizer_is_refused_with_the_fix():
+    learn = TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=0.1, opt_func=CourseSGD)
+    with pytest.raises(TypeError, match=r'opt_func gave a CourseSGD, not a torch.optim.Optimizer.*subclass of '
+                                        r'torch.optim.Optimizer'):
+        learn.fit(1)
+    learn.opt = CourseSGD(learn.model.parameters(), 0.1)
+    with pytest.raises(TypeError, match='learn.opt gave a CourseSGD'):
+        learn.fit(1)
+
+
+def test_the_optimizer_carries_over_unless_opt_func_changed():
+    learn = TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=0.1,
+                         opt_func=lambda ps, lr: optim.SGD(ps, lr, momentum=0.9))
+    learn.fit(1)
+    opt = learn.opt
+    learn.fit(1)
+    assert learn.opt is opt and opt.state  # its momentum buffers too
+    learn.opt_func = optim.AdamW
+    learn.fit(1)
+    assert isinstance(learn.opt, optim.AdamW)
+    opt = learn.opt
+    learn.fit(1)
+    assert learn.opt is opt
