@@ -32,6 +32,7 @@ from .no_trace import *
 from .param_sched import *
 from .plot import *
 from .preds import *
+from .recipes import *
 from .progress import *
 from .sched import *
 from .schedulers import *
