@@ -32,8 +32,8 @@ from .no_trace import *
 from .param_sched import *
 from .plot import *
 from .preds import *
-from .recipes import *
 from .progress import *
+from .recipes import *
 from .sched import *
 from .schedulers import *
 from .transfer import *

@@ -201,9 +201,13 @@ def fit_or_exit(learn: Learner, args: argparse.Namespace, ckpt: Path) -> None:
     from .checkpoint import FitInterrupted, load_checkpoint
     from .guards import NonFiniteLossError
     resume = f'continue with: miniai fit --resume {ckpt.parent}'
-    if args.resume and load_checkpoint(ckpt).get('should_stop'):
+    saved = load_checkpoint(ckpt) if args.resume else {}
+    if saved.get('should_stop'):
         raise SystemExit(f'miniai fit --resume {ckpt.parent}: that run stopped early (--patience {args.patience}), '
                          'so it has nothing left to train. To train longer, start a new run.')
+    if saved and saved['epoch'] >= args.epochs:
+        raise SystemExit(f'miniai fit --resume {ckpt.parent}: that run finished its {args.epochs} epochs, so it has '
+                         'nothing left to train. To train longer, start a new run (with --epochs).')
     try:
         learn.fit(args.epochs, resume=ckpt if args.resume else None)
     except NonFiniteLossError as e:
@@ -303,6 +307,9 @@ def resume_args(args: argparse.Namespace) -> argparse.Namespace:
         raise SystemExit(f'miniai fit --resume {run}: continues that run with its own options (its args.json); '
                          f'only --device and --data may be given with it, not {flags}. To train with other '
                          'options, start a new run.')
+    if not run.is_dir():
+        raise SystemExit(f'miniai fit --resume {run}: no such folder; give the output folder of a `miniai fit` run '
+                         '(runs/<timestamp> by default).')
     if not saved.is_file():
         raise SystemExit(f'miniai fit --resume {run}: no args.json there; give the output folder of a `miniai fit` '
                          'run.')

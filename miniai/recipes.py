@@ -20,8 +20,8 @@ Augmentation pays off in longer runs: `--epochs 21` (55 s on one H100 with `--mi
 
 The `cpu` recipe keeps `best`'s training (bs 256, AdamW, one-cycle, label smoothing, flip TTA) but swaps the
 ResNet, which is ~7× slower per batch on two CPU cores even at 16 → 128 channels, for the seed's all-conv
-stride-2 CNN widened to 16 → 256 channels (`wide_cnn`: about 7 s an epoch on 2 CPU cores), and augments more gently (1 px
-padding: with 2 px the small model underfit, train accuracy no higher than valid). `--epochs 20` reached
+stride-2 CNN widened to 16 → 256 channels (`wide_cnn`: about 7 s an epoch on 2 CPU cores), and augments more
+gently (1 px padding: with 2 px the small model underfit, train accuracy no higher than valid). `--epochs 20` reached
 0.9360 in 2.5 minutes on 2 CPU cores (8 minutes on a slower machine).
 """
 

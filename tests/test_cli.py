@@ -138,3 +138,13 @@ def test_resuming_with_a_missing_device_given_says_leaving_it_out_uses_the_saved
         (tmp_path / 'args.json').write_text(json.dumps({'device': saved}))
         with pytest.raises(SystemExit, match=re.escape(f'--device cuda, but torch sees 0 cuda device(s) here; {fix}')):
             main(['fit', '--resume', str(tmp_path), '--device', 'cuda'])
+
+
+def test_resume_names_a_missing_folder_and_a_finished_run(tiny_fmnist, tmp_path):
+    with pytest.raises(SystemExit, match='no-such-run: no such folder; give the output folder'):
+        main(['fit', '--resume', str(tmp_path / 'no-such-run')])
+    fit(tiny_fmnist, '--out', str(tmp_path / 'run'))
+    written = (tmp_path / 'run' / 'checkpoint.pt').stat().st_mtime_ns
+    with pytest.raises(SystemExit, match='that run finished its 1 epochs, so it has nothing left to train'):
+        main(['fit', '--resume', str(tmp_path / 'run')])
+    assert (tmp_path / 'run' / 'checkpoint.pt').stat().st_mtime_ns == written
