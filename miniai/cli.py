@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from functools import partial
@@ -361,15 +362,28 @@ def save_curves(path: Path, losses: list[float], valid_losses: list[float], n_ba
     plt.close(fig)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None,
+                  line: str | None = None) -> None:
+    """Prints a warning as its category and message, without the source line (which means nothing at a shell)."""
+    print(f'{category.__name__}: {message}', file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`miniai fit ...` or `miniai compare ...`; errors in the data or a checkpoint print their message only."""
+    """`miniai fit ...` or `miniai compare ...`; errors in the data or a checkpoint print their message only,
+    warnings their message."""
     from .checkpoint import CheckpointError
     from .data import DataError
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        _run(args, CheckpointError, DataError)
+
+
+def _run(args: argparse.Namespace, *errors: type[Exception]) -> None:
     try:
         if args.command == 'fit': fit_command(args)
         if args.command == 'compare':
             from .compare import compare_command
             compare_command(args)
-    except (DataError, CheckpointError) as e:
+    except errors as e:
         raise SystemExit(f'miniai {args.command}: {e}') from None

@@ -313,8 +313,8 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
                                  else 'no run had finished, nothing was written'))
         raise SystemExit(130) from None
     for s in summarise(rows):
+        runs = f"{s['runs']} run{'s' * (s['runs'] != 1)}"
         print(f"{s['optimizer']:>9}: valid acc {s['valid_accuracy']:.4f} ± {s['valid_accuracy_std']:.4f}, "
-              f"train acc {s['train_accuracy']:.4f} ± {s['train_accuracy_std']:.4f} ({s['runs']} runs, "
-              f"{s['seconds']:.0f}s each)")
+              f"train acc {s['train_accuracy']:.4f} ± {s['train_accuracy_std']:.4f} ({runs}, {s['seconds']:.0f}s each)")
     print(f'wrote compare.csv and compare.png to {out}')
     return rows

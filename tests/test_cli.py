@@ -148,3 +148,10 @@ def test_resume_names_a_missing_folder_and_a_finished_run(tiny_fmnist, tmp_path)
     with pytest.raises(SystemExit, match='that run finished its 1 epochs, so it has nothing left to train'):
         main(['fit', '--resume', str(tmp_path / 'run')])
     assert (tmp_path / 'run' / 'checkpoint.pt').stat().st_mtime_ns == written
+
+
+def test_the_command_prints_warnings_without_their_source_line(tiny_fmnist, tmp_path, capsys):
+    main(['fit', '--epochs', '1', '--limit-batches', '2', '--device', 'cpu', '--data', str(tiny_fmnist),
+          '--mixed-precision', '--out', str(tmp_path / 'run')])
+    err = capsys.readouterr().err
+    assert 'UserWarning: miniai fit --mixed-precision does nothing on the cpu' in err and 'cli.py' not in err
