@@ -394,6 +394,10 @@ def get_dls(bs: int = 1024, path: str | os.PathLike | None = None, fast: bool = 
     (`load_fashion_mnist`, a per-item `TF.to_tensor` + normalise transform, `DataLoaders.from_dd` with
     `num_workers`), yielding CPU batches equal to the fast path's for the same items; `seed` seeds its
     shuffle. An option of the other path is refused."""
+    if hasattr(bs, '__getitem__') and hasattr(bs, '__len__'):  # the course's get_dls(train_ds, valid_ds, bs)
+        raise TypeError('get_dls(bs, path, ...) makes Fashion-MNIST loaders; its first argument is the batch size, '
+                        'not a dataset. For your own datasets: DataLoaders(DataLoader(train_ds, bs, shuffle=True), '
+                        'DataLoader(valid_ds, bs * 2)), or DataLoaders.from_dd for a Hugging Face DatasetDict.')
     for name, v in (('bs', bs), ('n_train', n_train), ('n_valid', n_valid)):
         if v is not None and not is_whole(v, 1):
             raise ValueError(f'get_dls: {name} must be a positive whole number (got {v!r}).')

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from miniai.data import (
     FMNIST_URL,
@@ -434,6 +435,12 @@ def test_get_dls_refuses_sizes_that_are_not_positive_whole_numbers(kw):
     name, v = next(iter(kw.items()))
     with pytest.raises(ValueError, match=rf'get_dls: {name} must be a positive whole number \(got {v}\)'):
         get_dls(**kw)
+
+
+def test_get_dls_called_the_courses_way_with_datasets_says_what_it_is():
+    ds = TensorDataset(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(TypeError, match=r'its first argument is the batch size, not a dataset.*DataLoaders\('):
+        get_dls(ds, ds, 64)
 
 
 def test_get_dls_takes_numpy_integers(tmp_path):
