@@ -29,6 +29,9 @@ def conv(ni: int, nf: int, ks: int = 3, stride: int = 2, act: Callable[[], nn.Mo
         if isinstance(f, nn.Module):
             raise TypeError(f'conv: {nm} makes a new layer for each conv, so it is a class or factory (e.g. {eg}), '
                             f'not a layer; got the module {f!r}: pass its class.')
+        if f is not None and not callable(f):
+            raise TypeError(f'conv: {nm} is a class or factory making a layer (e.g. {eg}), or None for no {nm} '
+                            f'layer; got {f!r}.')
     if bias is None: bias = not _is_batchnorm(norm)
     layers = [nn.Conv2d(ni, nf, kernel_size=ks, stride=stride, padding=ks // 2, bias=bias)]
     if norm: layers.append(norm(nf))
@@ -56,12 +59,13 @@ def init_weights(m: nn.Module, leaky: float = 0.) -> None:
     if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)): nn.init.kaiming_normal_(m.weight, a=leaky)
 
 
-def get_model(act: Callable[[], nn.Module] = nn.ReLU, nfs: Sequence[int] = (1, 8, 16, 32, 64),
+def get_model(act: Callable[[], nn.Module] = nn.ReLU, nfs: Sequence[int] | None = None,
               norm: Callable[[int], nn.Module] | None = None) -> nn.Sequential:
     """The course's CNN for 28×28 images: stride-2 `conv`s through `nfs`, then a conv to 10 logits. It takes
     five stride-2 convs (28 → 14 → 7 → 4 → 2 → 1) to end with 1×1 maps, so for 28×28 `nfs` needs at least 5
     sizes: with fewer the model outputs 10 values per position of a larger map (fine for smaller images:
-    `len(nfs)` stride-2 convs take a side of up to `2**len(nfs)` to 1)."""
+    `len(nfs)` stride-2 convs take a side of up to `2**len(nfs)` to 1). `nfs=None`: (1, 8, 16, 32, 64)."""
+    nfs = (1, 8, 16, 32, 64) if nfs is None else nfs
     layers = [conv(nfs[i], nfs[i + 1], act=act, norm=norm) for i in range(len(nfs) - 1)]
     return nn.Sequential(*layers, conv(nfs[-1], 10, act=None, norm=None, bias=True), nn.Flatten())
 

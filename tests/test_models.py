@@ -68,3 +68,15 @@ def test_conv_refuses_a_layer_where_it_wants_a_class():
         with pytest.raises(TypeError, match=f'conv: {nm} makes a new layer for each conv.*not a layer; got the module '
                                             f'{type(next(iter(kw.values()))).__name__}'):
             conv(1, 8, **kw)
+    with pytest.raises(TypeError, match=r'conv: act is a class or factory making a layer \(e.g. nn.ReLU\), or None '
+                                        r'for no act layer; got True'):
+        conv(1, 8, act=True)  # older course code's flag
+
+
+def test_get_model_takes_nfs_none_as_the_course_does():
+    torch.manual_seed(0)
+    a = get_model(nfs=None)
+    torch.manual_seed(0)
+    b = get_model()
+    assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+    assert a[0][0].in_channels == 1 and a[3][0].out_channels == 64
