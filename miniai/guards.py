@@ -133,7 +133,9 @@ def check_sched_steps(sched: Any, n_steps: int, who: str) -> None:
     total = getattr(sched, attr, None) if attr else None
     if total is None or not n_steps or total == n_steps:
         return
-    what = ('ends early: stepped past its end it fails or stays at its last value' if total < n_steps
+    past_end = {'T_max': 'past step T_max the cosine climbs back up towards the initial lr',
+                'total_steps': 'stepped past total_steps it raises an error mid-fit'}[attr]
+    what = (f'ends early: {past_end}' if total < n_steps
             else 'does not finish: the lr never reaches the end of the schedule')
     warnings.warn(f'{who}: {type(sched).__name__} has {attr}={total} but this fit takes {n_steps} scheduler '
                   f'steps, so the schedule {what}. Build it with {attr}={n_steps} (for a per-batch schedule: '

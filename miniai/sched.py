@@ -12,7 +12,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from .guards import check_sched_steps
 from .learner import Callback, Learner
 from .metrics import MetricsCB, check_monitor, is_loss, monitored_value
-from .schedulers import get_mom
+from .schedulers import Scheduler, get_mom
 
 __all__ = ['BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'RecorderCB', 'rec_lr', 'rec_mom']
 
@@ -23,22 +23,25 @@ class BaseSchedCB(Callback):
     `sched` is any callable taking the optimizer: a scheduler class of ours or of `torch.optim.lr_scheduler`,
     usually through `functools.partial`, e.g. `partial(OneCycle, max_lr=6e-2, total_steps=n)`
     (`ReduceLROnPlateau`: with `EpochSchedCB(..., monitor=...)` only). Warns when its `total_steps` (or `T_max`)
-    differs from the steps the fit takes. Its state goes into checkpoints. A validation-only fit builds and
-    steps nothing: the scheduler of the last fit, and its state, are kept.
+    differs from the steps the fit takes. Its state goes into checkpoints; a resume refuses one of our schedulers
+    built with other arguments than the saved run's. A validation-only fit builds and steps nothing: the scheduler
+    of the last fit, and its state, are kept.
     """
     def __init__(self, sched: Callable[..., Any]):
         if not callable(sched):
             raise TypeError(f'{type(self).__name__}: sched is a {type(sched).__name__}; give a callable taking the '
                             'optimizer, e.g. partial(OneCycle, max_lr=6e-2, total_steps=n).')
-        self.sched, self._loaded = sched, {}
+        self.sched, self._loaded, self._fitting = sched, {}, False
 
     def before_fit(self, learn: Learner) -> None:
         if 'train' not in learn.phases:
             return  # validation only: keep the last fit's scheduler and its state
         schedo = self.sched(learn.opt)
         self.check_sched(learn, schedo)
-        self.schedo, self._loaded = schedo, {}
+        self.schedo, self._loaded, self._fitting = schedo, {}, True
         check_sched_steps(self.schedo, self.n_steps(learn), type(self).__name__)
+
+    def cleanup_fit(self, learn: Learner) -> None: self._fitting = False
 
     def check_sched(self, learn: Learner, schedo: Any) -> None:
         """Raise if this callback cannot step `schedo` in this fit."""
@@ -51,11 +54,25 @@ class BaseSchedCB(Callback):
         return {'sched': self.schedo.state_dict()} if hasattr(self, 'schedo') else self._loaded
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        """Into the scheduler of this fit (a resume); before any fit (`learn.load`), kept for `state_dict`."""
+        """Into the scheduler of this fit (a resume: one of our `Scheduler`s refuses a state saved with other
+        arguments; PyTorch's take the saved ones, as they do) or of the last fit (`learn.load`); before any fit
+        (`learn.load`), kept for `state_dict`."""
         if sd and hasattr(self, 'schedo'):
+            if self._fitting and isinstance(self.schedo, Scheduler):
+                self._check_args(sd['sched'])
             self.schedo.load_state_dict(sd['sched'])
         else:
             self._loaded = sd
+
+    def _check_args(self, sd: dict[str, Any]) -> None:
+        """Raise if the scheduler of state `sd` was built with other arguments than this fit's."""
+        if not (changed := self.schedo.changed_args(sd)):
+            return
+        diffs = '; '.join(f'{k}: saved {old!r}, this fit {new!r}' for k, (old, new) in changed.items())
+        raise ValueError(f"{type(self).__name__}: the checkpoint's {type(self.schedo).__name__} was built with other "
+                         f"arguments than this fit's ({diffs}). A resume continues the saved schedule: build the "
+                         "scheduler with the saved run's arguments. To train on with a new schedule instead: "
+                         'learn.load(path), then fit(n) without resume.')
 
     def _step(self, learn: Learner) -> None:
         if learn.training: self.schedo.step()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
+from numbers import Integral, Real
 from typing import Any
 
 from torch import Tensor
@@ -47,12 +48,16 @@ def _put(pg: dict, key: str, v: float) -> None:
 
 
 def _per_group(name: str, v: float | Sequence[float], n: int) -> list[float]:
-    """One float per param group, from a scalar or a per-group list."""
-    if isinstance(v, (list, tuple)):
+    """One float per param group, from a scalar or a per-group list, tuple or 1-d array."""
+    ndim = getattr(v, 'ndim', None)  # a NumPy array or a tensor
+    if isinstance(v, (list, tuple)) or ndim == 1:
         if len(v) != n:
             raise ValueError(f'{name} has {len(v)} values but the optimizer has {n} param groups: '
                              'pass a single number or a list with one value per param group')
         return [float(o) for o in v]
+    if ndim not in (None, 0):
+        raise ValueError(f'{name} is a {ndim}-d array: pass a single number or one value per param group '
+                         '(a list or 1-d array)')
     return [float(v)] * n
 
 
@@ -63,10 +68,15 @@ def _check_lrs(name: str, lrs: list[float], zero_ok: bool = False) -> list[float
     return lrs
 
 
-def _check_pos(name: str, v: Any, integer: bool = True) -> None:
-    if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)) or v <= 0:
-        kind = 'integer' if integer else 'number'
-        raise ValueError(f'{name} must be a positive {kind} of steps, got {v!r}')
+def _steps(name: str, v: Any, whole: bool = True, zero_ok: bool = False) -> int | float:
+    """`v`, a number of steps, as a Python int (or float): a ValueError unless it is a positive (`zero_ok`: or
+    zero) integer, Python or NumPy, or, where `whole=False`, any such finite number."""
+    kind = Integral if whole else Real
+    if isinstance(v, bool) or not isinstance(v, kind) or not math.isfinite(v) or not (v >= 0 if zero_ok else v > 0):
+        raise ValueError(f'{name} must be a {"whole " if whole else ""}number of steps {">= 0" if zero_ok else "> 0"} '
+                         f'(a Python or NumPy {"integer" if whole else "int or float"}), got {v!r} of type '
+                         f'{type(v).__name__}')
+    return int(v) if isinstance(v, Integral) else float(v)
 
 
 def _check_momentum(opt: Optimizer, cycle_momentum: bool) -> bool:
@@ -82,6 +92,7 @@ class Scheduler:
     advances `last_epoch` by one."""
 
     _not_state = ('opt',)  # attributes left out of `state_dict`
+    _args: dict[str, str] = {}  # state keys holding the scheduler's arguments: {key: the argument's name}
 
     def __init__(self, opt: Optimizer, base_lrs: list[float] | None = None) -> None:
         self.opt = opt
@@ -122,8 +133,15 @@ class Scheduler:
         """Plain Python values only, so it survives `torch.save` / `torch.load(weights_only=True)`."""
         return copy.deepcopy({k: v for k, v in vars(self).items() if k not in self._not_state})
 
+    def changed_args(self, sd: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """The arguments that state `sd` was built with and this scheduler was not: {name: (saved, this one's)}.
+        Progress (`last_epoch`) is not an argument; keys an older state lacks are skipped."""
+        return {name: (sd[k], getattr(self, k)) for k, name in self._args.items()
+                if k in sd and sd[k] != getattr(self, k)}
+
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        """Restore `sd` and re-apply the schedule at its `last_epoch`, so the run continues exactly."""
+        """Restore `sd`, arguments included (as PyTorch does; `BatchSchedCB` refuses a resume whose arguments
+        differ, see `changed_args`), and re-apply the schedule at its `last_epoch`, so the run continues exactly."""
         n = len(self.opt.param_groups)
         if len(sd['base_lrs']) != n:
             raise ValueError(f"state_dict is for {len(sd['base_lrs'])} param groups but the optimizer has "
@@ -135,10 +153,15 @@ class Scheduler:
 
 
 class CosineAnnealing(Scheduler):
-    """Half a cosine from each group's initial lr to `eta_min` at step `T_max`, then back up after it."""
+    """Half a cosine from each group's initial lr to `eta_min` at step `T_max`, then back up after it.
+
+    Unlike PyTorch, after another scheduler on the same optimizer it restarts from `initial_lr` (set by the first
+    scheduler); PyTorch's recursive form goes on from the current lr."""
+
+    _args = {'T_max': 'T_max', 'eta_min': 'eta_min'}  # base_lrs: the optimizer's, which a resume restores
 
     def __init__(self, opt: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
-        _check_pos('T_max', T_max, integer=False)
+        T_max = _steps('T_max', T_max, whole=False)
         _check_lrs('eta_min', [eta_min], zero_ok=True)
         self.T_max, self.eta_min = T_max, float(eta_min)
         super().__init__(opt)
@@ -152,7 +175,15 @@ class CosineAnnealing(Scheduler):
 class OneCycle(Scheduler):
     """1cycle: warm up from `max_lr/div_factor` to `max_lr` over `pct_start` of the steps, then anneal to
     `max_lr/div_factor/final_div_factor`; momentum moves the opposite way. `three_phase` first comes back
-    down to the initial lr (mirroring the warm-up), then anneals to the final lr."""
+    down to the initial lr (mirroring the warm-up), then anneals to the final lr.
+
+    Unlike PyTorch, which raises ZeroDivisionError, a phase of length 0 (a one-step warm-up, pct_start *
+    total_steps == 1, or such a three-phase phase) runs: it is over at once."""
+
+    _args = {'max_lrs': 'max_lr', 'total_steps': 'total_steps', 'pct_start': 'pct_start',
+             'anneal_strategy': 'anneal_strategy', 'div_factor': 'div_factor', 'final_div_factor': 'final_div_factor',
+             'three_phase': 'three_phase', 'cycle_momentum': 'cycle_momentum', 'base_moms': 'base_momentum',
+             'max_moms': 'max_momentum'}
 
     def __init__(self, opt: Optimizer, max_lr: float | Sequence[float], total_steps: int | None = None,
                  epochs: int | None = None, steps_per_epoch: int | None = None, pct_start: float = 0.3,
@@ -162,13 +193,15 @@ class OneCycle(Scheduler):
         if total_steps is None:
             if epochs is None or steps_per_epoch is None:
                 raise ValueError('OneCycle needs its length: pass total_steps, or epochs and steps_per_epoch')
-            _check_pos('epochs', epochs)
-            _check_pos('steps_per_epoch', steps_per_epoch)
-            total_steps = epochs * steps_per_epoch
-        _check_pos('total_steps', total_steps)
+            total_steps = _steps('epochs', epochs) * _steps('steps_per_epoch', steps_per_epoch)
+        total_steps = _steps('total_steps', total_steps)
         if not 0 < pct_start < 1:
             raise ValueError(f'pct_start is the fraction of steps spent warming up: pass a number in (0, 1), '
                              f'got {pct_start!r}')
+        if three_phase and pct_start > 0.5:
+            raise ValueError(f'three_phase=True warms up over pct_start of the steps and comes back down over as '
+                             f'many, so with pct_start={pct_start!r} (over 0.5) it never anneals: pass pct_start '
+                             '<= 0.5, or three_phase=False')
         if anneal_strategy not in ('cos', 'linear'):
             raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
         for name, v in (('div_factor', div_factor), ('final_div_factor', final_div_factor)):
@@ -176,8 +209,9 @@ class OneCycle(Scheduler):
                 raise ValueError(f'{name} divides the lr: it must be a positive number, got {v!r}')
         n = len(opt.param_groups)
         self.max_lrs = _check_lrs('max_lr', _per_group('max_lr', max_lr, n))
-        self.total_steps, self.pct_start, self.anneal_strategy = total_steps, pct_start, anneal_strategy
-        self.div_factor, self.final_div_factor, self.three_phase = div_factor, final_div_factor, three_phase
+        self.total_steps, self.pct_start, self.anneal_strategy = total_steps, float(pct_start), anneal_strategy
+        self.div_factor, self.final_div_factor = float(div_factor), float(final_div_factor)
+        self.three_phase = bool(three_phase)
         # Phase ends, written as in PyTorch so they round identically.
         self.ends = [float(pct_start * total_steps) - 1, total_steps - 1]
         if three_phase:
@@ -236,15 +270,19 @@ class CyclicLR(Scheduler):
     the opposite way, from `max_momentum` down to `base_momentum` at the peak."""
 
     _not_state = ('opt', 'scale_fn')  # a custom scale_fn is not saved: pass it again when resuming
+    _args = {'base_lrs': 'base_lr', 'max_lrs': 'max_lr', 'total_size': 'step_size_up + step_size_down',
+             'step_ratio': 'step_size_up / (step_size_up + step_size_down)', 'mode': 'mode', 'gamma': 'gamma',
+             'scale_mode': 'scale_mode', 'cycle_momentum': 'cycle_momentum', 'base_moms': 'base_momentum',
+             'max_moms': 'max_momentum'}
 
     def __init__(self, opt: Optimizer, base_lr: float | Sequence[float], max_lr: float | Sequence[float],
                  step_size_up: int, step_size_down: int | None = None, mode: str = 'triangular',
                  gamma: float = 1.0, cycle_momentum: bool = True,
                  base_momentum: float | Sequence[float] = 0.8, max_momentum: float | Sequence[float] = 0.9,
                  scale_fn: Callable[[float], float] | None = None, scale_mode: str = 'cycle') -> None:
-        _check_pos('step_size_up', step_size_up, integer=False)
-        if step_size_down is not None and not step_size_down >= 0:  # 0 is allowed: a sawtooth
-            raise ValueError(f'step_size_down must be >= 0 steps (or None), got {step_size_down!r}')
+        up = _steps('step_size_up', step_size_up, whole=False)
+        # step_size_down=0 is allowed: a sawtooth
+        down = up if step_size_down is None else _steps('step_size_down', step_size_down, False, zero_ok=True)
         if scale_fn is None and mode not in ('triangular', 'triangular2', 'exp_range'):
             raise ValueError(f"mode must be 'triangular', 'triangular2' or 'exp_range' (or give a scale_fn), "
                              f'got {mode!r}')
@@ -253,10 +291,9 @@ class CyclicLR(Scheduler):
         n = len(opt.param_groups)
         base_lrs = _check_lrs('base_lr', _per_group('base_lr', base_lr, n), zero_ok=True)
         self.max_lrs = _check_lrs('max_lr', _per_group('max_lr', max_lr, n))
-        up = float(step_size_up)
-        self.total_size = up + (float(step_size_down) if step_size_down is not None else up)
+        self.total_size = float(up + down)
         self.step_ratio = up / self.total_size
-        self.mode, self.gamma, self.scale_fn, self.scale_mode = mode, gamma, scale_fn, scale_mode
+        self.mode, self.gamma, self.scale_fn, self.scale_mode = mode, float(gamma), scale_fn, scale_mode
         self.cycle_momentum = _check_momentum(opt, cycle_momentum)
         self.base_moms = _per_group('base_momentum', base_momentum, n)
         self.max_moms = _per_group('max_momentum', max_momentum, n)

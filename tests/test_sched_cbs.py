@@ -1,5 +1,6 @@
 """`BatchSchedCB`/`EpochSchedCB` (ReduceLROnPlateau, validation-only fits) and `RecorderCB`'s argument checks."""
 
+import warnings
 from functools import partial
 from types import SimpleNamespace
 
@@ -15,7 +16,7 @@ from miniai.checkpoint import CheckpointCB
 from miniai.learner import Callback, CancelEpochException, CancelFitException, TrainLearner
 from miniai.metrics import MetricsCB
 from miniai.sched import BatchSchedCB, EpochSchedCB, RecorderCB, rec_lr, rec_mom
-from miniai.schedulers import OneCycle
+from miniai.schedulers import CosineAnnealing, CyclicLR, OneCycle
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -159,3 +160,59 @@ def test_plateau_on_a_metric_needs_its_mode():
             make_learner([EpochSchedCB(sched, monitor='accuracy'), MetricsCB(accuracy=MulticlassAccuracy())]).fit(1)
     make_learner([EpochSchedCB(partial(PLATEAU, mode='max'), monitor='accuracy'),
                   MetricsCB(accuracy=MulticlassAccuracy())]).fit(1)
+
+
+# 3 batches an epoch, 4 epochs: 12 steps. (the saved run's scheduler, another argument, how the error names it)
+RESUMES = {
+    'cosine': (partial(CosineAnnealing, T_max=12), dict(T_max=20), 'T_max: saved 12, this fit 20'),
+    'onecycle': (partial(OneCycle, max_lr=0.1, total_steps=12), dict(max_lr=0.2),
+                 r'max_lr: saved \[0.1\], this fit \[0.2\]'),
+    'cyclic': (partial(CyclicLR, base_lr=0.01, max_lr=0.1, step_size_up=3), dict(step_size_up=4),
+               r'step_size_up \+ step_size_down: saved 6.0, this fit 8.0'),
+}
+
+
+@pytest.mark.filterwarnings('ignore:BatchSchedCB. .* but this fit takes')
+@pytest.mark.parametrize('name', RESUMES)
+def test_resume_with_other_scheduler_arguments_is_refused_then_the_right_one_resumes(tmp_path, name):
+    sched, other, match = RESUMES[name]
+    full = make_learner([BatchSchedCB(sched)])
+    full.fit(4)
+    make_learner([BatchSchedCB(sched), CheckpointCB(tmp_path), StopAfter()]).fit(4)  # saved after 3 epochs
+    cb = BatchSchedCB(partial(sched, **other))
+    learn = make_learner([cb, CheckpointCB(tmp_path)])
+    w = learn.model.weight.detach().clone()
+    refused = rf"BatchSchedCB: the checkpoint's {sched.func.__name__} .*{match}.*saved run's arguments"
+    with pytest.raises(ValueError, match=refused):
+        learn.fit(4, resume=tmp_path)
+    assert torch.equal(w, learn.model.weight) and not hasattr(cb, 'schedo')  # refused before anything changed
+    cb.sched = sched  # the saved run's arguments: the same learner resumes, as if never stopped
+    learn.fit(4, resume=tmp_path)
+    assert torch.equal(learn.model.weight, full.model.weight)
+
+
+def test_load_after_a_fit_takes_the_saved_scheduler(tmp_path):
+    saved = make_learner([BatchSchedCB(partial(CosineAnnealing, T_max=3))])
+    saved.fit(1)
+    saved.save(tmp_path / 'ck.pt')
+    cb = BatchSchedCB(partial(CosineAnnealing, T_max=6))
+    learn = make_learner([cb])
+    learn.fit(2)
+    learn.load(tmp_path / 'ck.pt')  # not a resume: everything the checkpoint holds, the scheduler's arguments too
+    assert cb.schedo.T_max == 3
+
+
+@pytest.mark.parametrize('sched, past_end', [(partial(CosineAnnealing, T_max=4), 'climbs back up'),
+                                             (partial(OneCycle, max_lr=0.1, total_steps=4), 'raises an error')])
+def test_a_schedule_shorter_than_the_fit_warns_what_it_does_past_its_end(sched, past_end):
+    rec = RecorderCB(lr=rec_lr)
+    learn = make_learner([BatchSchedCB(sched), rec])
+    with pytest.warns(UserWarning, match=f'ends early: .*{past_end}'), warnings.catch_warnings():
+        warnings.simplefilter('always')
+        try:
+            learn.fit(3)  # 9 steps
+        except ValueError as e:
+            assert past_end == 'raises an error' and 'total_steps is 4' in str(e)
+        else:
+            lrs = rec.recs['lr']
+            assert lrs[4] < lrs[5] < lrs[6] < 0.1  # back up along the cosine after step T_max

@@ -135,7 +135,9 @@ def test_state_dict_round_trip_at_random_step(name, n, data, adam):
     buf.seek(0)
     ob = make_opt([0.5, 0.5], adam)  # a fresh optimizer, even with other lrs
     b = SCHEDS[name](ob, n)
-    b.load_state_dict(torch.load(buf, weights_only=True))
+    sd = torch.load(buf, weights_only=True)
+    assert b.changed_args(sd) == {}  # the same arguments: progress and the optimizer's lrs are no argument
+    b.load_state_dict(sd)
     for _ in range(k, n):
         assert b.last_epoch == a.last_epoch and b.get_last_lr() == a.get_last_lr()
         assert [(pg['lr'], get_mom(pg)) for pg in ob.param_groups] == \

@@ -4,6 +4,7 @@ import io
 import math
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -287,6 +288,12 @@ ERRORS = [
     (partial(OneCycle, max_lr=0.1, total_steps=10, final_div_factor=math.nan), 'final_div_factor'),
     (partial(CosineAnnealing, T_max=2, eta_min=-0.5), 'eta_min .* must be 0 or more, got -0.5'),
     (partial(CosineAnnealing, T_max=2, eta_min=math.nan), 'eta_min .* got nan'),
+    (partial(CosineAnnealing, T_max=True), 'T_max .* got True of type bool'),
+    (partial(OneCycle, max_lr=0.1, total_steps=10.0), r'total_steps .*integer\), got 10.0 of type float'),
+    (partial(OneCycle, max_lr=np.full((2, 1), 0.1), total_steps=10), 'max_lr is a 2-d array'),
+    (partial(OneCycle, max_lr=np.array([0.1, 0.2, 0.3]), total_steps=10), 'max_lr has 3 values'),
+    (partial(OneCycle, max_lr=0.1, total_steps=10, pct_start=0.7, three_phase=True),
+     r'pct_start=0.7 \(over 0.5\) it never anneals'),
 ]
 
 
@@ -311,3 +318,87 @@ def test_onecycle_one_step_warmup():
     sched = OneCycle(make_opt(), max_lr=0.1, total_steps=10, pct_start=0.1)
     lrs = [sched.lrs_at(i)[0] for i in range(10)]
     assert lrs[0] == 0.1 and lrs == sorted(lrs, reverse=True)
+
+
+def test_onecycle_zero_length_three_phase_phase():
+    # pct_start * total_steps == 1 with three_phase: both the warm-up and its mirror have length 0.
+    with pytest.raises(ZeroDivisionError):
+        tsched.OneCycleLR(make_opt(), max_lr=0.1, total_steps=10, pct_start=0.1, three_phase=True)
+    sched = OneCycle(make_opt(), max_lr=0.1, total_steps=10, pct_start=0.1, three_phase=True)
+    lrs = [sched.lrs_at(i)[0] for i in range(10)]
+    assert lrs[0] == 0.1 and lrs == sorted(lrs, reverse=True) and lrs[-1] == 0.1 / 25 / 1e4
+
+
+def test_onecycle_three_phase_pct_start_half_anneals():
+    sched = OneCycle(make_opt(), max_lr=0.1, total_steps=10, pct_start=0.5, three_phase=True)
+    assert sched.lrs_at(9)[0] == 0.1 / 25 / 1e4  # the largest pct_start allowed still reaches the final lr
+
+
+def test_cosine_after_another_scheduler_restarts_from_initial_lr():
+    opt = make_opt()
+    step_lr = tsched.StepLR(opt, step_size=1, gamma=0.5)
+    opt.step()
+    step_lr.step()  # lr halved; initial_lr kept
+    ours = CosineAnnealing(opt, T_max=10)
+    assert ours.get_last_lr() == [0.1, 0.03]  # from initial_lr; PyTorch's recursive form would go on from 0.05
+
+
+def test_numpy_step_counts_are_python_numbers():
+    """NumPy integers (e.g. from len(np.arange(...))) count steps like Python ints, and the state stays plain."""
+    for sched, kw in [(CosineAnnealing, dict(T_max=5)), (OneCycle, dict(max_lr=0.1, total_steps=10)),
+                      (OneCycle, dict(max_lr=0.1, epochs=2, steps_per_epoch=5)),
+                      (CyclicLR, dict(base_lr=0.01, max_lr=0.1, step_size_up=3, step_size_down=2))]:
+        np_kw = {k: np.int64(v) if isinstance(v, int) else v for k, v in kw.items()}
+        a, b = sched(make_opt(), **kw), sched(make_opt(), **np_kw)
+        assert a.state_dict() == b.state_dict()
+        buf = io.BytesIO()
+        torch.save(b.state_dict(), buf)
+        buf.seek(0)
+        assert torch.load(buf, weights_only=True) == a.state_dict()
+        for _ in range(5):
+            a.step()
+            b.step()
+            assert a.get_last_lr() == b.get_last_lr()
+
+
+def test_per_group_values_from_a_1d_array():
+    ref = OneCycle(make_opt(), max_lr=[0.1, 0.03], total_steps=10, base_momentum=[0.8, 0.85])
+    for arr in (np.array, partial(torch.tensor, dtype=torch.float64)):
+        sched = OneCycle(make_opt(), max_lr=arr([0.1, 0.03]), total_steps=10, base_momentum=arr([0.8, 0.85]))
+        assert sched.state_dict() == ref.state_dict()
+    sched = CyclicLR(make_opt(), base_lr=np.array([0.01, 0.003]), max_lr=np.float64(0.1), step_size_up=3)
+    assert sched.base_lrs == [0.01, 0.003] and sched.max_lrs == [0.1, 0.1]
+
+
+# name: (scheduler, its arguments, {argument: another value})
+ARGS = {
+    'cosine': (CosineAnnealing, dict(T_max=10, eta_min=1e-5), dict(T_max=11, eta_min=2e-5)),
+    'onecycle': (OneCycle, dict(max_lr=[0.1, 0.05], total_steps=20),
+                 dict(max_lr=[0.1, 0.06], total_steps=21, pct_start=0.4, anneal_strategy='linear', div_factor=10.,
+                      final_div_factor=100., three_phase=True, cycle_momentum=False, base_momentum=0.8,
+                      max_momentum=0.9)),
+    'cyclic': (CyclicLR, dict(base_lr=0.01, max_lr=[0.1, 0.2], step_size_up=3),
+               dict(base_lr=0.02, max_lr=0.1, step_size_up=6, step_size_down=1, mode='triangular2', gamma=0.9,
+                    scale_mode='iterations', cycle_momentum=False, base_momentum=0.7, max_momentum=0.95)),
+}
+
+
+@pytest.mark.parametrize('name', ARGS)
+def test_changed_args_names_each_argument_not_the_progress(name):
+    sched, kw, others = ARGS[name]
+    saved = sched(make_opt(), **kw)
+    for _ in range(4):
+        saved.step()
+    opt = make_opt()
+    for pg in opt.param_groups:
+        pg['lr'] = 0.5  # the optimizer's lr (cosine's base_lrs) is not an argument: a resume restores it
+    assert sched(opt, **kw).changed_args(saved.state_dict()) == {}
+    for k, v in others.items():
+        changed = sched(make_opt(), **{**kw, k: v}).changed_args(saved.state_dict())
+        if k.startswith('step_size'):  # saved as the cycle's length and the rising part of it
+            assert 'step_size_up + step_size_down' in changed, k
+        else:
+            assert list(changed) == [k] and changed[k][0] != changed[k][1], k
+    sd = saved.state_dict()
+    del sd[next(iter(sched._args))]  # a key an older state lacks is skipped
+    assert sched(make_opt(), **{**kw, **dict(list(others.items())[:1])}).changed_args(sd) == {}
