@@ -14,6 +14,7 @@ from numbers import Integral
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ['NonFiniteLossError', 'BatchError', 'DeviceMismatchError', 'check_batch', 'call_model', 'backward_loss',
@@ -111,6 +112,8 @@ def call_loss(loss_func: Callable, preds: Any, *ys: Any) -> Tensor:
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
         hints = (_label_hints(preds, ys[0]) if len(ys) == 1 else []) or [
             f'make the targets the dtype and shape that {name} expects for these predictions']
+        if loss_func is F.mse_loss:
+            hints.append("mse_loss is the Learner's default loss_func: for class labels pass F.cross_entropy")
         raise BatchError(f'{name}(preds, target) failed for preds {_desc(preds)} and target '
                          f'{", ".join(map(_desc, ys))}: {e}. Fix: {"; ".join(hints)}.') from e
     if not isinstance(loss, Tensor):

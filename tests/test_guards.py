@@ -224,6 +224,13 @@ def test_labels_the_loss_cannot_use(y, hint):
         TrainLearner(nn.Linear(4, 2), dls_of(x, y), F.cross_entropy).fit(1)
 
 
+def test_class_labels_with_the_default_loss_say_it_is_the_default():
+    x, _ = data()
+    with pytest.raises(BatchError, match=r"mse_loss is the Learner's default loss_func: for class labels pass "
+                                         r'F.cross_entropy'), pytest.warns(UserWarning, match='target size'):
+        TrainLearner(nn.Linear(4, 3), dls_of(x, torch.zeros(16, dtype=torch.long))).fit(1)
+
+
 @pytest.mark.parametrize('loss, msg', [
     (partial(F.cross_entropy, reduction='none'), r"The loss is torch.float32 \[4\] on cpu; backward needs a "
                                                  r"one-element loss.*reduction='mean'"),
