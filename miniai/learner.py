@@ -173,8 +173,12 @@ def _refuse_unused_lr(own: list[float | None], who: str) -> None:
 
 
 def check_optimizer(opt: Any, who: str) -> None:
-    """Raise a `TypeError` with the fix unless `opt` is a `torch.optim.Optimizer`."""
-    if not isinstance(opt, optim.Optimizer):
+    """Raise a `TypeError` with the fix unless `opt` works as a `torch.optim.Optimizer` (a subclass, or a wrapper
+    with its `param_groups`, `step`, `zero_grad`, `state_dict` and `load_state_dict`)."""
+    groups = getattr(opt, 'param_groups', None)
+    ok = isinstance(groups, list) and all(isinstance(g, dict) for g in groups) and all(
+        callable(getattr(opt, m, None)) for m in ('step', 'zero_grad', 'state_dict', 'load_state_dict'))
+    if not ok:
         raise TypeError(f'Learner: {who} gave a {type(opt).__name__}, not a torch.optim.Optimizer; schedulers, lr_find '
                         'and checkpoints set and save its param_groups and state. Pass a torch optimizer (e.g. '
                         'optim.SGD), or write yours as a subclass of torch.optim.Optimizer: __init__ calls '
@@ -282,6 +286,7 @@ class Learner:
         self._undo: Callable[[], None] | None = None  # puts back what a refused resume's start changed
         self.should_stop, self.loss_counts = False, False
         self._saves_due: list[str | os.PathLike] | None = None  # `save`s asked for during the batch running
+        self._no_trace = False  # in `no_trace` (lr_find, get_preds): `save` writes nothing
         self._norm_bufs: list[torch.Tensor] = []
         self._norm_copy: list[torch.Tensor] = []
         self._lazy_norms: list[nn.Module] = []
@@ -384,6 +389,10 @@ class Learner:
         n = len(opt.param_groups)
         return opt, own if len(own) == n else [None] * n
 
+    def opt_is_stale(self) -> bool:
+        """Whether `learn.opt_func` was changed since it built `learn.opt`, so that the next fit builds a new one."""
+        return self.opt is not None and self.opt is self._own_lrs[0] and self.opt_func is not self._opt_func
+
     def _set_lrs(self, lr: float | None) -> None:
         """Start a fit at `lr` (None: `self.lr`) in every param group but those the splitter gave an lr of their
         own. An optimizer set by hand (not built by `create_opt`) keeps its lrs unless `lr` is given."""
@@ -419,7 +428,8 @@ class Learner:
         does not carry over (other hyperparameters it scheduled, e.g. momentum, stay as it left them, as in fastai).
         Param groups that the `splitter` gave an lr of their own keep it; an optimizer set
         by hand (`learn.opt = ...`) keeps its lrs unless `lr` is given. The optimizer and its state carry over to
-        the next fit, unless `learn.opt_func` was changed: then the fit builds a new one with it.
+        the next fit, unless `learn.opt_func` was changed: then the fit (or `load`) builds a new one with it (an
+        optimizer set by hand is kept).
 
         `resume`: a checkpoint of this run (a file, or a folder with `checkpoint.pt`) to continue from;
         `n_epochs` is still the run's total, and what the checkpoint had done is skipped."""
@@ -435,8 +445,8 @@ class Learner:
         self._check_loaders(phases)
         if self.opt is not None:
             check_optimizer(self.opt, 'learn.opt')
-        if self.opt is not None and self.opt is self._own_lrs[0] and self.opt_func is not self._opt_func:
-            self.opt = None  # `learn.opt_func` was changed: a new optimizer of its kind
+        if self.opt_is_stale():
+            self.opt = None
         if self.opt is not None and train:
             self._check_opt_params()
         if self.opt is None and (train or any(True for _ in self.model.parameters())):
@@ -572,10 +582,10 @@ class Learner:
             try:
                 self._one_batch()
                 self._n_done = i + 1  # also when the batch was cancelled: a resume goes on after it
-            finally:
-                saves, self._saves_due = self._saves_due, None
-                if saves:
-                    self._write(saves)
+            except BaseException as e:
+                self._write_due(e)
+                raise
+            self._write_due()
         self._phase_done = True
 
     @with_cbs('batch')
@@ -640,13 +650,37 @@ class Learner:
     def save(self, path: str | os.PathLike) -> os.PathLike:
         """Write a checkpoint (see the module's docstring) to `path` atomically; returns the path. Called during a
         batch (by a callback), it is written when the batch ends, after every callback's `after_batch` and
-        `cleanup_batch`, so that it holds the whole batch, whatever the saving callback's order."""
+        `cleanup_batch`, so that it holds the whole batch, whatever the saving callback's order (the file appears
+        then); not if the batch stops part-way (an error, or the fit or epoch cancelled before `after_batch`), with a
+        warning. Inside `lr_find` and `get_preds`, which leave no trace, nothing is written (with a warning)."""
         from .checkpoint import checkpoint_file
-        if self._saves_due is None:
+        if self._no_trace:
+            warnings.warn(f'learn.save({path}) inside lr_find or get_preds was not written: they leave no trace (the '
+                          'file keeps its last checkpoint).', stacklevel=2)
+        elif self._saves_due is None:
             self._write([path])
         else:
             self._saves_due.append(path)
         return checkpoint_file(path)
+
+    def _write_due(self, error: BaseException | None = None) -> None:
+        """Write the saves asked for during the batch, if it finished (trained, or cancelled): one that stopped
+        part-way (`error` raised before its `after_batch`) would not resume exactly. A failed write while `error`
+        ends the batch becomes a note on it."""
+        paths, self._saves_due = self._saves_due, None
+        if not paths:
+            return
+        if self._n_done != self.iter + 1:
+            warnings.warn(f'learn.save({", ".join(map(str, paths))}) during batch {self.iter} was not written: the '
+                          'batch stopped part-way, so the checkpoint would not resume exactly. The files keep their '
+                          'last checkpoint.', stacklevel=3)
+            return
+        try:
+            self._write(paths)
+        except Exception as e:
+            if error is None:
+                raise
+            error.add_note(f'learn.save during batch {self.iter} also failed: {type(e).__name__}: {e}')
 
     def _write(self, paths: list[str | os.PathLike]) -> None:
         from .checkpoint import atomic_save
@@ -658,7 +692,7 @@ class Learner:
         """Restore a checkpoint: model, optimizer, counters and position (`save` then writes the same one),
         callback states and random state. To continue the run it came from, use `fit(n_epochs, resume=path)`."""
         ck = self._read_checkpoint(path)
-        if self.opt is None and ck['opt'] is not None:
+        if ck['opt'] is not None and (self.opt is None or self.opt_is_stale()):
             self.create_opt()
         self._check_opt(ck)
         self._restore(ck)

@@ -134,7 +134,8 @@ def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterab
     """Takes the callbacks for which `paused(cb)` is true off `learn` for the block; afterwards puts back the
     callbacks (in their order, with the state of those that ran), weights, buffers (non-persistent ones too),
     gradients, training modes, device and dtype, optimizer, the Learner's attributes, the positions of its loaders
-    and of `loaders`, and the RNGs, also if the block raises. Lazy layers not yet initialised are put back so."""
+    and of `loaders`, and the RNGs, also if the block raises. Lazy layers not yet initialised are put back so.
+    `learn.save` writes nothing in the block. Forward hooks on the model run in it, as in any forward."""
     model, opt, cbs, attrs = learn.model, learn.opt, list(learn.cbs), dict(vars(learn))
     weights = {k: v if is_lazy(v) else v.clone() for k, v in model.state_dict().items()}
     mods = [_module_state(m) for m in model.modules()]  # put back as they are: the block may replace them
@@ -159,6 +160,7 @@ def no_trace(learn: Learner, paused: Callable[[Callback], bool], loaders: Iterab
              partial(_restore_attrs, learn, attrs),
              *(partial(_set_loader_state, *state) for state in loaders),
              partial(_restore_rngs, rngs)]
+    learn._no_trace = True  # `learn.save` writes nothing in the block
     try:
         yield
     except BaseException as e:

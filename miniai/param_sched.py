@@ -235,7 +235,7 @@ def fit_one_cycle(learn: Learner, n_epochs: int, lr_max: float | Sequence[float]
     if (hps := _saved_hps(learn, kwargs.get('resume'))) is not None:
         moms = _resumed_moms(moms, hps)
     elif moms is not None:
-        opt = learn.opt if learn.opt is not None else learn.new_opt()[0]  # (as) the optimizer the fit will use
+        opt = learn.new_opt()[0] if learn.opt is None or learn.opt_is_stale() else learn.opt  # (as) the fit's
         if moms == 'auto':
             moms = _MOMS if uses_momentum(opt) else None
         elif not uses_momentum(opt):

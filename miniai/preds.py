@@ -79,8 +79,9 @@ def get_preds(learn: Learner, dl: SizedLoader | None = None, act: Callable[[Tens
     Runs like a fit's validation, in eval mode without gradients, with the Learner's callbacks that shape the
     batches and predictions (`DeviceCB`, `BatchTransformCB`, `MixedPrecision`, `FlipTTACB`, ...); the ones that
     record or schedule (`MetricsCB`, `RecorderCB`, schedulers, hooks, `CheckpointCB`, `ProgressCB`) do not run,
-    and, as `lr_find`, it leaves no trace. Batches are `(x, y)` or inputs only (`(x,)`: targets are then None);
-    with several targets, a tuple of them; items after the inputs that are not tensors (e.g. names) are refused.
+    and, as `lr_find`, it leaves no trace (forward hooks put on the model by hand, outside a callback, do run).
+    Batches are `(x, y)` or inputs only (`(x,)`: targets are then None); with several targets, a tuple of them;
+    items after the inputs that are not tensors (e.g. names) are refused.
     `act` maps the outputs, e.g. `partial(torch.softmax, dim=1)` for probabilities from logits. They come in the
     loader's order: a shuffled loader's (and without the items that `drop_last` drops; its position is put back
     after); use an unshuffled loader to line them up with a dataset.

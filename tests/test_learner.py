@@ -551,3 +551,35 @@ def test_the_optimizer_carries_over_unless_opt_func_changed():
     opt = learn.opt
     learn.fit(1)
     assert learn.opt is opt
+
+
+class Wrapped:
+    """An optimizer wrapper by composition: it has what the Learner uses of an optimizer."""
+    def __init__(self, params, lr): self.inner = optim.SGD(params, lr)
+    param_groups = property(lambda self: self.inner.param_groups)
+    state = property(lambda self: self.inner.state)
+    def step(self, closure=None): return self.inner.step(closure)
+    def zero_grad(self, set_to_none=True): self.inner.zero_grad(set_to_none)
+    def state_dict(self): return self.inner.state_dict()
+    def load_state_dict(self, sd): self.inner.load_state_dict(sd)
+
+
+def test_an_optimizer_wrapper_with_what_the_learner_uses_trains():
+    learn = TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=0.1, opt_func=Wrapped)
+    w = learn.model.weight.detach().clone()
+    learn.fit(1)
+    assert not torch.equal(w, learn.model.weight)
+
+
+def test_load_and_fit_one_cycle_use_the_optimizer_of_a_changed_opt_func(tmp_path):
+    sgd = TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=0.1, opt_func=optim.SGD)
+    sgd.fit(1)  # an optimizer without momentum
+    sgd.opt_func = optim.AdamW
+    sched = sgd.fit_one_cycle(1, 0.1)
+    assert isinstance(sgd.opt, optim.AdamW) and 'mom' in sched.scheds  # AdamW's beta1 cycles ('auto')
+    sgd.save(tmp_path / 'adamw.pt')
+    learn = TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=0.1, opt_func=optim.SGD)
+    learn.fit(1)
+    learn.opt_func = optim.AdamW
+    learn.load(tmp_path / 'adamw.pt')  # into a new AdamW, as the next fit would build
+    assert isinstance(learn.opt, optim.AdamW) and learn.opt.state_dict()['state']

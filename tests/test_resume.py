@@ -1,10 +1,12 @@
 """Resuming across Learner kinds and loaders: a MomentumLearner's carried gradients, a batch sampler's own
 generator, a compiled model's weights, and loaders unlike the saved run's refused before anything changes."""
 
+import contextlib
 import warnings
 from functools import partial
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -206,3 +208,64 @@ def test_a_save_during_a_batch_holds_the_whole_batch_whatever_the_savers_order(t
     assert learn.cbs[-2].recs['lr'] == ref.cbs[-2].recs['lr'] and untimed(learn) == untimed(ref)
     for p, q in zip(ref.model.parameters(), learn.model.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_a_lazy_layer_refuses_a_checkpoint_of_another_output_size(tmp_path):
+    learn = TrainLearner(lazy_model(), shuffled(), F.cross_entropy, lr=0.05)
+    learn.fit(1)
+    learn.save(tmp_path / 'ck.pt')
+    other = nn.Sequential(nn.LazyLinear(16), nn.LazyBatchNorm1d(), nn.ReLU(), nn.Linear(16, 2))
+    with pytest.raises(CheckpointError, match=r"0.weight \(checkpoint \[8, 6\], model \[16, '\?'\]\), 0.bias"):
+        TrainLearner(other, shuffled(), F.cross_entropy, lr=0.05).load(tmp_path / 'ck.pt')
+    TrainLearner(lazy_model(), shuffled(), F.cross_entropy, lr=0.05).load(tmp_path / 'ck.pt')  # its own size loads
+
+
+class SaveThenRaise(Callback):
+    """Saves in after_step of the second batch, then ends the fit there (before the batch's after_batch)."""
+    def __init__(self, path, exc): self.path, self.exc = path, exc
+
+    def after_step(self, learn):
+        if learn.iter == 1:
+            learn.save(self.path)
+            raise self.exc
+
+
+@pytest.mark.parametrize('exc', [CancelFitException(), ZeroDivisionError()], ids=['cancelled', 'error'])
+def test_a_save_in_a_batch_that_stops_part_way_is_not_written(tmp_path, exc):
+    learn = TrainLearner(model(), shuffled(), F.cross_entropy, lr=0.05, cbs=[SaveThenRaise(tmp_path / 'ck.pt', exc)])
+    raised = pytest.raises(ZeroDivisionError) if isinstance(exc, ZeroDivisionError) else contextlib.nullcontext()
+    with pytest.warns(UserWarning, match=r'ck.pt\) during batch 1 was not written: the batch stopped part-way'), raised:
+        learn.fit(1)
+    assert not (tmp_path / 'ck.pt').exists()
+
+
+class NumpyState(Callback):
+    def state_dict(self): return {'x': np.float32(1)}  # checkpoints refuse it
+    def load_state_dict(self, sd): pass
+
+
+class SaveThenFail(Callback):
+    order = 100
+    def __init__(self, path): self.path = path
+    def after_batch(self, learn):
+        learn.save(self.path)
+        raise ZeroDivisionError
+
+
+def test_a_failed_save_at_the_batch_end_is_a_note_on_the_batchs_own_error(tmp_path):
+    learn = TrainLearner(model(), shuffled(), F.cross_entropy, lr=0.05,
+                         cbs=[NumpyState(), SaveThenFail(tmp_path / 'ck.pt')])
+    with pytest.raises(ZeroDivisionError) as e:
+        learn.fit(1)
+    assert any('learn.save during batch 0 also failed: TypeError' in n for n in e.value.__notes__)
+
+
+def test_a_save_inside_lr_find_writes_nothing(tmp_path):
+    class SaveEvery(Callback):
+        def after_batch(self, learn): learn.save(tmp_path / 'ck.pt')
+    learn = TrainLearner(model(), shuffled(), F.cross_entropy, lr=0.05, cbs=[SaveEvery()])
+    learn.fit(1)
+    saved = (tmp_path / 'ck.pt').read_bytes()
+    with pytest.warns(UserWarning, match=r'inside lr_find or get_preds was not written: they leave no trace'):
+        learn.lr_find(num_it=3)
+    assert (tmp_path / 'ck.pt').read_bytes() == saved
