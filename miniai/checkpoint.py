@@ -199,13 +199,34 @@ def _names(keys: list[str], n: int = 10) -> str:
     return ', '.join(keys[:n]) + (f' (and {len(keys) - n} more)' if len(keys) > n else '')
 
 
+def _lazy_shape(m: nn.Module, name: str, n: int) -> list[int | str]:
+    """The shape of parameter `name` of lazy layer `m` (not yet initialised) for `n` dims, as far as `m` knows it:
+    its output size and kernel ('?' for the sizes its first input gives). Norm layers know none."""
+    out = getattr(m, 'out_features', None) or getattr(m, 'out_channels', None)
+    if out is None:
+        return ['?'] * n
+    if name == 'bias':
+        return [out]
+    ks = list(getattr(m, 'kernel_size', ()))
+    if getattr(m, 'transposed', False):  # ConvTranspose: [in, out / groups, *kernel]
+        return ['?', out // m.groups, *ks]
+    return [out, '?', *ks]
+
+
+def _shape_fits(saved: torch.Size, want: list[int | str]) -> bool:
+    return len(saved) == len(want) and all(w == '?' or s == w for s, w in zip(saved, want, strict=True))
+
+
 def check_model_state(model: nn.Module, sd: dict[str, torch.Tensor], path: Any = 'the checkpoint') -> None:
     """Raise a `CheckpointError` naming the missing, unexpected and mismatched-shape keys if `sd` does not fit
-    `model` exactly. A lazy layer not yet initialised takes any shape (loading initialises it)."""
+    `model` exactly. A lazy layer not yet initialised takes the sizes it infers from its input (loading
+    initialises it), but not another output size or kernel."""
     own = model.state_dict()
     missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
-    shapes = [f'{k} (checkpoint {list(sd[k].shape)}, model {list(v.shape)})' for k, v in own.items()
-              if k in sd and not is_lazy(v) and sd[k].shape != v.shape]
+    want = {k: _lazy_shape(model.get_submodule(k.rpartition('.')[0]), k.rpartition('.')[2], sd[k].ndim)
+            if is_lazy(v) else list(v.shape) for k, v in own.items() if k in sd}
+    shapes = [f'{k} (checkpoint {list(sd[k].shape)}, model {w})' for k, w in want.items()
+              if not _shape_fits(sd[k].shape, w)]
     if not (missing or unexpected or shapes):
         return
     found = (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes))
