@@ -65,7 +65,11 @@ class BaseSchedCB(Callback):
             self._loaded = sd
 
     def _check_args(self, sd: dict[str, Any]) -> None:
-        """Raise if the scheduler of state `sd` was built with other arguments than this fit's."""
+        """Raise if the scheduler of state `sd` was another kind, or built with other arguments than this fit's."""
+        if foreign := sorted(set(sd) - set(vars(self.schedo))):
+            raise ValueError(f"{type(self).__name__}: the checkpoint's scheduler state is not a "
+                             f"{type(self.schedo).__name__}'s (it holds {', '.join(foreign)}): build the scheduler "
+                             'of the run that saved it.')
         if not (changed := self.schedo.changed_args(sd)):
             return
         diffs = '; '.join(f'{k}: saved {old!r}, this fit {new!r}' for k, (old, new) in changed.items())

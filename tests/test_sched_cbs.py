@@ -191,6 +191,18 @@ def test_resume_with_other_scheduler_arguments_is_refused_then_the_right_one_res
     assert torch.equal(learn.model.weight, full.model.weight)
 
 
+@pytest.mark.filterwarnings('ignore:BatchSchedCB. .* but this fit takes')
+@pytest.mark.parametrize('saved, other', [
+    (partial(CosineAnnealing, T_max=12), partial(OneCycle, max_lr=0.1, total_steps=12)),
+    (partial(OneCycle, max_lr=0.1, total_steps=12), partial(CosineAnnealing, T_max=12)),
+    (partial(CosineAnnealing, T_max=12), partial(CyclicLR, base_lr=0.05, max_lr=0.1, step_size_up=3))])
+def test_resume_with_another_kind_of_scheduler_is_refused(tmp_path, saved, other):
+    make_learner([BatchSchedCB(saved), CheckpointCB(tmp_path), StopAfter()]).fit(4)
+    with pytest.raises(ValueError, match=rf"the checkpoint's scheduler state is not a {other.func.__name__}'s "
+                                         r'\(it holds .*build the scheduler of the run that saved it'):
+        make_learner([BatchSchedCB(other), CheckpointCB(tmp_path)]).fit(4, resume=tmp_path)
+
+
 def test_load_after_a_fit_takes_the_saved_scheduler(tmp_path):
     saved = make_learner([BatchSchedCB(partial(CosineAnnealing, T_max=3))])
     saved.fit(1)
