@@ -206,9 +206,10 @@ def fit_or_exit(learn: Learner, args: argparse.Namespace, ckpt: Path) -> None:
     if saved.get('should_stop'):
         raise SystemExit(f'miniai fit --resume {ckpt.parent}: that run stopped early (--patience {args.patience}), '
                          'so it has nothing left to train. To train longer, start a new run.')
-    if saved and saved['epoch'] >= args.epochs:
-        raise SystemExit(f'miniai fit --resume {ckpt.parent}: that run finished its {args.epochs} epochs, so it has '
-                         'nothing left to train. To train longer, start a new run (with --epochs).')
+    if saved and saved['epoch'] >= args.epochs and (ckpt.parent / 'model.pt').exists():  # else: write the outputs
+        raise SystemExit(f'miniai fit --resume {ckpt.parent}: that run finished its {args.epochs} '
+                         f'epoch{"s" * (args.epochs != 1)}, so it has nothing left to train. To train longer, start a '
+                         'new run (with --epochs).')
     try:
         learn.fit(args.epochs, resume=ckpt if args.resume else None)
     except NonFiniteLossError as e:

@@ -143,11 +143,16 @@ def test_resuming_with_a_missing_device_given_says_leaving_it_out_uses_the_saved
 def test_resume_names_a_missing_folder_and_a_finished_run(tiny_fmnist, tmp_path):
     with pytest.raises(SystemExit, match='no-such-run: no such folder; give the output folder'):
         main(['fit', '--resume', str(tmp_path / 'no-such-run')])
-    fit(tiny_fmnist, '--out', str(tmp_path / 'run'))
-    written = (tmp_path / 'run' / 'checkpoint.pt').stat().st_mtime_ns
-    with pytest.raises(SystemExit, match='that run finished its 1 epochs, so it has nothing left to train'):
-        main(['fit', '--resume', str(tmp_path / 'run')])
-    assert (tmp_path / 'run' / 'checkpoint.pt').stat().st_mtime_ns == written
+    run = tmp_path / 'run'
+    fit(tiny_fmnist, '--out', str(run))
+    written = {f: (run / f).stat().st_mtime_ns for f in ('model.pt', 'curves.png', 'checkpoint.pt')}
+    with pytest.raises(SystemExit, match='that run finished its 1 epoch, so it has nothing left to train'):
+        main(['fit', '--resume', str(run)])
+    assert {f: (run / f).stat().st_mtime_ns for f in written} == written
+    for f in ('model.pt', 'curves.png'):  # as after a Ctrl-C at the end of the last batch: the outputs come now
+        (run / f).unlink()
+    main(['fit', '--resume', str(run)])
+    assert (run / 'model.pt').is_file() and (run / 'curves.png').is_file()
 
 
 def test_the_command_prints_warnings_without_their_source_line(tiny_fmnist, tmp_path, capsys):
