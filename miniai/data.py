@@ -394,7 +394,7 @@ def get_dls(bs: int = 1024, path: str | os.PathLike | None = None, fast: bool = 
     (`load_fashion_mnist`, a per-item `TF.to_tensor` + normalise transform, `DataLoaders.from_dd` with
     `num_workers`), yielding CPU batches equal to the fast path's for the same items; `seed` seeds its
     shuffle. An option of the other path is refused."""
-    if hasattr(bs, '__getitem__') and hasattr(bs, '__len__'):  # the course's get_dls(train_ds, valid_ds, bs)
+    if hasattr(bs, '__getitem__') and hasattr(bs, '__len__') and not hasattr(bs, 'ndim'):  # get_dls(ds, ds, bs)
         raise TypeError('get_dls(bs, path, ...) makes Fashion-MNIST loaders; its first argument is the batch size, '
                         'not a dataset. For your own datasets: DataLoaders(DataLoader(train_ds, bs, shuffle=True), '
                         'DataLoader(valid_ds, bs * 2)), or DataLoaders.from_dd for a Hugging Face DatasetDict.')

@@ -112,7 +112,7 @@ def call_loss(loss_func: Callable, preds: Any, *ys: Any) -> Tensor:
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
         hints = (_label_hints(preds, ys[0]) if len(ys) == 1 else []) or [
             f'make the targets the dtype and shape that {name} expects for these predictions']
-        if loss_func is F.mse_loss:
+        if loss_func is F.mse_loss and len(ys) == 1 and isinstance(ys[0], Tensor) and not ys[0].is_floating_point():
             hints.append("mse_loss is the Learner's default loss_func: for class labels pass F.cross_entropy")
         raise BatchError(f'{name}(preds, target) failed for preds {_desc(preds)} and target '
                          f'{", ".join(map(_desc, ys))}: {e}. Fix: {"; ".join(hints)}.') from e

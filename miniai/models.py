@@ -29,9 +29,9 @@ def conv(ni: int, nf: int, ks: int = 3, stride: int = 2, act: Callable[[], nn.Mo
         if isinstance(f, nn.Module):
             raise TypeError(f'conv: {nm} makes a new layer for each conv, so it is a class or factory (e.g. {eg}), '
                             f'not a layer; got the module {f!r}: pass its class.')
-        if f is not None and not callable(f):
-            raise TypeError(f'conv: {nm} is a class or factory making a layer (e.g. {eg}), or None for no {nm} '
-                            f'layer; got {f!r}.')
+        if f not in (None, False) and not callable(f):
+            raise TypeError(f'conv: {nm} is a class or factory making a layer (e.g. {eg}), or None (or False) for no '
+                            f'{nm} layer; got {f!r}.')
     if bias is None: bias = not _is_batchnorm(norm)
     layers = [nn.Conv2d(ni, nf, kernel_size=ks, stride=stride, padding=ks // 2, bias=bias)]
     if norm: layers.append(norm(nf))

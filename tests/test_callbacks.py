@@ -132,6 +132,7 @@ def test_activation_stats_and_hooks_removed():
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
     for plot, n_axes in ((stats.color_dim, 4), (stats.dead_chart, 4), (stats.plot_stats, 2)):
         assert plot() is None and len(plt.gcf().axes) == n_axes
+    plt.close('all')
 
 
 def test_append_stats_records_the_phases_its_hooks_callback_chooses():
@@ -142,10 +143,10 @@ def test_append_stats_records_the_phases_its_hooks_callback_chooses():
     valid_only = HooksCallback(append_stats, is_act, on_train=False, on_valid=True)
     TrainLearner(model, img_dls(), F.cross_entropy, lr=0.1, cbs=[valid_only]).fit(1)
     n_valid = len(img_dls().valid)
-    assert all(len(h.stats[0]) == n_valid for h in valid_only)
+    assert len(valid_only) == 4 and all(len(h.stats[0]) == n_valid for h in valid_only)
     with Hooks([m for m in model.modules() if is_act(m)], append_stats) as hooks:  # around a whole fit: both
         TrainLearner(model, img_dls(), F.cross_entropy, lr=0.1).fit(1)
-    assert all(len(h.stats[0]) == len(img_dls().train) + n_valid for h in hooks)
+    assert len(hooks) == 4 and all(len(h.stats[0]) == len(img_dls().train) + n_valid for h in hooks)
 
 
 def test_hooks_removed_when_fit_raises():

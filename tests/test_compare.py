@@ -73,7 +73,10 @@ def test_compare_optimizers_table_csv_png_and_clr_bounds(tmp_path, spy_lr_find, 
     assert set(recorders[0].lrs) == {1e-2}
     # CSV re-read, PNG written, one plain line per run when stdout is not a terminal.
     assert read_rows_csv(tmp_path / 'compare.csv') == rows
-    assert (tmp_path / 'compare.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    png = (tmp_path / 'compare.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n'
+    size = int.from_bytes(png[16:20], 'big'), int.from_bytes(png[20:24], 'big')
+    assert size == (1200, 400)  # the comparison's figure (12 x 4 inches at dpi 100), not another one
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(':')[0] for line in lines] == [f'{o} seed {s}' for o in OPTS for s in (0, 1)]
 
@@ -132,7 +135,7 @@ def test_cli_compare_end_to_end(fmnist_dir, tmp_path, capsys):
     assert [(r['optimizer'], r['epoch']) for r in rows] == [(o, e) for o in OPTS for e in (0, 1)]
     assert (out / 'compare.png').stat().st_size > 0
     printed = capsys.readouterr().out
-    assert 'computed mean 0.2' in printed and 'valid acc' in printed
+    assert 'computed mean 0.2' in printed and 'valid acc' in printed and '(1 run, ' in printed
 
 
 def test_an_interrupted_comparison_keeps_the_runs_that_finished(tmp_path):

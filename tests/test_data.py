@@ -441,6 +441,8 @@ def test_get_dls_called_the_courses_way_with_datasets_says_what_it_is():
     ds = TensorDataset(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))
     with pytest.raises(TypeError, match=r'its first argument is the batch size, not a dataset.*DataLoaders\('):
         get_dls(ds, ds, 64)
+    with pytest.raises(ValueError, match='bs must be a positive whole number'):  # a tensor is no dataset
+        get_dls(torch.tensor(0))
 
 
 def test_get_dls_takes_numpy_integers(tmp_path):

@@ -229,6 +229,9 @@ def test_class_labels_with_the_default_loss_say_it_is_the_default():
     with pytest.raises(BatchError, match=r"mse_loss is the Learner's default loss_func: for class labels pass "
                                          r'F.cross_entropy'), pytest.warns(UserWarning, match='target size'):
         TrainLearner(nn.Linear(4, 3), dls_of(x, torch.zeros(16, dtype=torch.long))).fit(1)
+    with pytest.raises(BatchError) as e, pytest.warns(UserWarning, match='target size'):  # regression: no such hint
+        TrainLearner(nn.Linear(4, 3), dls_of(x, torch.zeros(16, 2))).fit(1)
+    assert 'cross_entropy' not in str(e.value)
 
 
 @pytest.mark.parametrize('loss, msg', [

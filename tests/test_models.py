@@ -69,8 +69,9 @@ def test_conv_refuses_a_layer_where_it_wants_a_class():
                                             f'{type(next(iter(kw.values()))).__name__}'):
             conv(1, 8, **kw)
     with pytest.raises(TypeError, match=r'conv: act is a class or factory making a layer \(e.g. nn.ReLU\), or None '
-                                        r'for no act layer; got True'):
+                                        r'\(or False\) for no act layer; got True'):
         conv(1, 8, act=True)  # older course code's flag
+    assert len(conv(1, 8, act=False, norm=False)) == 1  # as `if act:` in the course: no such layer
 
 
 def test_get_model_takes_nfs_none_as_the_course_does():

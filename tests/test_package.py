@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FOUNDATION_NAMES = """Callback run_cbs CancelFitException CancelEpochException CancelBatchException Learner TrainLearner
 MomentumLearner TrainCB DeviceCB MetricsCB ProgressCB SingleBatchCB BatchTransformCB BaseSchedCB BatchSchedCB
 EpochSchedCB RecorderCB Hook Hooks HooksCallback ActivationStats to_device to_cpu def_device set_seed conv
-GeneralRelu init_weights get_model DataLoaders load_fashion_mnist get_dls show_images""".split()
+GeneralRelu init_weights get_model DataLoaders load_fashion_mnist get_dls show_images FlipTTACB ResBlock resnet Recipe
+RECIPES""".split()
 
 
 def run_py(code: str) -> str:

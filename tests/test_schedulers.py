@@ -366,8 +366,13 @@ def test_per_group_values_from_a_1d_array():
     for arr in (np.array, partial(torch.tensor, dtype=torch.float64)):
         sched = OneCycle(make_opt(), max_lr=arr([0.1, 0.03]), total_steps=10, base_momentum=arr([0.8, 0.85]))
         assert sched.state_dict() == ref.state_dict()
+        buf = io.BytesIO()  # plain floats (not NumPy or tensor scalars), which checkpoints read back
+        torch.save(sched.state_dict(), buf)
+        buf.seek(0)
+        assert torch.load(buf, weights_only=True) == ref.state_dict()
     sched = CyclicLR(make_opt(), base_lr=np.array([0.01, 0.003]), max_lr=np.float64(0.1), step_size_up=3)
     assert sched.base_lrs == [0.01, 0.003] and sched.max_lrs == [0.1, 0.1]
+    assert {type(v) for v in (*sched.base_lrs, *sched.max_lrs)} == {float}
 
 
 # name: (scheduler, its arguments, {argument: another value})
