@@ -174,9 +174,10 @@ def _refuse_unused_lr(own: list[float | None], who: str) -> None:
 
 def check_optimizer(opt: Any, who: str) -> None:
     """Raise a `TypeError` with the fix unless `opt` works as a `torch.optim.Optimizer` (a subclass, or a wrapper
-    with its `param_groups`, `step`, `zero_grad`, `state_dict` and `load_state_dict`)."""
+    with its `param_groups`, `state`, `step`, `zero_grad`, `state_dict` and `load_state_dict`; PyTorch's schedulers
+    take only a subclass)."""
     groups = getattr(opt, 'param_groups', None)
-    ok = isinstance(groups, list) and all(isinstance(g, dict) for g in groups) and all(
+    ok = isinstance(groups, list) and all(isinstance(g, dict) for g in groups) and hasattr(opt, 'state') and all(
         callable(getattr(opt, m, None)) for m in ('step', 'zero_grad', 'state_dict', 'load_state_dict'))
     if not ok:
         raise TypeError(f'Learner: {who} gave a {type(opt).__name__}, not a torch.optim.Optimizer; schedulers, lr_find '
@@ -583,6 +584,8 @@ class Learner:
                 self._one_batch()
                 self._n_done = i + 1  # also when the batch was cancelled: a resume goes on after it
             except BaseException as e:
+                if isinstance(e, CancelEpochException):
+                    self._phase_done = True  # a resume goes on with the next phase, as this fit does
                 self._write_due(e)
                 raise
             self._write_due()
@@ -670,7 +673,7 @@ class Learner:
         paths, self._saves_due = self._saves_due, None
         if not paths:
             return
-        if self._n_done != self.iter + 1:
+        if self.training and self._n_done != self.iter + 1:  # (a validation phase resumes from its start)
             warnings.warn(f'learn.save({", ".join(map(str, paths))}) during batch {self.iter} was not written: the '
                           'batch stopped part-way, so the checkpoint would not resume exactly. The files keep their '
                           'last checkpoint.', stacklevel=3)
@@ -689,8 +692,9 @@ class Learner:
             atomic_save(sd, p)
 
     def load(self, path: str | os.PathLike) -> Learner:
-        """Restore a checkpoint: model, optimizer, counters and position (`save` then writes the same one),
-        callback states and random state. To continue the run it came from, use `fit(n_epochs, resume=path)`."""
+        """Restore a checkpoint: model, optimizer (with its hyperparameters, e.g. momentum), counters and position
+        (`save` then writes the same one), callback states and random state. To continue the run it came from, use
+        `fit(n_epochs, resume=path)`."""
         ck = self._read_checkpoint(path)
         if ck['opt'] is not None and (self.opt is None or self.opt_is_stale()):
             self.create_opt()

@@ -113,7 +113,7 @@ def _restore_opt(opt: torch.optim.Optimizer | None, opt_sd: dict | None) -> None
         for old, new in zip(pgs, opt.param_groups, strict=True):
             old.clear()
             old.update(new)
-        opt.param_groups = pgs
+        opt.param_groups[:] = pgs  # (in place: an optimizer wrapper may show its inner one's list)
 
 
 def _restore_attrs(learn: Learner, attrs: dict) -> None:

@@ -569,6 +569,9 @@ def test_an_optimizer_wrapper_with_what_the_learner_uses_trains():
     w = learn.model.weight.detach().clone()
     learn.fit(1)
     assert not torch.equal(w, learn.model.weight)
+    w = learn.model.weight.detach().clone()
+    learn.lr_find(num_it=3)  # puts the optimizer back through its read-only param_groups
+    assert torch.equal(w, learn.model.weight) and learn.opt.param_groups[0]['lr'] == 0.1
 
 
 def test_load_and_fit_one_cycle_use_the_optimizer_of_a_changed_opt_func(tmp_path):

@@ -16,7 +16,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorData
 from torcheval.metrics import MulticlassAccuracy
 
 from miniai.checkpoint import CheckpointError
-from miniai.learner import Callback, CancelFitException, MomentumLearner, TrainLearner
+from miniai.learner import Callback, CancelEpochException, CancelFitException, MomentumLearner, TrainLearner
 from miniai.metrics import MetricsCB
 from miniai.sched import BatchSchedCB, RecorderCB, rec_lr
 
@@ -269,3 +269,57 @@ def test_a_save_inside_lr_find_writes_nothing(tmp_path):
     with pytest.warns(UserWarning, match=r'inside lr_find or get_preds was not written: they leave no trace'):
         learn.lr_find(num_it=3)
     assert (tmp_path / 'ck.pt').read_bytes() == saved
+
+
+class CancelEpochAt(Callback):
+    """Ends each training phase after its second batch (in after_batch, after `SaveAt`)."""
+    def after_batch(self, learn):
+        if learn.training and learn.iter == 1: raise CancelEpochException()
+
+
+def test_a_save_in_the_batch_that_cancels_its_epoch_resumes_with_the_next_phase(tmp_path):
+    def learner(*cbs):
+        torch.manual_seed(0)
+        return TrainLearner(model(), shuffled(), F.cross_entropy, lr=0.05, cbs=[*cbs, CancelEpochAt()])
+    ref = learner()
+    ref.fit(3)
+    learner(SaveAt('after_batch', tmp_path / 'ck.pt')).fit(3)
+    learn = learner()
+    learn.fit(3, resume=tmp_path / 'ck.pt')
+    assert learn.train_iter == ref.train_iter == 6
+    for p, q in zip(ref.model.parameters(), learn.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_a_save_in_a_validation_batch_is_written_even_if_the_batch_then_fails(tmp_path):
+    class SaveInValid(Callback):
+        def after_loss(self, learn):
+            if not learn.training:
+                learn.save(tmp_path / 'ck.pt')
+                raise ZeroDivisionError
+    learn = TrainLearner(model(), shuffled(), F.cross_entropy, lr=0.05, cbs=[SaveInValid()])
+    with pytest.raises(ZeroDivisionError):
+        learn.fit(1)
+    ck = torch.load(tmp_path / 'ck.pt', weights_only=True)
+    assert (ck['phase'], ck['iter']) == ('valid', 0)  # a resume validates from the start
+
+
+class LazyScale(nn.modules.lazy.LazyModuleMixin, nn.Module):
+    """A user's lazy layer: one weight per input feature (its `out_features` says nothing of the weight's shape)."""
+    def __init__(self):
+        super().__init__()
+        self.out_features, self.weight = 3, nn.UninitializedParameter()
+
+    def initialize_parameters(self, x):
+        with torch.no_grad():
+            self.weight.materialize((x.shape[-1],))
+            self.weight.fill_(1.)
+
+    def forward(self, x): return x * self.weight
+
+
+def test_a_users_lazy_layer_takes_its_own_checkpoint():
+    from miniai.checkpoint import check_model_state
+    done = LazyScale()
+    done(torch.randn(2, 5))
+    check_model_state(LazyScale(), done.state_dict())  # no shape guessed from out_features
