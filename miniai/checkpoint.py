@@ -199,12 +199,17 @@ def _names(keys: list[str], n: int = 10) -> str:
     return ', '.join(keys[:n]) + (f' (and {len(keys) - n} more)' if len(keys) > n else '')
 
 
+_LAZY_KNOWN = (nn.LazyLinear, nn.LazyConv1d, nn.LazyConv2d, nn.LazyConv3d, nn.LazyConvTranspose1d,
+               nn.LazyConvTranspose2d, nn.LazyConvTranspose3d)
+
+
 def _lazy_shape(m: nn.Module, name: str, n: int) -> list[int | str]:
     """The shape of parameter `name` of lazy layer `m` (not yet initialised) for `n` dims, as far as `m` knows it:
-    its output size and kernel ('?' for the sizes its first input gives). Norm layers know none."""
-    out = getattr(m, 'out_features', None) or getattr(m, 'out_channels', None)
-    if out is None:
+    its output size and kernel ('?' for the sizes its first input gives), for torch's lazy linear and conv layers;
+    other lazy layers (norms, a user's) are taken to know none."""
+    if not isinstance(m, _LAZY_KNOWN) or name not in ('weight', 'bias'):
         return ['?'] * n
+    out = getattr(m, 'out_features', None) or m.out_channels
     if name == 'bias':
         return [out]
     ks = list(getattr(m, 'kernel_size', ()))

@@ -51,25 +51,31 @@ class BaseSchedCB(Callback):
         return 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {'sched': self.schedo.state_dict()} if hasattr(self, 'schedo') else self._loaded
+        """The scheduler's state and its class name."""
+        if not hasattr(self, 'schedo'):
+            return self._loaded
+        return {'sched': self.schedo.state_dict(), 'kind': type(self.schedo).__name__}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        """Into the scheduler of this fit (a resume: one of our `Scheduler`s refuses a state saved with other
-        arguments; PyTorch's take the saved ones, as they do) or of the last fit (`learn.load`); before any fit
-        (`learn.load`), kept for `state_dict`."""
+        """Into the scheduler of this fit (a resume: a state of another kind of scheduler is refused, and one of
+        our `Scheduler`s refuses a state saved with other arguments; PyTorch's take the saved ones, as they do) or of
+        the last fit (`learn.load`); before any fit (`learn.load`), kept for `state_dict`."""
         if sd and hasattr(self, 'schedo'):
+            if self._fitting:
+                self._check_kind(sd.get('kind'))  # None: saved before the kind was kept
             if self._fitting and isinstance(self.schedo, Scheduler):
                 self._check_args(sd['sched'])
             self.schedo.load_state_dict(sd['sched'])
         else:
             self._loaded = sd
 
+    def _check_kind(self, kind: str | None) -> None:
+        if kind not in (None, type(self.schedo).__name__):
+            raise ValueError(f"{type(self).__name__}: the checkpoint's scheduler is a {kind}, this fit's a "
+                             f'{type(self.schedo).__name__}: build the scheduler of the run that saved it.')
+
     def _check_args(self, sd: dict[str, Any]) -> None:
-        """Raise if the scheduler of state `sd` was another kind, or built with other arguments than this fit's."""
-        if foreign := sorted(set(sd) - set(vars(self.schedo))):
-            raise ValueError(f"{type(self).__name__}: the checkpoint's scheduler state is not a "
-                             f"{type(self.schedo).__name__}'s (it holds {', '.join(foreign)}): build the scheduler "
-                             'of the run that saved it.')
+        """Raise if the scheduler of state `sd` was built with other arguments than this fit's."""
         if not (changed := self.schedo.changed_args(sd)):
             return
         diffs = '; '.join(f'{k}: saved {old!r}, this fit {new!r}' for k, (old, new) in changed.items())

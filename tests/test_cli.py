@@ -69,6 +69,9 @@ def test_patience_stops_early_and_keeps_the_best_checkpoint(tiny_fmnist, tmp_pat
     assert len(res['rows']) == 3 and 'stopped early' not in capsys.readouterr().out  # it stopped after the last one
     with pytest.raises(SystemExit, match='that run stopped early .--patience 2., so it has nothing left to train'):
         main(['fit', '--resume', str(tmp_path / 'run')])
+    (tmp_path / 'run' / 'model.pt').unlink()  # as after a Ctrl-C once its last checkpoint was saved
+    main(['fit', '--resume', str(tmp_path / 'run')])  # writes the outputs
+    assert (tmp_path / 'run' / 'model.pt').is_file()
     with pytest.raises(SystemExit, match='--patience must be at least 1'):
         fit(tiny_fmnist, '--patience', '0')
 
