@@ -209,7 +209,7 @@ def _lazy_shape(m: nn.Module, name: str, n: int) -> list[int | str]:
     other lazy layers (norms, a user's) are taken to know none."""
     if not isinstance(m, _LAZY_KNOWN) or name not in ('weight', 'bias'):
         return ['?'] * n
-    out = getattr(m, 'out_features', None) or m.out_channels
+    out = m.out_features if isinstance(m, nn.LazyLinear) else m.out_channels
     if name == 'bias':
         return [out]
     ks = list(getattr(m, 'kernel_size', ()))

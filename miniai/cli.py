@@ -211,7 +211,9 @@ def fit_or_exit(learn: Learner, args: argparse.Namespace, ckpt: Path) -> None:
                          f'epoch{"s" * (args.epochs != 1)}, so it has nothing left to train. To train longer, start a '
                          'new run (with --epochs).')
     try:
-        learn.fit(args.epochs, resume=ckpt if args.resume else None)
+        with warnings.catch_warnings():  # (the Python API's advice for such a run; here it only writes the outputs)
+            warnings.filterwarnings('ignore', 'fit.*resume.*stopped early')
+            learn.fit(args.epochs, resume=ckpt if args.resume else None)
     except NonFiniteLossError as e:
         raise SystemExit(f'miniai fit: {e}\nWith miniai fit: start a new run, with another --out, and a lower --lr '
                          f'(this run used {args.lr}); resuming this one would diverge the same way.') from None

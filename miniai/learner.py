@@ -186,6 +186,15 @@ def check_optimizer(opt: Any, who: str) -> None:
                         'super().__init__(params, dict(lr=lr, ...)) and step() reads each group of self.param_groups.')
 
 
+def put_param_groups(opt: Any, groups: list[dict]) -> None:
+    """Set `opt.param_groups` to `groups`; in place where it is read-only (a wrapper showing its inner
+    optimizer's list)."""
+    try:
+        opt.param_groups = groups
+    except AttributeError:
+        opt.param_groups[:] = groups
+
+
 def check_loader(dl: Any, name: str) -> None:
     """Raise unless loader `dl` (called `name` in the message) has a length and at least one batch."""
     try:
@@ -848,7 +857,7 @@ class Learner:
             self.opt.load_state_dict(ck['opt'])
             for old, new in zip(pgs, self.opt.param_groups, strict=True):
                 old.update(new)
-            self.opt.param_groups = pgs  # keep the param-group dicts, which callbacks (e.g. RecorderCB) hold
+            put_param_groups(self.opt, pgs)  # keep the param-group dicts, which callbacks (e.g. RecorderCB) hold
         self.train_iter, self.epoch = ck['train_iter'], ck['epoch']
         self._at, self._n_done, self._phase_done = (ck['epoch'], ck['phase'], ck['start']), ck['iter'], False
 

@@ -13,7 +13,7 @@ import torch
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
-from .learner import Callback, Learner, copy_state, loader_generators
+from .learner import Callback, Learner, copy_state, loader_generators, put_param_groups
 
 __all__ = ['no_trace']
 
@@ -113,7 +113,7 @@ def _restore_opt(opt: torch.optim.Optimizer | None, opt_sd: dict | None) -> None
         for old, new in zip(pgs, opt.param_groups, strict=True):
             old.clear()
             old.update(new)
-        opt.param_groups[:] = pgs  # (in place: an optimizer wrapper may show its inner one's list)
+        put_param_groups(opt, pgs)
 
 
 def _restore_attrs(learn: Learner, attrs: dict) -> None:

@@ -17,6 +17,11 @@ from .schedulers import Scheduler, get_mom
 __all__ = ['BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'RecorderCB', 'rec_lr', 'rec_mom']
 
 
+def _kind(schedo: Any) -> str:
+    """A scheduler's class by its full name (miniai's `CyclicLR` is not PyTorch's)."""
+    return f'{type(schedo).__module__}.{type(schedo).__qualname__}'
+
+
 class BaseSchedCB(Callback):
     """Builds `sched(opt)` at the start of a fit that trains; subclasses say when it steps.
 
@@ -54,25 +59,33 @@ class BaseSchedCB(Callback):
         """The scheduler's state and its class name."""
         if not hasattr(self, 'schedo'):
             return self._loaded
-        return {'sched': self.schedo.state_dict(), 'kind': type(self.schedo).__name__}
+        return {'sched': self.schedo.state_dict(), 'kind': _kind(self.schedo)}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         """Into the scheduler of this fit (a resume: a state of another kind of scheduler is refused, and one of
         our `Scheduler`s refuses a state saved with other arguments; PyTorch's take the saved ones, as they do) or of
         the last fit (`learn.load`); before any fit (`learn.load`), kept for `state_dict`."""
+        if sd and hasattr(self, 'schedo') and not self._fitting and sd.get('kind', _kind(self.schedo)) != _kind(
+                self.schedo):
+            del self.schedo  # `learn.load` of another kind's state: kept as it is, for `state_dict`
         if sd and hasattr(self, 'schedo'):
             if self._fitting:
-                self._check_kind(sd.get('kind'))  # None: saved before the kind was kept
+                self._check_kind(sd['sched'], sd.get('kind'))
             if self._fitting and isinstance(self.schedo, Scheduler):
                 self._check_args(sd['sched'])
             self.schedo.load_state_dict(sd['sched'])
         else:
             self._loaded = sd
 
-    def _check_kind(self, kind: str | None) -> None:
-        if kind not in (None, type(self.schedo).__name__):
+    def _check_kind(self, sd: dict[str, Any], kind: str | None) -> None:
+        """Raise if state `sd` is of another kind of scheduler: its class as saved, else (a state from before the
+        class was kept) for one of ours, keys it does not have."""
+        if kind is None and isinstance(self.schedo, Scheduler):
+            foreign = sorted(set(sd) - set(vars(self.schedo)))
+            kind = f'scheduler with {", ".join(foreign)}' if foreign else None
+        if kind not in (None, _kind(self.schedo)):
             raise ValueError(f"{type(self).__name__}: the checkpoint's scheduler is a {kind}, this fit's a "
-                             f'{type(self.schedo).__name__}: build the scheduler of the run that saved it.')
+                             f'{_kind(self.schedo)}: build the scheduler of the run that saved it.')
 
     def _check_args(self, sd: dict[str, Any]) -> None:
         """Raise if the scheduler of state `sd` was built with other arguments than this fit's."""

@@ -70,8 +70,10 @@ def test_patience_stops_early_and_keeps_the_best_checkpoint(tiny_fmnist, tmp_pat
     with pytest.raises(SystemExit, match='that run stopped early .--patience 2., so it has nothing left to train'):
         main(['fit', '--resume', str(tmp_path / 'run')])
     (tmp_path / 'run' / 'model.pt').unlink()  # as after a Ctrl-C once its last checkpoint was saved
+    capsys.readouterr()
     main(['fit', '--resume', str(tmp_path / 'run')])  # writes the outputs
     assert (tmp_path / 'run' / 'model.pt').is_file()
+    assert 'learn.load(path)' not in capsys.readouterr().err  # the Python API's advice: not for the CLI
     with pytest.raises(SystemExit, match='--patience must be at least 1'):
         fit(tiny_fmnist, '--patience', '0')
 

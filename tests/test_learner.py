@@ -564,7 +564,7 @@ class Wrapped:
     def load_state_dict(self, sd): self.inner.load_state_dict(sd)
 
 
-def test_an_optimizer_wrapper_with_what_the_learner_uses_trains():
+def test_an_optimizer_wrapper_with_what_the_learner_uses_trains(tmp_path):
     learn = TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=0.1, opt_func=Wrapped)
     w = learn.model.weight.detach().clone()
     learn.fit(1)
@@ -572,6 +572,10 @@ def test_an_optimizer_wrapper_with_what_the_learner_uses_trains():
     w = learn.model.weight.detach().clone()
     learn.lr_find(num_it=3)  # puts the optimizer back through its read-only param_groups
     assert torch.equal(w, learn.model.weight) and learn.opt.param_groups[0]['lr'] == 0.1
+    learn.save(tmp_path / 'ck.pt')
+    other = TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=0.1, opt_func=Wrapped)
+    other.load(tmp_path / 'ck.pt')  # the same, through the Learner's own restore
+    assert torch.equal(other.model.weight, learn.model.weight)
 
 
 def test_load_and_fit_one_cycle_use_the_optimizer_of_a_changed_opt_func(tmp_path):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, optim
 from torch.optim.lr_scheduler import CosineAnnealingLR, ReduceLROnPlateau, StepLR
+from torch.optim.lr_scheduler import CyclicLR as TorchCyclicLR
 from torch.utils.data import DataLoader, TensorDataset
 from torcheval.metrics import MulticlassAccuracy
 
@@ -196,12 +197,38 @@ def test_resume_with_other_scheduler_arguments_is_refused_then_the_right_one_res
     (partial(CosineAnnealing, T_max=12), partial(OneCycle, max_lr=0.1, total_steps=12)),
     (partial(OneCycle, max_lr=0.1, total_steps=12), partial(CosineAnnealing, T_max=12)),
     (partial(CosineAnnealing, T_max=12), partial(CyclicLR, base_lr=0.05, max_lr=0.1, step_size_up=3)),
-    (partial(StepLR, step_size=2), partial(CosineAnnealingLR, T_max=12))])  # PyTorch's too
+    (partial(StepLR, step_size=2), partial(CosineAnnealingLR, T_max=12)),  # PyTorch's too
+    (partial(TorchCyclicLR, base_lr=0.05, max_lr=0.1, step_size_up=3),  # the same name, another class
+     partial(CyclicLR, base_lr=0.05, max_lr=0.1, step_size_up=3))])
 def test_resume_with_another_kind_of_scheduler_is_refused(tmp_path, saved, other):
     make_learner([BatchSchedCB(saved), CheckpointCB(tmp_path), StopAfter()]).fit(4)
-    with pytest.raises(ValueError, match=rf"the checkpoint's scheduler is a {saved.func.__name__}, this fit's a "
-                                         rf'{other.func.__name__}: build the scheduler of the run that saved it'):
+    name = lambda p: f'{p.func.__module__}.{p.func.__name__}'
+    with pytest.raises(ValueError, match=rf"the checkpoint's scheduler is a {name(saved)}, this fit's a "
+                                         rf'{name(other)}: build the scheduler of the run that saved it'):
         make_learner([BatchSchedCB(other), CheckpointCB(tmp_path)]).fit(4, resume=tmp_path)
+
+
+@pytest.mark.filterwarnings('ignore:BatchSchedCB. .* but this fit takes', 'ignore:Checkpoint. callback states')
+def test_a_checkpoint_from_before_the_kind_was_kept_is_checked_by_its_keys(tmp_path):
+    make_learner([BatchSchedCB(partial(CosineAnnealing, T_max=12)), CheckpointCB(tmp_path), StopAfter()]).fit(4)
+    ck = torch.load(tmp_path / 'checkpoint.pt', weights_only=True)
+    del ck['cbs']['BatchSchedCB_0']['kind']
+    torch.save(ck, tmp_path / 'old.pt')
+    with pytest.raises(ValueError, match=r"the checkpoint's scheduler is a scheduler with T_max, eta_min, this fit's "
+                                         r'a miniai.schedulers.OneCycle'):
+        make_learner([BatchSchedCB(partial(OneCycle, max_lr=0.1, total_steps=12))]).fit(4, resume=tmp_path / 'old.pt')
+    make_learner([BatchSchedCB(partial(CosineAnnealing, T_max=12))]).fit(4, resume=tmp_path / 'old.pt')  # its own
+
+
+def test_load_of_another_kinds_state_keeps_it_as_saved(tmp_path):
+    saved = make_learner([BatchSchedCB(partial(CosineAnnealing, T_max=3))])
+    saved.fit(1)
+    saved.save(tmp_path / 'cos.pt')
+    cb = BatchSchedCB(partial(OneCycle, max_lr=0.1, total_steps=3))
+    learn = make_learner([cb])
+    learn.fit(1)
+    learn.load(tmp_path / 'cos.pt')
+    assert not hasattr(cb, 'schedo') and cb.state_dict() == saved.cbs[0].state_dict()
 
 
 def test_load_after_a_fit_takes_the_saved_scheduler(tmp_path):
