@@ -101,7 +101,7 @@ def train_run(model_fn: Callable[[], nn.Module], dls_fn: Callable[[], Any], opt_
     learn = TrainLearner(model_fn(), dls, F.cross_entropy, cbs=cbs, opt_func=opt_func)
     sched = []
     if lr is None:
-        found = learn.lr_find(**(lr_find_kw or {}))
+        found = learn.lr_find(**{'show_plot': False, **(lr_find_kw or {})})
         lr = found.upper
         if clr:
             step = max(1, round(clr_step_epochs * len(dls.train)))

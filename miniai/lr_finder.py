@@ -183,8 +183,9 @@ def _paused_in_lr_find(cb: Callback) -> bool:
 
 
 def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it: int = 100,
-            smooth: float = 0.98, stop_div: bool = True) -> LRFindResult:
-    """Runs an `LRFinderCB` (training only, looping over the training loader as needed); returns what it saw.
+            smooth: float = 0.98, stop_div: bool = True, show_plot: bool = True) -> LRFindResult:
+    """Runs an `LRFinderCB` (training only, looping over the training loader as needed); returns what it saw,
+    with the suggested lrs, and plots it (`LRFindResult.plot`) unless `show_plot=False`, as fastai's does.
 
     Leaves no trace (see the module's doc). Callbacks in `PAUSED_IN_LR_FIND`, or with `skip_in_lr_find`
     True, do not run meanwhile; the others (training steps, device, batch transforms, progress bars) do.
@@ -198,7 +199,10 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it:
     cb = LRFinderCB(start_lr, end_lr, num_it, smooth, stop_div)
     with no_trace(learn, paused=_paused_in_lr_find):
         learn.fit(math.ceil(num_it / n), valid=False, cbs=[cb])
-    return LRFindResult(cb.lrs, cb.losses)
+    res = LRFindResult(cb.lrs, cb.losses)
+    if show_plot:
+        res.plot()
+    return res
 
 
 Learner.lr_find = lr_find

@@ -2,6 +2,7 @@
 
 import os
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,14 @@ import pytest
 
 FMNIST_FILES = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz',
                 't10k-labels-idx1-ubyte.gz')
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Closes the figures a test drew (`lr_find` plots, as fastai's does), so that they do not pile up."""
+    yield
+    if 'matplotlib.pyplot' in sys.modules:
+        sys.modules['matplotlib.pyplot'].close('all')
 
 
 @pytest.fixture(scope='session')

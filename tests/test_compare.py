@@ -66,7 +66,7 @@ def test_compare_optimizers_table_csv_png_and_clr_bounds(tmp_path, spy_lr_find, 
                                                                          ('Adam', 1, 0), ('Adam', 1, 1)]
     assert all(0 <= r['valid_accuracy'] <= 1 and r['seconds'] > 0 for r in rows)
     # The CLR bounds come from lr_find, once per SGD+CLR run, with `lr_find_kw`.
-    assert spy_lr_find == [{'num_it': 20}] * 2
+    assert spy_lr_find == [{'show_plot': False, 'num_it': 20}] * 2  # not drawn: one figure per run would pile up
     assert {r['lr'] for r in rows if r['optimizer'] == 'SGD+CLR'} == {0.3}
     # 4 batches per epoch and a step of one epoch: a triangle from 0.05 up to 0.3 at batch 4 and back.
     assert recorders[2].lrs == pytest.approx([0.05 + 0.25 * (1 - abs(k - 4) / 4) for k in range(8)])

@@ -474,3 +474,13 @@ def test_lazy_layers_are_put_back_when_the_block_raises_after_initialising_them(
     assert is_uninitialised(learn.model)
     learn.model(torch.randn(8, 5))  # another input size: initialised for it
     assert learn.model[0].weight.shape == (16, 5)
+
+
+def test_lr_find_plots_its_result_unless_told_not_to():
+    import matplotlib.pyplot as plt
+    plt.close('all')
+    res = make_learner().lr_find(num_it=10)
+    assert plt.get_fignums() == [1] and plt.gca().get_xscale() == 'log' and res.minimum > 0
+    plt.close('all')
+    make_learner().lr_find(num_it=10, show_plot=False)
+    assert plt.get_fignums() == []
