@@ -203,10 +203,11 @@ def fit_or_exit(learn: Learner, args: argparse.Namespace, ckpt: Path) -> None:
     from .guards import NonFiniteLossError
     resume = f'continue with: miniai fit --resume {ckpt.parent}'
     saved = load_checkpoint(ckpt) if args.resume else {}
-    if saved.get('should_stop') and (ckpt.parent / 'model.pt').exists():  # else: write the outputs
+    done = (ckpt.parent / 'model.pt').exists()  # a run without its outputs (Ctrl-C at its end) resumes to write them
+    if saved.get('should_stop') and done:
         raise SystemExit(f'miniai fit --resume {ckpt.parent}: that run stopped early (--patience {args.patience}), '
                          'so it has nothing left to train. To train longer, start a new run.')
-    if saved and saved['epoch'] >= args.epochs and (ckpt.parent / 'model.pt').exists():  # else: write the outputs
+    if saved and saved['epoch'] >= args.epochs and done:
         raise SystemExit(f'miniai fit --resume {ckpt.parent}: that run finished its {args.epochs} '
                          f'epoch{"s" * (args.epochs != 1)}, so it has nothing left to train. To train longer, start a '
                          'new run (with --epochs).')

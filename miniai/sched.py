@@ -65,16 +65,17 @@ class BaseSchedCB(Callback):
         """Into the scheduler of this fit (a resume: a state of another kind of scheduler is refused, and one of
         our `Scheduler`s refuses a state saved with other arguments; PyTorch's take the saved ones, as they do) or of
         the last fit (`learn.load`); before any fit (`learn.load`), kept for `state_dict`."""
-        if sd and hasattr(self, 'schedo') and not self._fitting and sd.get('kind', _kind(self.schedo)) != _kind(
-                self.schedo):
-            del self.schedo  # `learn.load` of another kind's state: kept as it is, for `state_dict`
-        if sd and hasattr(self, 'schedo'):
-            if self._fitting:
-                self._check_kind(sd['sched'], sd.get('kind'))
-            if self._fitting and isinstance(self.schedo, Scheduler):
+        if not (sd and hasattr(self, 'schedo')):
+            self._loaded = sd
+        elif self._fitting:  # a resume
+            self._check_kind(sd['sched'], sd.get('kind'))
+            if isinstance(self.schedo, Scheduler):
                 self._check_args(sd['sched'])
             self.schedo.load_state_dict(sd['sched'])
-        else:
+        elif sd.get('kind', _kind(self.schedo)) == _kind(self.schedo):  # `learn.load` between fits
+            self.schedo.load_state_dict(sd['sched'])
+        else:  # `learn.load` of another kind's state: kept as it is, for `state_dict`
+            del self.schedo
             self._loaded = sd
 
     def _check_kind(self, sd: dict[str, Any], kind: str | None) -> None:
