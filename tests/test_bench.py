@@ -3,6 +3,7 @@
 Only that they run and report is checked, never how fast anything is.
 """
 
+import json
 import re
 import struct
 import subprocess
@@ -38,3 +39,18 @@ def test_bench_quick(script, expect, tiny_fmnist):
         assert s in res.stdout
     ratios = re.findall(r'ratio [^:]+: (\d+\.\d+)x', res.stdout)
     assert len(ratios) >= 2 and all(float(r) > 0 for r in ratios)
+
+
+def test_best_sweep_smoke(tiny_fmnist, tmp_path):
+    """`bench/best_sweep.py` trains its candidates through `miniai fit` in worker processes and reports each."""
+    out = tmp_path / 'runs.jsonl'
+    res = subprocess.run([sys.executable, str(BENCH / 'best_sweep.py'), '--device', 'cpu', '--epochs', '1',
+                          '--limit-batches', '1', '--workers', '1', '--threads', '1', '--candidates', 'base,bs64',
+                          '--seeds', '3', '--data', str(tiny_fmnist), '--out', str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    runs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r['name'] for r in runs) == ['base', 'bs64'] and all(r['seed'] == 3 for r in runs)
+    assert all(len(r['acc']) == 1 and 0 <= r['acc'][0] <= 1 for r in runs)
+    table = res.stdout.split('by mean over the seeds:')[1]
+    assert re.search(r'base \d\.\d{4}  seed 3: \d\.\d{4}', table) and 'bs64' in table
