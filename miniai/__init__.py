@@ -26,6 +26,7 @@ from .guards import *
 from .hooks import *
 from .learner import *
 from .lr_finder import *
+from .lsuv import *
 from .metrics import *
 from .models import *
 from .no_trace import *
@@ -36,6 +37,7 @@ from .progress import *
 from .recipes import *
 from .sched import *
 from .schedulers import *
+from .summary import *
 from .transfer import *
 from .vision import *
 

@@ -53,7 +53,7 @@ from functools import wraps
 from itertools import islice, repeat
 from numbers import Real
 from operator import attrgetter, index
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -62,6 +62,9 @@ from torch import nn, optim
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from .guards import NonFiniteLossError, backward_loss, call_loss, call_model, check_batch
+
+if TYPE_CHECKING:
+    from .summary import Summary
 
 __all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'run_cbs',
            'with_cbs', 'Learner', 'TrainLearner', 'MomentumLearner', 'get_rng_state', 'set_rng_state',
@@ -529,6 +532,11 @@ class Learner:
         if self._fitting:
             raise RuntimeError(f'{what}: this Learner is in the middle of a fit (was it called from a callback?); '
                                f'call {what} before or after the fit.')
+
+    def summary(self, xb: torch.Tensor | tuple[torch.Tensor, ...] | None = None, depth: int = 1) -> Summary:
+        """Each layer's input and output shapes, parameters and MFLOPS on one batch: see `miniai.summary.summary`."""
+        from .summary import summary
+        return summary(self, xb, depth)
 
     def _check_loaders(self, phases: tuple[str, ...]) -> None:
         for phase in phases:

@@ -1,0 +1,157 @@
+"""`lsuv_init`: each layer's output ends at mean 0 and std 1; modes, BatchNorm stats, RNGs and hooks put back."""
+
+import warnings
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+from miniai.hooks import Hooks
+from miniai.lsuv import lsuv_init
+from miniai.models import GeneralRelu
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+TOL = 1e-3
+
+
+def cnn(act=nn.ReLU, bn=False):
+    torch.manual_seed(0)
+    def block(ni, nf):
+        return [nn.Conv2d(ni, nf, 3, stride=2, padding=1, bias=not bn), *([nn.BatchNorm2d(nf)] if bn else []), act()]
+    return nn.Sequential(*block(1, 4), *block(4, 8), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+
+
+def xb(n=16):
+    return torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 3 + 1
+
+
+def output_stats(model, mods, x):
+    """Mean and std of each of `mods`' outputs on `x`, in training mode (as `lsuv_init` measures them)."""
+    stats = []
+    modes, bufs = [m.training for m in model.modules()], [b.clone() for b in model.buffers()]
+    with Hooks(mods, lambda h, m, i, o: stats.append((o.mean().item(), o.std().item()))), torch.no_grad():
+        model.train()(x)
+    for m, t in zip(model.modules(), modes): m.training = t
+    for b, saved in zip(model.buffers(), bufs): b.copy_(saved)
+    return stats
+
+
+def layers(model, kind=(nn.Conv2d, nn.Linear)): return [m for m in model.modules() if isinstance(m, kind)]
+
+
+def hooks_left(model): return [n for n, m in model.named_modules() if m._forward_hooks]
+
+
+def test_each_conv_and_linear_output_ends_at_mean_0_std_1():
+    model, x = cnn(), xb()
+    assert not all(abs(m) < TOL and abs(s - 1) < TOL for m, s in output_stats(model, layers(model), x))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert lsuv_init(model, x) is model
+    for mean, std in output_stats(model, layers(model), x):
+        assert abs(mean) < TOL and abs(std - 1) < TOL
+    assert hooks_left(model) == []
+
+
+def test_measured_activations_as_the_course_does():
+    model, x = cnn(partial(GeneralRelu, leak=0.1, sub=0.4)), xb()
+    acts, convs = layers(model, GeneralRelu), layers(model, nn.Conv2d)
+    lsuv_init(model, x, modules=list(zip(acts, convs)))
+    for mean, std in output_stats(model, acts, x):
+        assert abs(mean) < TOL and abs(std - 1) < TOL
+
+
+def test_batchnorm_stats_and_modes_are_put_back_and_layers_without_bias_get_std_1():
+    model, x = cnn(bn=True), xb()
+    model[1].running_var.fill_(2.)
+    model.eval()
+    model[5].train()  # a mix of modes, put back module by module
+    bufs = {k: v.clone() for k, v in model.named_buffers()}
+    modes = [m.training for m in model.modules()]
+    rng = torch.get_rng_state()
+    lsuv_init(model, x)
+    assert all(torch.equal(v, dict(model.named_buffers())[k]) for k, v in bufs.items())
+    assert [m.training for m in model.modules()] == modes
+    assert torch.equal(torch.get_rng_state(), rng)
+    stats = output_stats(model, layers(model), x)
+    assert all(abs(std - 1) < TOL for _, std in stats)
+    assert abs(stats[-1][0]) < TOL  # the Linear, which has a bias, after a BatchNorm run in training mode
+
+
+def test_dropout_masks_stay_the_same_so_it_converges_and_the_rng_is_put_back():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 20), nn.Dropout(0.5), nn.Linear(20, 5))
+    x, rng = torch.randn(32, 10), torch.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        lsuv_init(model, x)
+    assert torch.equal(torch.get_rng_state(), rng)
+    torch.set_rng_state(rng)  # the masks lsuv_init saw
+    mean, std = output_stats(model, layers(model), x)[-1]
+    assert abs(mean) < TOL and abs(std - 1) < TOL
+
+
+def test_dead_layer_warns_and_keeps_finite_weights():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].bias.fill_(-10.)  # every ReLU input negative: its output is all 0
+    before = [p.clone() for p in model.parameters()]
+    with pytest.warns(UserWarning, match=r"'2' \(Linear\) \(measured at '1' \(ReLU\)\) has std 0 \(a dead layer"):
+        lsuv_init(model, torch.rand(8, 3), modules=[(model[1], model[2])])
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    with pytest.warns(UserWarning, match=r"'2' \(Linear\) has std 0"):  # its own output: its constant bias
+        lsuv_init(model, torch.rand(8, 3), modules=[model[2]])
+    assert all(torch.equal(p, b) and p.isfinite().all() for p, b in zip(model.parameters(), before))
+
+
+def test_an_output_that_cannot_reach_mean_0_warns_and_the_layer_keeps_its_weights():
+    model, x = cnn(), xb()  # a plain ReLU's output: LSUV drives the conv to a dead layer
+    before = [p.clone() for p in model.parameters()]
+    with pytest.warns(UserWarning, match=r"'0' \(Conv2d\) \(measured at '1' \(ReLU\)\).*plain ReLU"):
+        lsuv_init(model, x, modules=[(model[1], model[0])])
+    assert all(torch.equal(p, b) and p.isfinite().all() for p, b in zip(model.parameters(), before))
+
+
+def test_warns_when_not_converged():
+    model = cnn()
+    with pytest.warns(UserWarning, match=r"'0' \(Conv2d\) did not converge in 1 iterations.*raise max_iters"):
+        lsuv_init(model, xb(), modules=[model[0]], max_iters=1)
+
+
+def test_hooks_modes_and_buffers_put_back_when_a_module_does_not_run():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.bn, self.unused = nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 4)
+        def forward(self, x): return self.bn(self.body(x))
+    model = Net().eval()
+    bufs = [b.clone() for b in model.buffers()]
+    with pytest.raises(ValueError, match=r"'unused' \(Linear\) did not run in model\(xb\)"):
+        lsuv_init(model, torch.randn(8, 3))
+    assert hooks_left(model) == []
+    assert not any(m.training for m in model.modules())
+    assert all(torch.equal(b, s) for b, s in zip(model.buffers(), bufs))
+
+
+def test_bad_input_is_refused_with_the_fix():
+    model, x = cnn(), xb()
+    with pytest.raises(TypeError, match=r"'1' \(ReLU\) has no weight to scale"):
+        lsuv_init(model, x, modules=[model[1]])
+    with pytest.raises(ValueError, match='not a module of the model'):
+        lsuv_init(model, x, modules=[nn.Linear(2, 2)])
+    with pytest.raises(TypeError, match=r'\(measured, adjusted\) pairs'):
+        lsuv_init(model, x, modules=[(model[0], model[1], model[2])])
+    with pytest.raises(ValueError, match='modules is empty'):
+        lsuv_init(model, x, modules=[])
+    with pytest.raises(ValueError, match='no Conv or Linear layer'):
+        lsuv_init(nn.Sequential(nn.ReLU()), x)
+    with pytest.raises(ValueError, match='tol is'):
+        lsuv_init(model, x, tol=0)
+    with pytest.raises(ValueError, match='max_iters is'):
+        lsuv_init(model, x, max_iters=0)
+    with pytest.raises(TypeError, match='not an nn.Module'):
+        lsuv_init(lambda x: x, x)
+    with pytest.raises(ValueError, match=r'lazy layers not yet initialised; run a batch through it first'):
+        lsuv_init(nn.Sequential(nn.LazyLinear(2)), torch.randn(4, 3))

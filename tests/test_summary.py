@@ -1,0 +1,167 @@
+"""`summary` / `learn.summary()`: shapes, parameters and MFLOPS per layer, depth, no trace, bad input."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parameter import is_lazy
+from torch.utils.data import DataLoader, TensorDataset
+
+from miniai.guards import BatchError
+from miniai.learner import Callback, TrainLearner
+from miniai.summary import Summary, SummaryRow, summary
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def small_cnn():
+    """conv 1→4 (3x3, stride 2): 36 + 4 params; linear 64→10: 640 + 10."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 10))
+
+
+def hooks_left(model):
+    return [n for n, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+
+
+def test_rows_give_shapes_params_and_mflops_of_each_child():
+    s = summary(small_cnn(), torch.randn(2, 1, 8, 8))
+    assert s.rows == [
+        SummaryRow('0', 'Conv2d', (2, 1, 8, 8), (2, 4, 4, 4), 40, (36 * 4 * 4 + 4) / 1e6),
+        SummaryRow('1', 'ReLU', (2, 4, 4, 4), (2, 4, 4, 4), 0, 0.),
+        SummaryRow('2', 'Flatten', (2, 4, 4, 4), (2, 64), 0, 0.),
+        SummaryRow('3', 'Linear', (2, 64), (2, 10), 650, 650 / 1e6)]
+    assert s.params == 690
+    assert s.mflops == pytest.approx((36 * 16 + 4 + 650) / 1e6)
+
+
+def test_mflops_of_a_block_counts_kernels_times_output_size_and_other_params_once():
+    block = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))  # 216 + 16 params
+    s = summary(nn.Sequential(block), torch.randn(2, 3, 5, 7))
+    assert s.rows[0].params == 216 + 16
+    assert s.rows[0].mflops == pytest.approx((216 * 5 * 7 + 16) / 1e6)
+
+
+def test_table_is_the_repr_str_and_markdown():
+    s = summary(small_cnn(), torch.randn(2, 1, 8, 8))
+    lines = str(s).splitlines()
+    assert lines[:2] == ['| Module | Input | Output | Num params | MFLOPS |', '|--|--|--|--|--|']
+    assert lines[2] == '| 0: Conv2d | (2, 1, 8, 8) | (2, 4, 4, 4) | 40 | 0.00 |'
+    assert lines[5] == '| 3: Linear | (2, 64) | (2, 10) | 650 | 0.00 |'
+    assert lines[-2:] == ['', 'Total params: 690; MFLOPS: 0.00']
+    assert repr(s) == s._repr_markdown_() == str(s)
+
+
+def test_depth_lists_nested_layers_and_leaves_above_that_depth():
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), nn.Flatten())
+    xb = torch.randn(1, 1, 5, 5)
+    assert [r.name for r in summary(model, xb).rows] == ['0', '1']
+    assert [(r.name, r.module) for r in summary(model, xb, depth=2).rows] == [
+        ('0.0', 'Conv2d'), ('0.1', 'ReLU'), ('1', 'Flatten')]
+    assert [r.name for r in summary(model, xb, depth=5).rows] == ['0.0', '0.1', '1']
+
+
+def test_a_model_without_children_is_its_own_row_and_tuple_inputs_are_spread():
+    class Add(nn.Module):
+        def forward(self, a, b): return a + b
+    s = summary(nn.Linear(3, 2), torch.randn(4, 3))
+    assert [(r.name, r.module, r.params) for r in s.rows] == [('', 'Linear', 8)]
+    assert str(s).splitlines()[2].startswith('| Linear |')
+    s = summary(Add(), (torch.randn(2, 3), torch.randn(2, 3)))
+    assert (s.rows[0].inp, s.rows[0].out) == ((2, 3), (2, 3))
+
+
+def test_a_module_called_twice_has_two_rows_and_its_params_count_once_in_the_total():
+    lin = nn.Linear(2, 2)
+    s = summary(nn.Sequential(lin, nn.ReLU(), lin), torch.randn(3, 2))
+    assert [(r.name, r.params) for r in s.rows] == [('0', 6), ('1', 0), ('0', 6)]
+    assert s.params == 6 and s.mflops == pytest.approx(12 / 1e6)
+    s = summary(nn.Sequential(nn.Sequential(lin), lin), torch.randn(3, 2), depth=2)  # listed twice, hooked once
+    assert [r.name for r in s.rows] == ['0.0', '0.0']
+
+
+def test_tuple_outputs_give_the_first_items_shape():
+    s = summary(nn.Sequential(nn.LSTM(3, 5, batch_first=True)), torch.randn(2, 4, 3))
+    assert s.rows[0].out == (2, 4, 5)
+
+
+def test_leaves_no_trace():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Flatten(), nn.LazyLinear(3))
+    model.train()
+    model[1].eval()  # a mix of modes, put back module by module
+    model[1].running_mean.fill_(0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items() if not is_lazy(v)}
+    modes = [m.training for m in model.modules()]
+    xb, rng = torch.randn(4, 1, 6, 6), torch.get_rng_state()
+    s = summary(model, xb)
+    assert s.rows[-1].params == 64 * 3 + 3 and s.params == 40 + 8 + 195  # the lazy layer counted as it ran
+    assert isinstance(model[4], nn.LazyLinear) and model[4].has_uninitialized_params()
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    assert [m.training for m in model.modules()] == modes
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert hooks_left(model) == ['4']  # only the lazy layer's own initialisation pre-hook
+    assert list(model[4]._forward_pre_hooks.values())[0].__name__ == '_infer_parameters'
+
+
+def test_runs_in_eval_mode_so_batchnorm_takes_a_single_example():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).train()
+    assert summary(model, torch.randn(1, 3)).rows[1].out == (1, 4)
+    assert model.training
+
+
+def test_hooks_and_modes_are_put_back_when_the_model_raises():
+    model = small_cnn().train()
+    with pytest.raises(RuntimeError) as e:
+        summary(model, torch.randn(2, 1, 10, 10))  # 100 features for a Linear(64, 10)
+    assert any('summary: the model failed on inputs of shapes [(2, 1, 10, 10)]' in n for n in e.value.__notes__)
+    assert hooks_left(model) == []
+    assert all(m.training for m in model.modules())
+
+
+def tiny_learner(n=12, bs=4):
+    g = torch.Generator().manual_seed(0)
+    ds = TensorDataset(torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g))
+    dls = SimpleNamespace(train=DataLoader(ds, bs, shuffle=True), valid=DataLoader(ds, bs))
+    return TrainLearner(small_cnn(), dls, F.cross_entropy)
+
+
+def test_learner_summary_runs_the_inputs_of_the_first_training_batch_leaving_the_loader_and_rngs():
+    learn = tiny_learner()
+    rng = torch.get_rng_state()
+    s = learn.summary()
+    assert isinstance(s, Summary)
+    assert s.rows[0].inp == (4, 1, 8, 8) and s.rows[-1].out == (4, 10)
+    assert torch.equal(torch.get_rng_state(), rng)  # the shuffled loader drew from it
+    assert hooks_left(learn.model) == []
+    assert [r.name for r in learn.summary(torch.randn(1, 1, 8, 8), depth=2).rows] == ['0', '1', '2', '3']
+    assert learn.summary(torch.randn(1, 1, 8, 8)).rows[0].inp == (1, 1, 8, 8)
+
+
+def test_bad_input_is_refused_with_the_fix():
+    model = small_cnn()
+    with pytest.raises(TypeError, match=r'pass one, summary\(model, xb\)'):
+        summary(model)
+    with pytest.raises(TypeError, match='expected a Learner or an nn.Module, got list'):
+        summary([model], torch.randn(1, 1, 8, 8))
+    for depth in (0, 1.5, True):
+        with pytest.raises(ValueError, match='depth is how many levels'):
+            summary(model, torch.randn(1, 1, 8, 8), depth=depth)
+    learn = tiny_learner()
+    learn.dls.train = DataLoader(TensorDataset(torch.randn(0, 1, 8, 8), torch.zeros(0)), 4)
+    with pytest.raises(ValueError, match='dls.train has no batches'):
+        summary(learn)
+    learn.dls.train = [{'x': torch.randn(4, 1, 8, 8)}]
+    with pytest.raises(BatchError, match='Batches must be'):
+        summary(learn)
+
+
+def test_refused_inside_a_fit():
+    class Summarise(Callback):
+        def before_fit(self, learn): learn.summary()
+    learn = tiny_learner()
+    with pytest.raises(RuntimeError, match='summary: this Learner is in the middle of a fit'):
+        learn.fit(1, cbs=[Summarise()])
