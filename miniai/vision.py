@@ -1,9 +1,12 @@
 """The second article's vision pieces: a vanilla CNN for 28×28 images, whole-batch random crop + flip
-augmentation on the batch's device, and per-channel mean/std for normalisation."""
+augmentation on the batch's device, and per-channel mean/std for normalisation; plus the fast.ai course's
+random erasing and random copy (part 2, notebook 14_augment), drawn per item but done for the whole batch,
+and `BatchCompose` to chain such batch transforms."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from numbers import Real
 from typing import Any
 
 import torch
@@ -11,7 +14,8 @@ from torch import Tensor, nn
 
 from .guards import is_whole
 
-__all__ = ['conv_block', 'vanilla_cnn', 'BatchAugment', 'batch_augment', 'channel_stats']
+__all__ = ['conv_block', 'vanilla_cnn', 'BatchAugment', 'batch_augment', 'RandErase', 'RandCopy', 'BatchCompose',
+           'channel_stats']
 
 
 def conv_block(ni: int, nf: int, double: bool = False) -> nn.Sequential:
@@ -34,7 +38,29 @@ def vanilla_cnn(n_classes: int = 10, nfs: Sequence[int] = (8, 16, 32), p_drop: f
     return nn.Sequential(*blocks, *head)
 
 
-class BatchAugment:
+class _ImageBatchTfm:
+    """Base of the whole-batch image transforms: a subclass defines `augment(x)` for images `[N, C, H, W]`;
+    calling it on `x` or on an `(x, y, ...)` batch (then only `x` changes) is shared here."""
+    def augment(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _check_images(self, x: Tensor) -> None:
+        if x.ndim != 4:
+            raise ValueError(f'{type(self).__name__}: expected a batch of images [N, C, H, W], got shape '
+                             f'{tuple(x.shape)}; add the missing dims, e.g. x[None] for one image or x[:, None] '
+                             'for [N, H, W].')
+
+    def __call__(self, b: Any) -> Any:
+        if isinstance(b, Tensor):
+            return self.augment(b)
+        if not isinstance(b, (tuple, list)):
+            raise TypeError(f'{type(self).__name__}: expected images or an (x, y, ...) batch, got a '
+                            f'{type(b).__name__}; for dict batches use tuple batches (e.g. DataLoaders.from_dd(..., '
+                            "as_tuple=True)) or augment the images yourself: b['image'] = aug(b['image']).")
+        return type(b)((self.augment(b[0]), *b[1:]))
+
+
+class BatchAugment(_ImageBatchTfm):
     """Random crop with `pad` pixels of padding and random horizontal flip, drawn per item but done for the
     whole batch at once on its device: pad once, then one gather with per-item offsets (a flip is a reversed
     column index). Call it on `x` or on an `(x, y, ...)` batch (then only `x` changes), so it works as
@@ -48,9 +74,7 @@ class BatchAugment:
     def augment(self, x: Tensor) -> Tensor:
         """Augment a batch of images `[N, C, H, W]`."""
         from torchvision.transforms.v2.functional import pad
-        if x.ndim != 4:
-            raise ValueError(f'BatchAugment: expected a batch of images [N, C, H, W], got shape {tuple(x.shape)}; '
-                             'add the missing dims, e.g. x[None] for one image or x[:, None] for [N, H, W].')
+        self._check_images(x)
         n, _, h, w = x.shape
         p, dev = self.pad, x.device
         rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
@@ -64,17 +88,120 @@ class BatchAugment:
         items, chans = torch.arange(n, device=dev), torch.arange(x.shape[1], device=dev)
         return x[items[:, None, None, None], chans[:, None, None], i[:, None, :, None], j[:, None, None, :]]
 
-    def __call__(self, b: Any) -> Any:
-        if isinstance(b, Tensor):
-            return self.augment(b)
-        if not isinstance(b, (tuple, list)):
-            raise TypeError(f'BatchAugment: expected images or an (x, y, ...) batch, got a {type(b).__name__}; '
-                            'for dict batches use tuple batches (e.g. DataLoaders.from_dd(..., as_tuple=True)) '
-                            "or augment the images yourself: b['image'] = aug(b['image']).")
-        return type(b)((self.augment(b[0]), *b[1:]))
-
     def __repr__(self) -> str:
         return f'{type(self).__name__}(pad={self.pad}, flip={self.flip}, padding_mode={self.padding_mode!r})'
+
+
+class _RandRects(_ImageBatchTfm):
+    """Shared by `RandErase` and `RandCopy`: argument checks and the per-item random rectangles."""
+    def __init__(self, pct: float = 0.2, max_num: int = 4):
+        name = type(self).__name__
+        if isinstance(pct, bool) or not isinstance(pct, Real) or not 0 < pct <= 1:
+            raise ValueError(f'{name}: pct must be a fraction of the image height and width in (0, 1], got '
+                             f'{pct!r}; e.g. pct=0.2 for rectangles a fifth of the image\'s height and width.')
+        if not is_whole(max_num):
+            raise ValueError(f'{name}: max_num must be a whole number of rectangles >= 0, got {max_num!r}; '
+                             'e.g. max_num=4 (max_num=0 changes nothing).')
+        self.pct, self.max_num = pct, max_num
+
+    def _size(self, h: int, w: int) -> tuple[int, int]:
+        return int(self.pct * h), int(self.pct * w)  # as the course: a side under 1/pct pixels gives none
+
+    def _corners(self, n: int, h: int, w: int, dev: torch.device) -> tuple[Tensor, Tensor]:
+        """Top-left corners `[N, max_num]` (rows, columns) of rectangles drawn uniformly inside the image."""
+        sh, sw = self._size(h, w)
+        k = self.max_num
+        return torch.randint(0, h - sh + 1, (n, k), device=dev), torch.randint(0, w - sw + 1, (n, k), device=dev)
+
+    def _which(self, r0: Tensor, c0: Tensor, h: int, w: int) -> Tensor:
+        """Which rectangle covers each pixel, `[N, H, W]`: 0 for none, else 1 + the last rectangle `k` covering it.
+        Each item's number of rectangles is drawn uniformly in 0..max_num (rectangle `k` counts if `k` < it)."""
+        n, k = r0.shape
+        sh, sw = self._size(h, w)
+        dev = r0.device
+        num = torch.randint(0, k + 1, (n, 1), device=dev)
+        ks = torch.arange(1, k + 1, device=dev, dtype=torch.uint8 if k < 256 else torch.int64)
+        rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
+        in_r = torch.where(ks <= num, ks, 0)[..., None] * ((rows >= r0[..., None]) & (rows < (r0 + sh)[..., None]))
+        in_c = (cols >= c0[..., None]) & (cols < (c0 + sw)[..., None])  # [N, K, W]
+        return (in_r[..., :, None] * in_c[..., None, :]).amax(1)  # [N, K, H, W] -> [N, H, W]
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(pct={self.pct}, max_num={self.max_num})'
+
+
+class RandErase(_RandRects):
+    """Random erasing (the fast.ai course's `rand_erase`), drawn per item, done for the whole batch at once on its
+    device: each image gets 0..`max_num` rectangles (the number drawn uniformly per image) of `pct` of its height
+    and width, at uniform positions inside it, filled with Gaussian noise of that image's own per-channel mean and
+    (population) std, clamped to that image's per-channel min and max (the course uses the whole batch's mean, std,
+    min and max). So the noise has its image's mean and spread (up to the clamping) whatever else is in the batch,
+    and the per-channel batch statistics that BatchNorm sees stay those of the normalised data. A constant image
+    is left as it is. Needs floating-point (normalised) images; returns a new tensor. Call it on `x` or an
+    `(x, y, ...)` batch, as `BatchAugment`."""
+    def augment(self, x: Tensor) -> Tensor:
+        """Erase rectangles of a batch of images `[N, C, H, W]`."""
+        self._check_images(x)
+        if not x.is_floating_point():
+            raise TypeError(f'RandErase: expected floating-point (normalised) images, got {x.dtype}; convert them '
+                            'first, e.g. (x.float() / 255 - mean) / std.')
+        if not self.max_num:
+            return x.clone()
+        n, _, h, w = x.shape
+        r0, c0 = self._corners(n, h, w, x.device)
+        erase = (self._which(r0, c0, h, w) > 0)[:, None]  # [N, 1, H, W]
+        xf = x.float() if x.element_size() < 4 else x  # statistics of half-precision images in float32
+        mean = xf.mean((2, 3), keepdim=True)  # [N, C, 1, 1]; two passes (std_mean is slow on CPUs)
+        std = (xf - mean).square_().mean((2, 3), keepdim=True).sqrt_()
+        lo, hi = xf.amin((2, 3), keepdim=True), xf.amax((2, 3), keepdim=True)
+        noise = torch.randn(x.shape, dtype=xf.dtype, device=x.device).mul_(std).add_(mean).clamp_(lo, hi)
+        return torch.where(erase, noise.to(x.dtype), x)
+
+
+class RandCopy(_RandRects):
+    """Random copy (the fast.ai course's `rand_copy`), drawn per item, done for the whole batch at once on its
+    device: each image gets 0..`max_num` rectangles (the number drawn uniformly per image) of `pct` of its height
+    and width, each a copy of a same-sized patch of the same image from another uniform random position. Patches
+    are read from the input image (where two rectangles overlap, the later one wins), all in one gather. Works on
+    any dtype; returns a new tensor. Call it on `x` or an `(x, y, ...)` batch, as `BatchAugment`."""
+    def augment(self, x: Tensor) -> Tensor:
+        """Copy patches within each image of a batch `[N, C, H, W]`."""
+        self._check_images(x)
+        if not self.max_num:
+            return x.clone()
+        n, c, h, w = x.shape
+        dev = x.device
+        r0, c0 = self._corners(n, h, w, dev)  # destinations
+        r1, c1 = self._corners(n, h, w, dev)  # sources
+        which = self._which(r0, c0, h, w).long().flatten(1)  # [N, H*W]
+        zero = torch.zeros(n, 1, dtype=r0.dtype, device=dev)  # the offset of pixels no rectangle covers
+        dr = torch.cat((zero, r1 - r0), 1).gather(1, which).view(n, h, w)  # each pixel's source offset
+        dc = torch.cat((zero, c1 - c0), 1).gather(1, which).view(n, h, w)
+        rows = torch.arange(h, device=dev)[:, None] + dr  # [N, H, W]
+        cols = torch.arange(w, device=dev) + dc
+        items, chans = torch.arange(n, device=dev), torch.arange(c, device=dev)
+        return x[items[:, None, None, None], chans[:, None, None], rows[:, None], cols[:, None]]
+
+
+class BatchCompose:
+    """Apply batch transforms in order, each to what the last returned: e.g.
+    `BatchTransformCB(BatchCompose(BatchAugment(), RandErase()), on_val=False)` or as a `DeviceLoader`'s `tfm`.
+    With no transforms it returns its input."""
+    def __init__(self, *tfms: Callable[[Any], Any]):
+        for t in tfms:
+            if not callable(t):
+                raise TypeError(f'BatchCompose: every transform must be callable, got a {type(t).__name__} '
+                                f'({t!r}); pass the transforms themselves, e.g. BatchCompose(BatchAugment(), '
+                                'RandErase()).')
+        self.tfms = tfms
+
+    def __call__(self, b: Any) -> Any:
+        for t in self.tfms:
+            b = t(b)
+        return b
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({", ".join(map(repr, self.tfms))})'
 
 
 def batch_augment(pad: int = 4, flip: bool = True, padding_mode: str = 'reflect') -> BatchAugment:
