@@ -259,13 +259,12 @@ def fit_command(args: argparse.Namespace) -> dict:
     if args.mixed_precision and amp_dtype(device) is None and is_main_process():
         warnings.warn(f'miniai fit --mixed-precision does nothing on the {device.type}: autocast pays off on CUDA '
                       'GPUs; this run trains in float32.', stacklevel=2)
-    set_seed(args.seed)
+    set_seed(args.seed)  # the initial weights come from the seed alone, and so do the shuffles (`seed=`)
+    model = recipe.model()
     n = args.limit_batches and args.limit_batches * args.bs
     augment = (recipe.augment or RECIPES['best'].augment) if args.augment else None
     dls = get_dls(bs=args.bs, path=args.data, device=device, n_train=n, n_valid=n, rank=get_rank(),
-                  world_size=get_world_size(), tfm=augment)
-
-    model = recipe.model()
+                  world_size=get_world_size(), tfm=augment, seed=args.seed)
     metrics, progress = MetricsCB(accuracy=MulticlassAccuracy()), ProgressCB()
     rec = RecorderCB(lr=rec_lr, mom=rec_mom)
     cbs = [DeviceCB(device), metrics, progress, rec, *([FlipTTACB()] if args.tta else []),

@@ -22,7 +22,7 @@ The `cpu` recipe keeps `best`'s training (bs 256, AdamW, one-cycle, label smooth
 ResNet, which is ~7× slower per batch on two CPU cores even at 16 → 128 channels, for the seed's all-conv
 stride-2 CNN widened to 16 → 256 channels (`wide_cnn`: about 7 s an epoch on 2 CPU cores), and augments more
 gently (1 px padding: with 2 px the small model underfit, train accuracy no higher than valid). `--epochs 20` reached
-0.9360 in 2.5 minutes on 2 CPU cores (8 minutes on a slower machine).
+0.9348 in 2.3 minutes on 2 CPU cores (8 minutes on a slower machine).
 """
 
 from __future__ import annotations
@@ -115,6 +115,6 @@ RECIPES = {
     'best': Recipe(resnet, bs=256, lr=1e-2, label_smoothing=0.1, augment=BatchAugment(pad=2), tta=True,
                    cpu_note='the best recipe\'s ResNet is made for a GPU: on 2 CPU cores one training batch of 256 '
                             'took 10 s (about 40 minutes an epoch). `--recipe cpu` trains the same way with a CNN '
-                            'made for CPUs (0.936 after 20 epochs, 2.5 minutes on 2 cores).'),
+                            'made for CPUs (0.935 after 20 epochs, 2.3 minutes on 2 cores).'),
 }
 RECIPES['cpu'] = replace(RECIPES['best'], model=wide_cnn, lr=2e-2, augment=BatchAugment(pad=1), cpu_note=None)

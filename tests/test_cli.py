@@ -165,3 +165,26 @@ def test_the_command_prints_warnings_without_their_source_line(tiny_fmnist, tmp_
           '--mixed-precision', '--out', str(tmp_path / 'run')])
     err = capsys.readouterr().err
     assert 'UserWarning: miniai fit --mixed-precision does nothing on the cpu' in err and 'cli.py' not in err
+
+
+def test_the_seed_alone_sets_the_initial_weights_and_the_shuffles(tiny_fmnist, tmp_path, monkeypatch):
+    """`--seed` gives the model's initial weights (`set_seed`, then the model) and the loader's shuffles (its
+    `seed`), whatever the data options: neither depends on random numbers the other drew."""
+    from miniai.learner import Learner
+    from miniai.models import set_seed
+    from miniai.recipes import RECIPES
+    seen, fit_ = [], Learner.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append(({k: v.clone() for k, v in self.model.state_dict().items()}, self.dls.train.seed))
+        return fit_(self, *args, **kwargs)
+
+    monkeypatch.setattr(Learner, 'fit', spy)
+    fit(tiny_fmnist, '--seed', '7', '--out', str(tmp_path / 'a'))
+    fit(tiny_fmnist, '--seed', '7', '--bs', '32', '--augment', '--out', str(tmp_path / 'b'))
+    set_seed(7)
+    expected = RECIPES['seed'].model().state_dict()
+    assert len(seen) == 2
+    for weights, loader_seed in seen:
+        assert loader_seed == 7
+        assert all(torch.equal(weights[k], v) for k, v in expected.items())
