@@ -98,12 +98,14 @@ def main() -> None:
     p.add_argument('--data', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA, the cache)')
     p.add_argument('--quick', action='store_true', help='1 epoch, 1 round')
     args = p.parse_args()
+    names = args.contenders.split(',')
+    if unknown := [n for n in names if n not in CONTENDERS]:
+        raise SystemExit(f'gpu.py: unknown contenders {unknown}; they are {list(CONTENDERS)}.')
     if not torch.cuda.is_available():
         print('bench/gpu.py: no CUDA GPU here, nothing to measure (run it on a machine with one).')
         return
     if args.quick:
         args.epochs, args.rounds = 1, 1
-    names = args.contenders.split(',')
     torch._dynamo.config.recompile_limit = 64  # one model per contender, each compiled for several shapes
     print(f'torch {torch.__version__}, {torch.cuda.get_device_name()}, seed recipe, {args.epochs} epochs, '
           f'{args.rounds} rounds')

@@ -165,3 +165,44 @@ def test_refused_inside_a_fit():
     learn = tiny_learner()
     with pytest.raises(RuntimeError, match='summary: this Learner is in the middle of a fit'):
         learn.fit(1, cbs=[Summarise()])
+
+
+def test_mflops_add_up_layer_by_layer_whatever_the_depth():
+    """A stride-2 block's first conv runs at twice its output's size: priced per layer, the total is the same at
+    every depth (at depth 1, pricing the block's kernels at its output size understated the ResNet by a third)."""
+    from miniai.recipes import resnet
+    torch.manual_seed(0)
+    model, xb = resnet(nfs=(4, 8, 16)), torch.randn(2, 1, 28, 28)
+    totals = [summary(model, xb, depth=d).mflops for d in (1, 2, 3, 4)]
+    macs = []  # the conv and linear layers' own estimate: kernel size x output positions, + biases and others
+    hooks = [m.register_forward_hook(lambda m, i, o: macs.append(
+        sum(p.numel() * (o.shape[-2] * o.shape[-1] if p.dim() == 4 else 1) for p in m.parameters(recurse=False))))
+        for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+    model.eval()(xb)
+    for h in hooks: h.remove()
+    assert totals == pytest.approx([sum(macs) / 1e6] * 4)
+
+
+def test_learner_summary_runs_the_batch_through_the_callbacks_that_shape_it():
+    from miniai.callbacks import BatchTransformCB
+    from miniai.recipes import FlipTTACB
+    learn = tiny_learner()
+    learn.model = nn.Sequential(nn.Linear(64, 5), nn.ReLU(), nn.Linear(5, 10))
+    learn.cbs.append(BatchTransformCB(lambda b: (b[0].flatten(1), b[1])))
+    learn.cbs.append(FlipTTACB())  # its second forward adds no rows
+    s = learn.summary()
+    assert [(r.name, r.inp, r.out) for r in s.rows] == [('0', (4, 64), (4, 5)), ('1', (4, 5), (4, 5)),
+                                                        ('2', (4, 5), (4, 10))]
+    learn.cbs.pop(-2)
+    with pytest.raises(RuntimeError) as e:
+        learn.summary()
+    assert "run through the Learner's callbacks" in str(e.value.__notes__)
+
+
+def test_a_whole_batch_passed_as_xb_gets_a_note_and_data_parallel_is_unwrapped():
+    model = small_cnn()
+    with pytest.raises(TypeError) as e:
+        summary(model, (torch.randn(2, 1, 8, 8), torch.zeros(2)))
+    assert 'for an (x, y) batch b, pass b[0]' in str(e.value.__notes__)
+    s = summary(nn.DataParallel(model), torch.randn(2, 1, 8, 8))
+    assert [r.module for r in s.rows] == ['Conv2d', 'ReLU', 'Flatten', 'Linear']
