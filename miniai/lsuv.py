@@ -6,26 +6,30 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from numbers import Real
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
+from .device import to_device
 from .guards import is_whole
-from .hooks import Hook
+from .hooks import Hook, Hooks
 from .learner import get_rng_state, set_rng_state
 
 __all__ = ['lsuv_init']
 
 _LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
+_EPS_TOL = 2  # tol is at least this many machine epsilons of the layer's weights and output: finer is not reachable
+_MOVED = 0.01  # an adjustment must move the measured stats at least this fraction of their way to mean 0, std 1
 
 
 def _stats(hook: Hook, m: nn.Module, inp: tuple, outp: object) -> None:
-    """Hook function: the mean and std of the output (its first item if a tuple), of the module's last call."""
+    """Hook function: the mean, std and dtype of the output (its first item if a tuple), of the module's last call."""
     while isinstance(outp, (tuple, list)) and outp: outp = outp[0]
     acts = outp.detach().float()
-    hook.stats = (acts.mean().item(), acts.std().item())
+    hook.stats = (acts.mean().item(), acts.std().item(), outp.dtype)
 
 
 def _pairs(model: nn.Module, modules: Iterable[nn.Module | tuple[nn.Module, nn.Module]] | None,
@@ -60,6 +64,12 @@ def _name(names: dict[nn.Module, str], m: nn.Module) -> str:
     return f"'{names[m]}' ({type(m).__name__})" if names[m] else f'the model ({type(m).__name__})'
 
 
+def _weights(m: nn.Module) -> list[Tensor]:
+    """The weight, and the bias if there is one, of a layer."""
+    bias = getattr(m, 'bias', None)
+    return [m.weight, *([bias] if isinstance(bias, Tensor) else [])]
+
+
 def _unscalable(mean: float, std: float, weight: Tensor) -> str | None:
     """Why an output of `mean` and `std` cannot be scaled to std 1 by dividing `weight`; None if it can."""
     if std == 0: return 'has std 0 (a dead layer: e.g. a ReLU whose inputs are all negative)'
@@ -68,27 +78,46 @@ def _unscalable(mean: float, std: float, weight: Tensor) -> str | None:
     return None
 
 
+def _min_tol(*dtypes: torch.dtype) -> float:
+    """The smallest tol reachable with tensors of `dtypes`: `_EPS_TOL` machine epsilons of the coarsest float one."""
+    return _EPS_TOL * max((torch.finfo(d).eps for d in dtypes if d.is_floating_point), default=0.)
+
+
+def _stalled(prev: tuple[float, float], now: tuple[float, float], has_bias: bool) -> bool:
+    """Whether `bias -= mean` (if `has_bias`) and `weight /= std` left the measured (mean, std) where they were:
+    moved them less than `_MOVED` of their distance to (0, 1), which they cover when the layer controls them."""
+    (m0, s0), (m1, s1) = prev, now
+    way = abs(s0 - 1) + (abs(m0) if has_bias else 0.)
+    moved = abs(s1 - s0) + (abs(m1 - m0) if has_bias else 0.)
+    return moved < _MOVED * way
+
+
 def lsuv_init(model: nn.Module, xb: Tensor | Sequence[Tensor],
               modules: Iterable[nn.Module | tuple[nn.Module, nn.Module]] | None = None, tol: float = 1e-3,
               max_iters: int = 50) -> nn.Module:
-    """LSUV: for each layer in turn, run `model(xb)` (`xb` a tensor, or a tuple of inputs) and set `bias -= mean`,
-    `weight /= std` of the layer's output until `|mean| < tol` and `|std - 1| < tol` (at most `max_iters` times);
-    returns the model.
+    """LSUV: for each layer in turn, run `model(xb)` (`xb` the model's inputs: a tensor, or a tuple of several; moved
+    to the model's device) and set `bias -= mean`, `weight /= std` of the layer's output until `|mean| < tol` and
+    `|std - 1| < tol` (at most `max_iters` times); returns the model. `tol` is raised to 2 machine epsilons of the
+    layer's weight and output dtypes where it is finer (bfloat16: 0.016, float16: 0.002): their rounding lets it
+    get no closer.
 
     `modules`: the layers, in the order to initialise them (earlier layers first), each measured at its own
     output; a `(measured, adjusted)` pair measures another module's output, e.g. the activation after the layer
     `(act, conv)`, as the course does (with an activation that can reach mean 0, such as `GeneralRelu(sub=...)`:
-    a plain ReLU's output cannot). Default: every Conv and Linear layer, each measured at its own output, which
-    converges in a few iterations unless the layer is dead. A layer without bias (e.g. a conv before a BatchNorm)
-    only has its std set.
+    a plain ReLU's output cannot; and with no normalisation between them: a BatchNorm cancels the scaling).
+    Default: every Conv and Linear layer, each measured at its own output, which converges in a few iterations
+    unless the layer is dead. A layer without bias (e.g. a conv before a BatchNorm) only has its std set.
 
     Runs without gradients in training mode, as the course does (BatchNorm normalises with the batch's statistics,
     as in training; in eval mode its fresh running stats would be an identity and the layers after it would be
     scaled for other inputs), then puts back the modules' modes, the BatchNorm running stats (every buffer), the
     RNGs (each forward starts from the same RNG state, so that dropout masks stay the same), and removes its
-    hooks, also on error. Warns, naming the layer, when it does not converge, and when its measured output has
-    std 0 (a dead layer) or is not finite, or dividing by its std overflows: that layer then keeps the weights and
-    bias it had before."""
+    hooks, also on error. Checks first, in one forward, that every measured module runs; on an error, every layer
+    gets back the weights and bias it had. Warns, naming the layer, which then keeps the weights and bias it had
+    before, when its measured output has std 0 (a dead layer) or is not finite, or dividing by its std overflows;
+    when an adjustment does not move the output measured (the layer does not control it: e.g. a BatchNorm between
+    them); and when it does not converge in `max_iters` (it keeps the last weights if they brought the output
+    closer)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f'lsuv_init: model is a {type(model).__name__}, not an nn.Module.')
     if not (isinstance(tol, Real) and tol > 0):
@@ -101,29 +130,66 @@ def lsuv_init(model: nn.Module, xb: Tensor | Sequence[Tensor],
     names = {m: n for n, m in model.named_modules()}
     pairs = _pairs(model, modules, names)
     xs = tuple(xb) if isinstance(xb, (tuple, list)) else (xb,)
+    first = next(chain(model.parameters(), model.buffers()), None)
+    if first is not None: xs = to_device(xs, first.device)
     modes = [(m, m.training) for m in model.modules()]
     bufs = [(b, b.clone()) for b in model.buffers()]
+    saved = [(t, t.clone()) for m in dict.fromkeys(a for _, a in pairs) for t in _weights(m)]
     rng = get_rng_state()
     try:
         model.train()
         with torch.no_grad():
+            _check_runs(model, xs, [m for m, _ in pairs], names, rng)
             for measured, adjusted in pairs:
                 _lsuv_one(model, xs, measured, adjusted, tol, max_iters, names, rng)
+    except BaseException:
+        with torch.no_grad():
+            for t, t0 in saved: t.copy_(t0)
+        raise
     finally:
         for m, training in modes: m.training = training
         with torch.no_grad():
-            for b, saved in bufs: b.copy_(saved)
+            for b, saved_b in bufs: b.copy_(saved_b)
         set_rng_state(rng)
     return model
 
 
+def _check_runs(model: nn.Module, xs: tuple, measured: list[nn.Module], names: dict[nn.Module, str],
+                rng: dict) -> None:
+    """One forward, before anything is changed: the model takes `xs`, and each measured module runs in it."""
+    ran = set()
+    with Hooks(dict.fromkeys(measured), lambda h, m, i, o: ran.add(m)):
+        set_rng_state(rng)
+        try:
+            model(*xs)
+        except Exception as e:
+            e.add_note('lsuv_init: xb is the model\'s inputs, run as model(xb) (a tensor), or model(*xb) (a tuple of '
+                       'several inputs); for an (x, y) batch b from a DataLoader, pass b[0].')
+            raise
+    for m in measured:
+        if m not in ran:
+            raise ValueError(f'lsuv_init: {_name(names, m)} did not run in model(xb), so its output cannot be '
+                             'measured; pass modules that the forward uses.')
+
+
 def _lsuv_one(model: nn.Module, xs: tuple, measured: nn.Module, adjusted: nn.Module, tol: float, max_iters: int,
               names: dict[nn.Module, str], rng: dict) -> None:
-    bias = getattr(adjusted, 'bias', None)
-    bias = bias if isinstance(bias, Tensor) else None
-    who = _name(names, adjusted)
-    if measured is not adjusted: who += f' (measured at {_name(names, measured)})'
-    initial = [(t, t.clone()) for t in (adjusted.weight, bias) if t is not None]
+    ws = _weights(adjusted)
+    bias = ws[1] if len(ws) > 1 else None
+    other = measured is not adjusted
+    who = _name(names, adjusted) + (f' (measured at {_name(names, measured)})' if other else '')
+    initial = [(t, t.clone()) for t in ws]
+
+    def keep(msg: str) -> None:
+        """Put the layer's weights back, and warn."""
+        for t, t0 in initial: t.copy_(t0)
+        warnings.warn(f'lsuv_init: {msg}', stacklevel=4)
+
+    def off(mean: float, std: float) -> float:
+        """How far the output is from std 1 (and mean 0 if the layer has a bias)."""
+        return max(abs(std - 1), abs(mean) if bias is not None else 0.)
+
+    prev = None
     with Hook(measured, _stats) as hook:
         for i in range(max_iters + 1):
             hook.stats = None
@@ -132,21 +198,37 @@ def _lsuv_one(model: nn.Module, xs: tuple, measured: nn.Module, adjusted: nn.Mod
             if hook.stats is None:
                 raise ValueError(f'lsuv_init: {_name(names, measured)} did not run in model(xb), so its output cannot '
                                  'be measured; pass modules that the forward uses.')
-            mean, std = hook.stats
+            mean, std, dtype = hook.stats
+            if i == 0: tol, start = max(tol, _min_tol(adjusted.weight.dtype, dtype)), (mean, std)
             why = _unscalable(mean, std, adjusted.weight)
             if why:
-                for t, t0 in initial: t.copy_(t0)
                 hint = ('; an output that cannot reach mean 0, such as a plain ReLU\'s, drives the layer there: '
-                        'measure the layer itself, or use GeneralRelu(sub=...)') if measured is not adjusted else ''
-                warnings.warn(f'lsuv_init: the output of {who} {why} after {i} iterations, so it cannot be scaled to '
-                              f'std 1; that layer keeps the weights it had (check the data and the layers before '
-                              f'it{hint}).', stacklevel=3)
-                return
+                        'measure the layer itself, or use GeneralRelu(sub=...)') if other else ''
+                return keep(f'the output of {who} {why} after {i} iterations, so it cannot be scaled to std 1; that '
+                            f'layer keeps the weights it had (check the data and the layers before it{hint}).')
             if abs(std - 1) < tol and (bias is None or abs(mean) < tol):
                 return
+            if prev is not None and _stalled(prev, (mean, std), bias is not None):
+                hint = ('the layer does not control the output measured (e.g. a BatchNorm between them cancels the '
+                        'scaling, or that output comes before the layer); that layer keeps the weights it had. Measure '
+                        'the layer itself: pass it alone in modules (e.g. modules=convs)') if other else \
+                    ('its output does not follow its weights (e.g. its input is constant, after a dead layer); that '
+                     'layer keeps the weights it had (check the data and the layers before it)')
+                how = 'dividing the weights' + (' and shifting the bias' if bias is not None else '')
+                return keep(f'{how} of {who} left its measured output where it was (mean {prev[0]:.4g}, std '
+                            f'{prev[1]:.4g} -> {mean:.4g}, {std:.4g}): {hint}.')
             if i == max_iters:
-                warnings.warn(f'lsuv_init: {who} did not converge in {max_iters} iterations (output mean {mean:.4g}, '
-                              f'std {std:.4g}; tol {tol}); raise max_iters or tol.', stacklevel=3)
-                return
+                stats = (f'output mean {start[0]:.4g}, std {start[1]:.4g} -> mean {mean:.4g}, std {std:.4g}; '
+                         f'tol {tol:.3g}')
+                if off(mean, std) < off(*start):
+                    hint = ', or measure the layer itself (pass it alone in modules)' if other else ''
+                    return warnings.warn(f'lsuv_init: {who} did not converge in {max_iters} iterations ({stats}); it '
+                                         f'keeps the last weights, which brought its output closer: raise '
+                                         f'max_iters{hint}.', stacklevel=3)
+                hint = ('the output measured may not reach mean 0 and std 1 through this layer: measure the layer '
+                        'itself (pass it alone in modules)') if other else 'check the data and the layers before it'
+                return keep(f'{who} did not converge in {max_iters} iterations and its output got no closer ({stats}); '
+                            f'that layer keeps the weights it had; {hint}.')
             if bias is not None: bias -= mean
             adjusted.weight /= std
+            prev = mean, std

@@ -120,7 +120,8 @@ class _RandRects(_ImageBatchTfm):
         sh, sw = self._size(h, w)
         dev = r0.device
         num = torch.randint(0, k + 1, (n, 1), device=dev)
-        ks = torch.arange(1, k + 1, device=dev, dtype=torch.uint8 if k < 256 else torch.int64)
+        small = torch.uint8 if k < 256 else torch.int16 if k < 32768 else torch.int32  # the mask is [N, K, H, W]
+        ks = torch.arange(1, k + 1, device=dev, dtype=small)
         rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
         in_r = torch.where(ks <= num, ks, 0)[..., None] * ((rows >= r0[..., None]) & (rows < (r0 + sh)[..., None]))
         in_c = (cols >= c0[..., None]) & (cols < (c0 + sw)[..., None])  # [N, K, W]

@@ -1,5 +1,6 @@
 """`lsuv_init`: each layer's output ends at mean 0 and std 1; modes, BatchNorm stats, RNGs and hooks put back."""
 
+import re
 import warnings
 from functools import partial
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from miniai import lsuv
 from miniai.hooks import Hooks
 from miniai.lsuv import lsuv_init
 from miniai.models import GeneralRelu
@@ -101,7 +103,9 @@ def test_dead_layer_warns_and_keeps_finite_weights():
     with pytest.warns(UserWarning, match=r"'2' \(Linear\) \(measured at '1' \(ReLU\)\) has std 0 \(a dead layer"):
         lsuv_init(model, torch.rand(8, 3), modules=[(model[1], model[2])])
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
-    with pytest.warns(UserWarning, match=r"'2' \(Linear\) has std 0"):  # its own output: its constant bias
+    # its own output: its bias alone, which the weights do not move
+    with pytest.warns(UserWarning, match=r"dividing the weights and shifting the bias of '2' \(Linear\) left its "
+                      r"measured output where it was.*does not follow its weights \(e\.g\. its input is constant"):
         lsuv_init(model, torch.rand(8, 3), modules=[model[2]])
     assert all(torch.equal(p, b) and p.isfinite().all() for p, b in zip(model.parameters(), before))
 
@@ -114,10 +118,67 @@ def test_an_output_that_cannot_reach_mean_0_warns_and_the_layer_keeps_its_weight
     assert all(torch.equal(p, b) and p.isfinite().all() for p, b in zip(model.parameters(), before))
 
 
-def test_warns_when_not_converged():
+def params(model): return [p.clone() for p in model.parameters()]
+
+
+def same(model, before): return all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_warns_when_not_converged_and_keeps_the_last_weights_only_if_closer():
     model = cnn()
-    with pytest.warns(UserWarning, match=r"'0' \(Conv2d\) did not converge in 1 iterations.*raise max_iters"):
+    before = params(model)
+    with pytest.warns(UserWarning, match=r"'0' \(Conv2d\) did not converge in 1 iterations.*keeps the last weights, "
+                      r"which brought its output closer: raise max_iters"):
         lsuv_init(model, xb(), modules=[model[0]], max_iters=1)
+    assert not same(model, before)
+
+    class Cube(nn.Module):  # std ~ scale**3: each weight /= std overshoots, further each time
+        def forward(self, x): return x ** 3
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8, bias=False), Cube())
+    before = params(model)
+    with pytest.warns(UserWarning, match=r"'0' \(Linear\) \(measured at '1' \(Cube\)\) did not converge in 2 "
+                      r"iterations and its output got no closer.*keeps the weights it had; .*measure the layer itself"):
+        lsuv_init(model, torch.randn(32, 4) * 3, modules=[(model[1], model[0])], max_iters=2)
+    assert same(model, before)
+
+
+def test_a_batchnorm_between_the_pair_warns_and_keeps_the_weights():
+    model, x = cnn(partial(GeneralRelu, leak=0.1, sub=0.4), bn=True), xb()  # the course's call on a BatchNorm model
+    acts, convs = layers(model, GeneralRelu), layers(model, nn.Conv2d)
+    before = params(model)
+    with pytest.warns(UserWarning) as ws:
+        lsuv_init(model, x, modules=zip(acts, convs))
+    assert len(ws) == 2
+    for w, name in zip(ws, ('0', '3')):
+        assert re.search(rf"'{name}' \(Conv2d\) \(measured at .*left its measured output where it was.*does not "
+                         r"control the output measured \(e\.g\. a BatchNorm between them.*Measure the layer itself",
+                         str(w.message))
+    assert same(model, before)
+    with warnings.catch_warnings():  # the fix given: measure the layers themselves
+        warnings.simplefilter('error')
+        lsuv_init(model, x, modules=convs)
+
+
+def test_a_misaligned_pair_warns_and_keeps_the_weights():
+    model, x = cnn(partial(GeneralRelu, leak=0.1, sub=0.4)), xb()
+    acts, convs = layers(model, GeneralRelu), layers(model, nn.Conv2d)
+    before = params(model)
+    with pytest.warns(UserWarning, match=r"'2' \(Conv2d\) \(measured at '1' \(GeneralRelu\)\).*that output "
+                      r"comes before the layer"):
+        lsuv_init(model, x, modules=[(acts[0], convs[1])])  # zip(acts, convs[1:]): each act is before its conv
+    assert same(model, before)
+
+
+def test_half_precision_converges_at_the_tol_its_rounding_allows():
+    for dtype in (torch.bfloat16, torch.float16):  # bfloat16 cannot reach the default tol 1e-3
+        model, x = cnn().to(dtype), xb(64).to(dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            lsuv_init(model, x)
+        tol = 2 * torch.finfo(dtype).eps
+        for mean, std in output_stats(model, layers(model), x):
+            assert abs(mean) < tol and abs(std - 1) < tol
 
 
 def test_hooks_modes_and_buffers_put_back_when_a_module_does_not_run():
@@ -133,6 +194,40 @@ def test_hooks_modes_and_buffers_put_back_when_a_module_does_not_run():
     assert hooks_left(model) == []
     assert not any(m.training for m in model.modules())
     assert all(torch.equal(b, s) for b, s in zip(model.buffers(), bufs))
+
+
+def test_an_error_part_way_leaves_every_weight_as_it_was():
+    class Net(nn.Module):
+        def __init__(self, fail_at):
+            super().__init__()
+            self.body, self.head, self.unused, self.calls, self.fail_at = nn.Linear(3, 4), nn.Linear(4, 2), \
+                nn.Linear(2, 2), 0, fail_at
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == self.fail_at: raise RuntimeError('out of memory')
+            return self.head(self.body(x))
+    torch.manual_seed(0)
+    model = Net(fail_at=None)
+    before = params(model)
+    with pytest.raises(ValueError, match=r"'unused' \(Linear\) did not run"):
+        lsuv_init(model, torch.randn(8, 3))
+    assert model.calls == 1 and same(model, before)  # found by the first forward, before any change
+    model = Net(fail_at=6)  # during the second layer's turn
+    before = params(model)
+    with pytest.raises(RuntimeError, match='out of memory'):
+        lsuv_init(model, torch.randn(8, 3), modules=[model.body, model.head])
+    assert same(model, before)
+
+
+def test_a_whole_batch_as_xb_gets_a_note_and_xb_goes_to_the_models_device(monkeypatch):
+    model, x = cnn(), xb()
+    with pytest.raises(TypeError) as e:
+        lsuv_init(model, (x, torch.zeros(len(x), dtype=torch.long)))
+    assert any('xb is the model\'s inputs' in n and 'pass b[0]' in n for n in e.value.__notes__)
+    moved = []
+    monkeypatch.setattr(lsuv, 'to_device', lambda x, device: moved.append(device) or x)
+    lsuv_init(model, x)
+    assert moved == [next(model.parameters()).device]
 
 
 def test_bad_input_is_refused_with_the_fix():
