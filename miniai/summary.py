@@ -11,11 +11,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
+from .accel import CompileCB
+from .data import DataLoaders
 from .device import to_device
+from .distributed import DDPCB
 from .guards import is_whole
-from .hooks import Hook, Hooks
-from .learner import Learner
+from .learner import Callback, CancelBatchException, Learner
 from .no_trace import no_trace
+from .preds import _paused as _paused_in_get_preds
 
 __all__ = ['SummaryRow', 'Summary', 'summary']
 
@@ -67,50 +70,106 @@ def _fmt(shape: tuple[int, ...] | None) -> str: return '-' if shape is None else
 
 @dataclass(frozen=True)
 class Summary:
-    """What `summary` returns: its `rows`, the model's total `params` (each counted once) and the rows' total `mflops`.
-    Printed, or the last value of a notebook cell, it is a markdown table with a totals line."""
+    """What `summary` returns: its `rows`, the model's total `params` (each counted once), and `other_mflops`, the
+    cost of layers that ran outside every listed module (e.g. parameters of the model itself). `mflops` is the
+    whole forward's. Printed, or the last value of a notebook cell, it is a markdown table with a totals line."""
     rows: list[SummaryRow]
     params: int
+    other_mflops: float = 0.
 
     @property
-    def mflops(self) -> float: return sum(r.mflops for r in self.rows)
+    def mflops(self) -> float: return sum(r.mflops for r in self.rows) + self.other_mflops
 
     def __str__(self) -> str:
         lines = ['| Module | Input | Output | Num params | MFLOPS |', '|--|--|--|--|--|']
         lines += [f'| {f"{r.name}: " if r.name else ""}{r.module} | {_fmt(r.inp)} | {_fmt(r.out)} | {r.params} | '
                   f'{r.mflops:.2f} |' for r in self.rows]
-        return '\n'.join(lines) + f'\n\nTotal params: {self.params}; MFLOPS: {self.mflops:.2f}'
+        other = f' ({self.other_mflops:.2f} outside the rows)' if self.other_mflops else ''
+        return '\n'.join(lines) + f'\n\nTotal params: {self.params}; MFLOPS: {self.mflops:.2f}{other}'
 
     __repr__ = __str__
     def _repr_markdown_(self) -> str: return str(self)
 
 
-def _forward(learn: Learner, model: nn.Module, xb: Tensor | Sequence[Tensor] | None) -> None:
-    """One forward of `model`, leaving no trace: on `xb` as given (moved to the model's device), or on the first
-    batch of `learn.dls.train` through the Learner's callbacks, as `get_preds` runs them."""
+class _Recorder:
+    """`summary`'s hooks on every module of `model`: a row per call of a listed module, and each layer's own cost
+    charged to the innermost listed module running (or to `other`), until `finish`."""
+    def __init__(self, model: nn.Module, depth: int):
+        self.model, self.names = model, {}
+        for n, m in _listed(model, depth): self.names.setdefault(m, n)  # a module listed twice has one name
+        self.rows: list[SummaryRow] = []
+        self.running: list[list] = []  # [module, cost so far] of the listed modules running, innermost last
+        self.other, self.params = 0., None
+        self.handles = [h for m in model.modules()
+                        for h in (m.register_forward_pre_hook(self.pre), m.register_forward_hook(self.post))]
+
+    def pre(self, m: nn.Module, inp: tuple) -> None:
+        if self.params is None and m in self.names: self.running.append([m, 0.])
+
+    def post(self, m: nn.Module, inp: tuple, outp: object) -> None:
+        if self.params is not None: return  # finished: e.g. a test-time augmentation's extra forward
+        out = _shape(outp)
+        cost = _own_mflops(m, out)
+        if self.running and self.running[-1][0] is m:
+            cost += self.running.pop()[1]
+            self.rows.append(SummaryRow(self.names[m], type(m).__name__, _shape(inp), out, _n_params(m), cost))
+        elif self.running: self.running[-1][1] += cost
+        else: self.other += cost
+
+    def finish(self) -> None:
+        if self.params is None: self.params = _n_params(self.model)  # while lazy layers are initialised
+
+    def remove(self) -> None:
+        for h in self.handles: h.remove()
+
+
+class _ForwardOnceCB(Callback):
+    """Ends `summary`'s batch after the Learner's `predict`, before any other `after_predict`."""
+    order = -1000
+
+    def __init__(self, rec: _Recorder): self.rec = rec
+
+    def after_predict(self, learn: Learner) -> None:
+        self.rec.finish()
+        raise CancelBatchException()
+
+
+def _paused(cb: Callback) -> bool:
+    """What does not run in `summary`: what `get_preds` pauses, and callbacks that wrap or compile the model."""
+    return _paused_in_get_preds(cb) or isinstance(cb, (DDPCB, CompileCB))
+
+
+def _forward(learn: Learner, rec: _Recorder, xb: Tensor | Sequence[Tensor] | None) -> None:
+    """One forward of the model, leaving no trace: on `xb` as given (moved to the model's device), or on the first
+    batch of `learn.dls.train` through the Learner's `predict` and callbacks, as `get_preds` runs them."""
     if xb is None:
-        with no_trace(learn, paused=lambda cb: False):  # puts the loader's position back
+        with no_trace(learn, paused=_paused):
             learn._check_loaders(('train',))
             batch = next(iter(learn.dls.train))
-        try:
-            learn.get_preds([batch])
-        except Exception as e:
-            e.add_note(f'summary: the model failed on the first training batch (items of shapes '
-                       f'{[_shape(x) for x in batch]}), run through the Learner\'s callbacks as get_preds does; '
-                       'pass the model\'s inputs to run them as they are: learn.summary(xb).')
-            raise
+            learn.dls = DataLoaders(learn.dls.train, [batch])
+            try:
+                learn.fit(1, train=False, cbs=[_ForwardOnceCB(rec)])
+            except Exception as e:
+                e.add_note(f'summary: the first training batch (items of shapes {[_shape(x) for x in batch]}) '
+                           "failed in the model or the Learner's callbacks; to run the model alone on its inputs: "
+                           'learn.summary(xb).')
+                raise
+        if rec.params is None:
+            raise RuntimeError('summary: the batch ended before the model ran (a callback cancelled it?); pass the '
+                               "model's inputs to run it alone: learn.summary(xb).")
         return
     xs = tuple(xb) if isinstance(xb, (tuple, list)) else (xb,)
-    device = next((t.device for t in (*model.parameters(), *model.buffers())), None)
+    device = next((t.device for t in (*rec.model.parameters(), *rec.model.buffers())), None)
     with no_trace(learn, paused=lambda cb: False), torch.no_grad():
         xs = xs if device is None else to_device(xs, device)
-        model.eval()
+        rec.model.eval()
         try:
-            model(*xs)
+            rec.model(*xs)
         except Exception as e:
             e.add_note(f'summary: the model failed on inputs of shapes {[_shape(x) for x in xs]}; xb is the '
                        "model's inputs: a tensor, or a tuple of several inputs (for an (x, y) batch b, pass b[0]).")
             raise
+        rec.finish()
 
 
 def summary(learn_or_model: Learner | nn.Module, xb: Tensor | Sequence[Tensor] | None = None,
@@ -118,14 +177,15 @@ def summary(learn_or_model: Learner | nn.Module, xb: Tensor | Sequence[Tensor] |
     """Runs one batch through the model, in eval mode and without gradients, and returns a `Summary` of each of
     its children (`depth=1`, as the course's `learn.summary()`; `depth=2`: their children; ...): input and output
     shapes, parameters and the MFLOPS per example, estimated as the course does (a conv kernel's size times the
-    output's spatial size, h*w for a Conv2d, plus the other parameters' sizes), layer by layer: a row adds up the
-    layers inside it, so the total does not depend on `depth`. A module called twice has two rows.
+    output's spatial size, h*w for a Conv2d, plus the other parameters' sizes), layer by layer: a row adds up
+    the layers that ran inside it, so the total does not depend on `depth`. A module called twice has two rows.
 
     `xb`: the model's inputs (a tensor, or a tuple of inputs), moved to the model's device. With a Learner and no
-    `xb`, the first batch of `learn.dls.train` goes through the Learner's callbacks as in `get_preds` (`DeviceCB`,
-    `BatchTransformCB`, `MixedPrecision`, ...; a callback's own extra forward, as `FlipTTACB`'s, adds no rows).
-    Leaves no trace: weights, buffers, modes, lazy layers not yet initialised, the loader's position and the RNGs
-    are put back, and its hooks are removed, also if the model raises (hooks put on the model by hand do run)."""
+    `xb`, the first batch of `learn.dls.train` goes through the Learner's `predict` (every model call in it is
+    recorded) with the callbacks that `get_preds` runs (`DeviceCB`, `BatchTransformCB`, `MixedPrecision`, ...;
+    not `DDPCB` or `CompileCB`, nor anything after `predict`, such as `FlipTTACB`'s extra forward). Leaves no
+    trace: weights, buffers, modes, lazy layers not yet initialised, the loader's position and the RNGs are put
+    back, and its hooks are removed, also if the model raises (hooks put on the model by hand do run)."""
     if isinstance(learn_or_model, Learner):
         learn = learn_or_model
         learn.refuse_in_fit('summary')
@@ -139,23 +199,9 @@ def summary(learn_or_model: Learner | nn.Module, xb: Tensor | Sequence[Tensor] |
     if not is_whole(depth, 1):
         raise ValueError(f'summary: depth is how many levels of children to list, a whole number >= 1; got {depth!r}.')
     model = learn._plain_model()
-    model = model.module if isinstance(model, nn.DataParallel) else model
-    names: dict[nn.Module, str] = {}
-    for n, m in _listed(model, depth): names.setdefault(m, n)  # a module listed twice is hooked once
-    row_of = {sub: m for m in names for sub in m.modules()}  # each layer -> the listed module it adds up into
-    rows, pending, done = [], dict.fromkeys(names, 0.), {}
-
-    def record(hook, m: nn.Module, inp: tuple, outp: object) -> None:
-        if done: return  # a callback's extra forward (e.g. test-time augmentation)
-        out = _shape(outp)
-        if m in row_of: pending[row_of[m]] += _own_mflops(m, out)
-        if m in names:
-            rows.append(SummaryRow(names[m], type(m).__name__, _shape(inp), out, _n_params(m), pending[m]))
-            pending[m] = 0.
-
-    def finish(hook, m: nn.Module, inp: tuple, outp: object) -> None:
-        done.setdefault('params', _n_params(model))  # while lazy layers are initialised
-
-    with Hooks(list(row_of), record), Hook(model, finish):
-        _forward(learn, model, xb)
-    return Summary(rows, done['params'])
+    rec = _Recorder(model.module if isinstance(model, nn.DataParallel) else model, depth)
+    try:
+        _forward(learn, rec, xb)
+    finally:
+        rec.remove()
+    return Summary(rec.rows, rec.params, rec.other)

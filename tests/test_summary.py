@@ -196,7 +196,7 @@ def test_learner_summary_runs_the_batch_through_the_callbacks_that_shape_it():
     learn.cbs.pop(-2)
     with pytest.raises(RuntimeError) as e:
         learn.summary()
-    assert "run through the Learner's callbacks" in str(e.value.__notes__)
+    assert "failed in the model or the Learner's callbacks" in str(e.value.__notes__)
 
 
 def test_a_whole_batch_passed_as_xb_gets_a_note_and_data_parallel_is_unwrapped():
@@ -206,3 +206,50 @@ def test_a_whole_batch_passed_as_xb_gets_a_note_and_data_parallel_is_unwrapped()
     assert 'for an (x, y) batch b, pass b[0]' in str(e.value.__notes__)
     s = summary(nn.DataParallel(model), torch.randn(2, 1, 8, 8))
     assert [r.module for r in s.rows] == ['Conv2d', 'ReLU', 'Flatten', 'Linear']
+
+
+class TwoHeads(nn.Module):
+    """Returns a tuple, and is called part by part by `PartsLearner`."""
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(64, 8), nn.Linear(8, 10)
+    def forward(self, x): return self.head(self.body(x.flatten(1))), x
+
+
+class PartsLearner(TrainLearner):
+    def predict(self): self.preds = self.model.head(self.model.body(self.batch[0].flatten(1)))
+
+
+def test_learner_summary_takes_any_output_and_batch_items_and_records_every_call_in_predict():
+    learn = tiny_learner()
+    learn.model = TwoHeads()
+    learn.dls.train = [(x, y, ['name'] * len(x)) for x, y in learn.dls.train]  # an item that is not a tensor
+    assert [(r.name, r.out) for r in learn.summary().rows] == [('body', (4, 8)), ('head', (4, 10))]
+    parts = PartsLearner(TwoHeads(), learn.dls, F.cross_entropy)
+    s = parts.summary()
+    assert [r.name for r in s.rows] == ['body', 'head'] and s.params == 64 * 8 + 8 + 8 * 10 + 10
+
+
+def test_learner_summary_does_not_run_ddp_or_compile_callbacks():
+    from miniai.accel import CompileCB
+    from miniai.distributed import DDPCB
+    learn = tiny_learner()
+    learn.cbs += [DDPCB(), CompileCB(backend='eager')]  # DDPCB outside a process group would fail its before_fit
+    assert len(learn.summary().rows) == 4
+    assert '_compiled_call_impl' not in vars(learn.model) or learn.model._compiled_call_impl is None
+
+
+def test_costs_go_to_the_innermost_listed_module_running_and_the_rest_is_outside_the_rows():
+    class Root(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(100))  # the model's own: outside every row
+            self.a = nn.Sequential(nn.Linear(10, 10), nn.ReLU())
+            self.b = nn.Sequential(self.a[0])  # the same layer in both
+        def forward(self, x): return self.b(self.a(x * self.scale[:10]))
+    model, xb = Root(), torch.randn(2, 10)
+    s1, s2 = summary(model, xb), summary(model, xb, depth=2)
+    assert s1.other_mflops == s2.other_mflops == pytest.approx(100 / 1e6)
+    assert s1.mflops == s2.mflops == pytest.approx((100 + 2 * 110) / 1e6)
+    assert [(r.name, r.mflops) for r in s1.rows] == [('a', 110 / 1e6), ('b', 110 / 1e6)]
+    assert '(0.00 outside the rows)' in str(s1)
