@@ -64,10 +64,10 @@ def _name(names: dict[nn.Module, str], m: nn.Module) -> str:
     return f"'{names[m]}' ({type(m).__name__})" if names[m] else f'the model ({type(m).__name__})'
 
 
-def _weights(m: nn.Module) -> list[Tensor]:
-    """The weight, and the bias if there is one, of a layer."""
-    bias = getattr(m, 'bias', None)
-    return [m.weight, *([bias] if isinstance(bias, Tensor) else [])]
+def _state(m: nn.Module) -> dict[str, Tensor]:
+    """A copy of the module's state: its parameters as stored, so also those behind a parametrization (e.g.
+    `weight_norm`'s), whose `m.weight` is recomputed on each access and cannot be written back into."""
+    return {k: v.clone() for k, v in m.state_dict().items()}
 
 
 def _unscalable(mean: float, std: float, weight: Tensor) -> str | None:
@@ -101,23 +101,26 @@ def lsuv_init(model: nn.Module, xb: Tensor | Sequence[Tensor],
     layer's weight and output dtypes where it is finer (bfloat16: 0.016, float16: 0.002): their rounding lets it
     get no closer.
 
-    `modules`: the layers, in the order to initialise them (earlier layers first), each measured at its own
-    output; a `(measured, adjusted)` pair measures another module's output, e.g. the activation after the layer
-    `(act, conv)`, as the course does (with an activation that can reach mean 0, such as `GeneralRelu(sub=...)`:
-    a plain ReLU's output cannot; and with no normalisation between them: a BatchNorm cancels the scaling).
-    Default: every Conv and Linear layer, each measured at its own output, which converges in a few iterations
-    unless the layer is dead. A layer without bias (e.g. a conv before a BatchNorm) only has its std set.
+    `modules`: the layers, each measured at its own output; they are initialised in the order their measured
+    outputs first come in `model(xb)`, whatever order they are listed in (earlier layers first, so that each is
+    scaled for the inputs it will get); a `(measured, adjusted)` pair measures another module's output, e.g. the
+    activation after the layer `(act, conv)`, as the course does (with an activation that can reach mean 0, such
+    as `GeneralRelu(sub=...)`: a plain ReLU's output cannot; and with no normalisation between them: a BatchNorm
+    cancels the scaling). Default: every Conv and Linear layer, each measured at its own output, which converges
+    in a few iterations unless the layer is dead. A layer without bias (e.g. a conv before a BatchNorm) only has
+    its std set.
 
     Runs without gradients in training mode, as the course does (BatchNorm normalises with the batch's statistics,
     as in training; in eval mode its fresh running stats would be an identity and the layers after it would be
     scaled for other inputs), then puts back the modules' modes, the BatchNorm running stats (every buffer), the
     RNGs (each forward starts from the same RNG state, so that dropout masks stay the same), and removes its
-    hooks, also on error. Checks first, in one forward, that every measured module runs; on an error, every layer
-    gets back the weights and bias it had. Warns, naming the layer, which then keeps the weights and bias it had
-    before, when its measured output has std 0 (a dead layer) or is not finite, or dividing by its std overflows;
-    when an adjustment does not move the output measured (the layer does not control it: e.g. a BatchNorm between
-    them); and when it does not converge in `max_iters` (it keeps the last weights if they brought the output
-    closer)."""
+    hooks, also on error. Checks first, in one forward, that every measured module runs, and in what order; on an
+    error, every layer gets back the state (weights and bias) it had. Warns, naming the layer, which then keeps the
+    weights and bias it had before, when its measured output has std 0 (a dead layer) or is not finite, or dividing
+    by its std overflows; when an adjustment stops moving the output measured (the layer does not control it, e.g.
+    a BatchNorm between them, or controls only part of it, e.g. a residual connection adds its input to it); and
+    when it does not converge in `max_iters`. In these last two it keeps the last weights if they brought the output
+    more than halfway from where it started to mean 0 and std 1."""
     if not isinstance(model, nn.Module):
         raise TypeError(f'lsuv_init: model is a {type(model).__name__}, not an nn.Module.')
     if not (isinstance(tol, Real) and tol > 0):
@@ -134,17 +137,16 @@ def lsuv_init(model: nn.Module, xb: Tensor | Sequence[Tensor],
     if first is not None: xs = to_device(xs, first.device)
     modes = [(m, m.training) for m in model.modules()]
     bufs = [(b, b.clone()) for b in model.buffers()]
-    saved = [(t, t.clone()) for m in dict.fromkeys(a for _, a in pairs) for t in _weights(m)]
+    saved = {m: _state(m) for _, m in pairs}
     rng = get_rng_state()
     try:
         model.train()
         with torch.no_grad():
-            _check_runs(model, xs, [m for m, _ in pairs], names, rng)
-            for measured, adjusted in pairs:
+            order = _check_runs(model, xs, [m for m, _ in pairs], names, rng)
+            for measured, adjusted in sorted(pairs, key=lambda p: order[p[0]]):
                 _lsuv_one(model, xs, measured, adjusted, tol, max_iters, names, rng)
     except BaseException:
-        with torch.no_grad():
-            for t, t0 in saved: t.copy_(t0)
+        for m, state in saved.items(): m.load_state_dict(state)
         raise
     finally:
         for m, training in modes: m.training = training
@@ -155,10 +157,13 @@ def lsuv_init(model: nn.Module, xb: Tensor | Sequence[Tensor],
 
 
 def _check_runs(model: nn.Module, xs: tuple, measured: list[nn.Module], names: dict[nn.Module, str],
-                rng: dict) -> None:
-    """One forward, before anything is changed: the model takes `xs`, and each measured module runs in it."""
-    ran = set()
-    with Hooks(dict.fromkeys(measured), lambda h, m, i, o: ran.add(m)):
+                rng: dict) -> dict[nn.Module, int]:
+    """One forward, before anything is changed: the model takes `xs`, and each measured module runs in it; returns
+    the order in which they first give their output."""
+    ran = {}
+
+    def record(hook: Hook, m: nn.Module, inp: tuple, outp: object) -> None: ran.setdefault(m, len(ran))
+    with Hooks(dict.fromkeys(measured), record):
         set_rng_state(rng)
         try:
             model(*xs)
@@ -170,24 +175,25 @@ def _check_runs(model: nn.Module, xs: tuple, measured: list[nn.Module], names: d
         if m not in ran:
             raise ValueError(f'lsuv_init: {_name(names, m)} did not run in model(xb), so its output cannot be '
                              'measured; pass modules that the forward uses.')
+    return ran
 
 
 def _lsuv_one(model: nn.Module, xs: tuple, measured: nn.Module, adjusted: nn.Module, tol: float, max_iters: int,
               names: dict[nn.Module, str], rng: dict) -> None:
-    ws = _weights(adjusted)
-    bias = ws[1] if len(ws) > 1 else None
+    has_bias = isinstance(getattr(adjusted, 'bias', None), Tensor)
     other = measured is not adjusted
     who = _name(names, adjusted) + (f' (measured at {_name(names, measured)})' if other else '')
-    initial = [(t, t.clone()) for t in ws]
+    how = 'dividing the weights' + (' and shifting the bias' if has_bias else '')
+    initial = _state(adjusted)
 
-    def keep(msg: str) -> None:
-        """Put the layer's weights back, and warn."""
-        for t, t0 in initial: t.copy_(t0)
+    def warn(msg: str, put_back: bool = True) -> None:
+        """Warn; if `put_back`, the layer gets back the state it had."""
+        if put_back: adjusted.load_state_dict(initial)
         warnings.warn(f'lsuv_init: {msg}', stacklevel=4)
 
     def off(mean: float, std: float) -> float:
         """How far the output is from std 1 (and mean 0 if the layer has a bias)."""
-        return max(abs(std - 1), abs(mean) if bias is not None else 0.)
+        return max(abs(std - 1), abs(mean) if has_bias else 0.)
 
     prev = None
     with Hook(measured, _stats) as hook:
@@ -204,31 +210,42 @@ def _lsuv_one(model: nn.Module, xs: tuple, measured: nn.Module, adjusted: nn.Mod
             if why:
                 hint = ('; an output that cannot reach mean 0, such as a plain ReLU\'s, drives the layer there: '
                         'measure the layer itself, or use GeneralRelu(sub=...)') if other else ''
-                return keep(f'the output of {who} {why} after {i} iterations, so it cannot be scaled to std 1; that '
+                return warn(f'the output of {who} {why} after {i} iterations, so it cannot be scaled to std 1; that '
                             f'layer keeps the weights it had (check the data and the layers before it{hint}).')
-            if abs(std - 1) < tol and (bias is None or abs(mean) < tol):
+            if abs(std - 1) < tol and (not has_bias or abs(mean) < tol):
                 return
-            if prev is not None and _stalled(prev, (mean, std), bias is not None):
-                hint = ('the layer does not control the output measured (e.g. a BatchNorm between them cancels the '
-                        'scaling, or that output comes before the layer); that layer keeps the weights it had. Measure '
-                        'the layer itself: pass it alone in modules (e.g. modules=convs)') if other else \
-                    ('its output does not follow its weights (e.g. its input is constant, after a dead layer); that '
-                     'layer keeps the weights it had (check the data and the layers before it)')
-                how = 'dividing the weights' + (' and shifting the bias' if bias is not None else '')
-                return keep(f'{how} of {who} left its measured output where it was (mean {prev[0]:.4g}, std '
-                            f'{prev[1]:.4g} -> {mean:.4g}, {std:.4g}): {hint}.')
-            if i == max_iters:
-                stats = (f'output mean {start[0]:.4g}, std {start[1]:.4g} -> mean {mean:.4g}, std {std:.4g}; '
-                         f'tol {tol:.3g}')
-                if off(mean, std) < off(*start):
-                    hint = ', or measure the layer itself (pass it alone in modules)' if other else ''
-                    return warnings.warn(f'lsuv_init: {who} did not converge in {max_iters} iterations ({stats}); it '
-                                         f'keeps the last weights, which brought its output closer: raise '
-                                         f'max_iters{hint}.', stacklevel=3)
-                hint = ('the output measured may not reach mean 0 and std 1 through this layer: measure the layer '
-                        'itself (pass it alone in modules)') if other else 'check the data and the layers before it'
-                return keep(f'{who} did not converge in {max_iters} iterations and its output got no closer ({stats}); '
-                            f'that layer keeps the weights it had; {hint}.')
-            if bias is not None: bias -= mean
-            adjusted.weight /= std
-            prev = mean, std
+            stalled = prev is not None and _stalled(prev, (mean, std), has_bias)
+            if not (stalled or i == max_iters):
+                if has_bias: adjusted.bias -= mean
+                adjusted.weight /= std
+                prev = mean, std
+                continue
+            stats = f'output mean {start[0]:.4g}, std {start[1]:.4g} -> mean {mean:.4g}, std {std:.4g}; tol {tol:.3g}'
+            closer = off(mean, std) < off(*start) / 2
+            if stalled and closer:
+                cause = 'a residual connection adds its input to it' if other else \
+                    'its bias values differ across its outputs by more than std 1'
+                fix = ('. To get the layer\'s own output to mean 0 and std 1, measure the layer itself (pass it alone '
+                       'in modules)') if other else ''
+                return warn(f'{how} of {who} stopped moving its measured output short of mean 0, std 1 ({stats}): '
+                            f'the layer controls only part of that output (e.g. {cause}); it keeps the last weights, '
+                            f'which brought the output more than halfway there{fix}.', put_back=False)
+            if stalled:
+                hint = ('the layer does not control the output measured, or too little of it (e.g. a BatchNorm between '
+                        'them cancels the scaling, or that output comes before the layer); that layer keeps the '
+                        'weights it had. Measure the layer itself: pass it alone in modules (e.g. modules=convs)') \
+                    if other else ('its output does not follow its weights, or too little (e.g. its input is constant, '
+                                   'after a dead layer; its bias values differ across its outputs by more than std 1; '
+                                   'or a spectral_norm undoes the scaling); that layer keeps the weights it had (check '
+                                   'the data and the layers before it)')
+                return warn(f'{how} of {who} stopped moving its measured output less than halfway to mean 0, std 1 '
+                            f'({stats}): {hint}.')
+            if closer:
+                hint = ', or measure the layer itself (pass it alone in modules)' if other else ''
+                return warn(f'{who} did not converge in {max_iters} iterations ({stats}); it keeps the last weights, '
+                            f'which brought its output more than halfway there: raise max_iters{hint}.',
+                            put_back=False)
+            hint = ('the output measured may not reach mean 0 and std 1 through this layer: measure the layer itself '
+                    '(pass it alone in modules)') if other else 'check the data and the layers before it'
+            return warn(f'{who} did not converge in {max_iters} iterations, and its output got less than halfway '
+                        f'there ({stats}); that layer keeps the weights it had; {hint}.')

@@ -7,6 +7,7 @@ from functools import partial
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
 
 from miniai import lsuv
 from miniai.hooks import Hooks
@@ -104,8 +105,9 @@ def test_dead_layer_warns_and_keeps_finite_weights():
         lsuv_init(model, torch.rand(8, 3), modules=[(model[1], model[2])])
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
     # its own output: its bias alone, which the weights do not move
-    with pytest.warns(UserWarning, match=r"dividing the weights and shifting the bias of '2' \(Linear\) left its "
-                      r"measured output where it was.*does not follow its weights \(e\.g\. its input is constant"):
+    with pytest.warns(UserWarning, match=r"dividing the weights and shifting the bias of '2' \(Linear\) stopped "
+                      r"moving its measured output less than halfway.*does not follow its weights, or too little "
+                      r"\(e\.g\. its input is constant"):
         lsuv_init(model, torch.rand(8, 3), modules=[model[2]])
     assert all(torch.equal(p, b) and p.isfinite().all() for p, b in zip(model.parameters(), before))
 
@@ -128,7 +130,7 @@ def test_warns_when_not_converged_and_keeps_the_last_weights_only_if_closer():
     model = cnn()
     before = params(model)
     with pytest.warns(UserWarning, match=r"'0' \(Conv2d\) did not converge in 1 iterations.*keeps the last weights, "
-                      r"which brought its output closer: raise max_iters"):
+                      r"which brought its output more than halfway there: raise max_iters"):
         lsuv_init(model, xb(), modules=[model[0]], max_iters=1)
     assert not same(model, before)
 
@@ -138,7 +140,8 @@ def test_warns_when_not_converged_and_keeps_the_last_weights_only_if_closer():
     model = nn.Sequential(nn.Linear(4, 8, bias=False), Cube())
     before = params(model)
     with pytest.warns(UserWarning, match=r"'0' \(Linear\) \(measured at '1' \(Cube\)\) did not converge in 2 "
-                      r"iterations and its output got no closer.*keeps the weights it had; .*measure the layer itself"):
+                      r"iterations, and its output got less than halfway there.*keeps the weights it had; "
+                      r".*measure the layer itself"):
         lsuv_init(model, torch.randn(32, 4) * 3, modules=[(model[1], model[0])], max_iters=2)
     assert same(model, before)
 
@@ -151,8 +154,9 @@ def test_a_batchnorm_between_the_pair_warns_and_keeps_the_weights():
         lsuv_init(model, x, modules=zip(acts, convs))
     assert len(ws) == 2
     for w, name in zip(ws, ('0', '3')):
-        assert re.search(rf"'{name}' \(Conv2d\) \(measured at .*left its measured output where it was.*does not "
-                         r"control the output measured \(e\.g\. a BatchNorm between them.*Measure the layer itself",
+        assert re.search(rf"'{name}' \(Conv2d\) \(measured at .*stopped moving its measured output less than "
+                         r"halfway.*does not control the output measured, or too little of it \(e\.g\. a BatchNorm "
+                         r"between them.*Measure the layer itself",
                          str(w.message))
     assert same(model, before)
     with warnings.catch_warnings():  # the fix given: measure the layers themselves
@@ -168,6 +172,66 @@ def test_a_misaligned_pair_warns_and_keeps_the_weights():
                       r"comes before the layer"):
         lsuv_init(model, x, modules=[(acts[0], convs[1])])  # zip(acts, convs[1:]): each act is before its conv
     assert same(model, before)
+
+
+def test_a_layer_controlling_part_of_the_output_keeps_the_last_weights_if_they_brought_it_closer():
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.out = nn.Linear(32, 32), nn.Identity()
+        def forward(self, x): return self.out(x + self.lin(x))
+    torch.manual_seed(0)
+    model, x = Res(), torch.randn(512, 32) * 1.2  # the input alone, added to the output, has std 1.2
+    nn.init.normal_(model.lin.weight, std=1.)
+    with pytest.warns(UserWarning, match=r"'lin' \(Linear\) \(measured at 'out' \(Identity\)\) stopped moving its "
+                      r"measured output short of mean 0, std 1 \(output mean .*, std [5-9]\.\d+ -> mean .*, std "
+                      r"1\.2.*\): the layer controls only part of that output \(e\.g\. a residual connection.*keeps "
+                      r"the last weights.*measure the layer itself"):
+        lsuv_init(model, x, modules=[(model.out, model.lin)])
+    [(mean, std)] = output_stats(model, [model.out], x)
+    assert abs(mean) < TOL and 1.2 < std < 1.25
+
+
+def test_a_layer_that_stops_moving_its_output_less_than_halfway_there_gets_back_its_weights():
+    torch.manual_seed(0)
+    model, x = nn.Linear(16, 16), torch.randn(256, 16)
+    with torch.no_grad():
+        model.bias.copy_(torch.randn(16) * 3)  # a spread of ~2.5 across the outputs, which no weight scaling removes
+    before = params(model)
+    with pytest.warns(UserWarning, match=r"stopped moving its measured output less than halfway to mean 0, std 1 "
+                      r"\(output mean .*, std 2\.\d+ -> .*its bias values differ across its outputs by more than"):
+        lsuv_init(model, x)
+    assert same(model, before)
+
+
+def test_layers_are_initialised_in_forward_order_whatever_order_they_are_listed_in():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()  # the head registered before the body, so model.modules() lists it first
+            self.head, self.body = nn.Linear(8, 4), nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8))
+        def forward(self, x): return self.head(self.body(x))
+    for listed in (None, 'reversed'):
+        torch.manual_seed(0)
+        model, x = Net(), torch.randn(64, 6) * 3 + 1
+        fwd = [model.body[0], model.body[2], model.head]
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            lsuv_init(model, x, modules=fwd[::-1] if listed else None)
+        for mean, std in output_stats(model, fwd, x):
+            assert abs(mean) < TOL and abs(std - 1) < TOL
+
+
+def test_a_parametrized_layer_is_scaled_and_gets_back_the_state_it_had():
+    torch.manual_seed(0)  # weight_norm: model[0].weight is recomputed on each access, from the parameters stored
+    model, x = nn.Sequential(weight_norm(nn.Linear(10, 20)), nn.BatchNorm1d(20), GeneralRelu(0.1, 0.4)), \
+        torch.randn(64, 10) * 5
+    before = params(model)
+    with pytest.warns(UserWarning, match='a BatchNorm between them'):
+        lsuv_init(model, x, modules=[(model[2], model[0])])
+    assert same(model, before)
+    lsuv_init(model, x, modules=[model[0]])
+    [(mean, std)] = output_stats(model, [model[0]], x)
+    assert abs(mean) < TOL and abs(std - 1) < TOL
 
 
 def test_half_precision_converges_at_the_tol_its_rounding_allows():
@@ -196,12 +260,13 @@ def test_hooks_modes_and_buffers_put_back_when_a_module_does_not_run():
     assert all(torch.equal(b, s) for b, s in zip(model.buffers(), bufs))
 
 
-def test_an_error_part_way_leaves_every_weight_as_it_was():
+@pytest.mark.parametrize('wrap', [lambda m: m, weight_norm])
+def test_an_error_part_way_leaves_every_weight_as_it_was(wrap):
     class Net(nn.Module):
         def __init__(self, fail_at):
             super().__init__()
-            self.body, self.head, self.unused, self.calls, self.fail_at = nn.Linear(3, 4), nn.Linear(4, 2), \
-                nn.Linear(2, 2), 0, fail_at
+            self.body, self.head, self.unused, self.calls, self.fail_at = wrap(nn.Linear(3, 4)), \
+                wrap(nn.Linear(4, 2)), nn.Linear(2, 2), 0, fail_at
         def forward(self, x):
             self.calls += 1
             if self.calls == self.fail_at: raise RuntimeError('out of memory')
