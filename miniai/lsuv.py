@@ -160,9 +160,11 @@ def _check_runs(model: nn.Module, xs: tuple, measured: list[nn.Module], names: d
                 rng: dict) -> dict[nn.Module, int]:
     """One forward, before anything is changed: the model takes `xs`, and each measured module runs in it; returns
     the order in which they first give their output."""
-    ran = {}
+    ran, calls = {}, dict.fromkeys(measured, 0)
 
-    def record(hook: Hook, m: nn.Module, inp: tuple, outp: object) -> None: ran.setdefault(m, len(ran))
+    def record(hook: Hook, m: nn.Module, inp: tuple, outp: object) -> None:
+        ran.setdefault(m, len(ran))
+        calls[m] += 1
     with Hooks(dict.fromkeys(measured), record):
         set_rng_state(rng)
         try:
@@ -171,10 +173,14 @@ def _check_runs(model: nn.Module, xs: tuple, measured: list[nn.Module], names: d
             e.add_note('lsuv_init: xb is the model\'s inputs, run as model(xb) (a tensor), or model(*xb) (a tuple of '
                        'several inputs); for an (x, y) batch b from a DataLoader, pass b[0].')
             raise
-    for m in measured:
+    for m in dict.fromkeys(measured):
         if m not in ran:
             raise ValueError(f'lsuv_init: {_name(names, m)} did not run in model(xb), so its output cannot be '
                              'measured; pass modules that the forward uses.')
+        if calls[m] > 1:
+            warnings.warn(f'lsuv_init: {_name(names, m)} runs {calls[m]} times in model(xb), and its last call is the '
+                          'one measured, for every layer paired with it: give each layer its own module to measure '
+                          '(e.g. one activation per layer), or measure the layers themselves.', stacklevel=3)
     return ran
 
 

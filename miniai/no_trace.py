@@ -60,9 +60,10 @@ def _module_state(m: torch.nn.Module) -> tuple:
 
 def _put_module(m: torch.nn.Module, children: dict, params: dict, datas: dict, bufs: dict, values: dict) -> None:
     """Puts back what `_module_state` saved, whatever the block replaced, reshaped or moved."""
-    for now, old in ((m._modules, children), (m._parameters, params), (m._buffers, bufs)):
-        now.clear()
-        now.update(old)
+    if not isinstance(m, torch.jit.ScriptModule):  # a TorchScript module's own containers cannot be swapped
+        for now, old in ((m._modules, children), (m._parameters, params), (m._buffers, bufs)):
+            now.clear()
+            now.update(old)
     for n, data in datas.items():
         params[n].data = data
     with torch.no_grad():

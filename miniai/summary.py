@@ -99,11 +99,13 @@ class _Recorder:
         for n, m in _listed(model, depth): self.names.setdefault(m, n)  # a module listed twice has one name
         self.rows: list[SummaryRow] = []
         self.running: list[list] = []  # [module, cost so far] of the listed modules running, innermost last
-        self.other, self.params = 0., None
-        self.handles = [h for m in model.modules()
-                        for h in (m.register_forward_pre_hook(self.pre), m.register_forward_hook(self.post))]
+        self.other, self.params, self.ran = 0., None, False
+        self.handles = [h for m in model.modules()  # `always_call`: a call that raises (and is caught) ends too
+                        for h in (m.register_forward_pre_hook(self.pre),
+                                  m.register_forward_hook(self.post, always_call=True))]
 
     def pre(self, m: nn.Module, inp: tuple) -> None:
+        self.ran = True
         if self.params is None and m in self.names: self.running.append([m, 0.])
 
     def post(self, m: nn.Module, inp: tuple, outp: object) -> None:
@@ -130,7 +132,7 @@ class _ForwardOnceCB(Callback):
     def __init__(self, rec: _Recorder): self.rec = rec
 
     def after_predict(self, learn: Learner) -> None:
-        self.rec.finish()
+        if self.rec.ran: self.rec.finish()
         raise CancelBatchException()
 
 
@@ -155,8 +157,9 @@ def _forward(learn: Learner, rec: _Recorder, xb: Tensor | Sequence[Tensor] | Non
                            'learn.summary(xb).')
                 raise
         if rec.params is None:
-            raise RuntimeError('summary: the batch ended before the model ran (a callback cancelled it?); pass the '
-                               "model's inputs to run it alone: learn.summary(xb).")
+            raise RuntimeError("summary: the model did not run on the first batch: the Learner's predict did not "
+                               'call it (a plain Learner needs TrainCB(); or use a TrainLearner), or a callback '
+                               "cancelled the batch. Pass the model's inputs to run it alone: learn.summary(xb).")
         return
     xs = tuple(xb) if isinstance(xb, (tuple, list)) else (xb,)
     device = next((t.device for t in (*rec.model.parameters(), *rec.model.buffers())), None)
@@ -199,6 +202,9 @@ def summary(learn_or_model: Learner | nn.Module, xb: Tensor | Sequence[Tensor] |
     if not is_whole(depth, 1):
         raise ValueError(f'summary: depth is how many levels of children to list, a whole number >= 1; got {depth!r}.')
     model = learn._plain_model()
+    if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        raise TypeError('summary: the model holds TorchScript modules (torch.jit.script or trace), whose layers take '
+                        'no hooks; summarise the model before scripting or tracing it.')
     rec = _Recorder(model.module if isinstance(model, nn.DataParallel) else model, depth)
     try:
         _forward(learn, rec, xb)

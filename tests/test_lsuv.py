@@ -315,3 +315,18 @@ def test_bad_input_is_refused_with_the_fix():
         lsuv_init(lambda x: x, x)
     with pytest.raises(ValueError, match=r'lazy layers not yet initialised; run a batch through it first'):
         lsuv_init(nn.Sequential(nn.LazyLinear(2)), torch.randn(4, 3))
+
+
+def test_a_measured_module_that_runs_several_times_is_warned_about():
+    torch.manual_seed(0)
+    act, a, b = nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 8)
+    model = nn.Sequential(a, act, b, act)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter('always')
+        lsuv_init(model, torch.randn(64, 8), modules=[a, b])  # the layers themselves: no warning
+        assert rec == []
+        lsuv_init(model, torch.randn(64, 8), modules=[(act, a), (act, b)])
+    runs = [str(w.message) for w in rec if 'runs 2 times' in str(w.message)]
+    assert runs == ["lsuv_init: '1' (ReLU) runs 2 times in model(xb), and its last call is the one measured, for "
+                    'every layer paired with it: give each layer its own module to measure (e.g. one activation per '
+                    'layer), or measure the layers themselves.']

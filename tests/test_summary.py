@@ -253,3 +253,48 @@ def test_costs_go_to_the_innermost_listed_module_running_and_the_rest_is_outside
     assert s1.mflops == s2.mflops == pytest.approx((100 + 2 * 110) / 1e6)
     assert [(r.name, r.mflops) for r in s1.rows] == [('a', 110 / 1e6), ('b', 110 / 1e6)]
     assert '(0.00 outside the rows)' in str(s1)
+
+
+def test_a_layer_that_raises_inside_a_forward_that_catches_it_keeps_the_totals_right():
+    class Flaky(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 8)
+        def forward(self, x):
+            self.lin(x)
+            raise ValueError('flaky')
+
+    class Body(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flaky, self.slow = Flaky(), nn.Linear(8, 8)
+        def forward(self, x):
+            try:
+                return self.flaky(x)
+            except ValueError:
+                return self.slow(x)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale, self.body = nn.Parameter(torch.ones(1000)), Body()
+        def forward(self, x): return self.body(x) * self.scale[:1]
+
+    model, xb = Model(), torch.randn(2, 8)
+    for depth in (1, 2, 3):
+        s = summary(model, xb, depth=depth)
+        assert (s.mflops, s.other_mflops) == (pytest.approx((1000 + 2 * 72) / 1e6), pytest.approx(1000 / 1e6))
+
+
+@pytest.mark.filterwarnings('ignore:`torch.jit.trace:FutureWarning')  # deprecated, but still used
+def test_a_learner_whose_predict_does_not_run_the_model_and_torchscript_models_are_refused():
+    from miniai.learner import Learner
+    learn = tiny_learner()
+    with pytest.raises(RuntimeError, match=r"predict did not call it \(a plain Learner needs TrainCB\(\)"):
+        Learner(learn.model, learn.dls, F.cross_entropy).summary()
+    traced = torch.jit.trace(small_cnn().eval(), torch.randn(2, 1, 8, 8))
+    with pytest.raises(TypeError, match='holds TorchScript modules'):
+        summary(traced, torch.randn(2, 1, 8, 8))
+    learn.model = traced  # get_preds (and so no_trace) works on it
+    preds, _ = learn.get_preds()
+    assert preds.shape == (12, 10)
