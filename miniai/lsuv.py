@@ -142,7 +142,7 @@ def lsuv_init(model: nn.Module, xb: Tensor | Sequence[Tensor],
     try:
         model.train()
         with torch.no_grad():
-            order = _check_runs(model, xs, [m for m, _ in pairs], names, rng)
+            order = _check_runs(model, xs, pairs, names, rng)
             for measured, adjusted in sorted(pairs, key=lambda p: order[p[0]]):
                 _lsuv_one(model, xs, measured, adjusted, tol, max_iters, names, rng)
     except BaseException:
@@ -156,10 +156,12 @@ def lsuv_init(model: nn.Module, xb: Tensor | Sequence[Tensor],
     return model
 
 
-def _check_runs(model: nn.Module, xs: tuple, measured: list[nn.Module], names: dict[nn.Module, str],
+def _check_runs(model: nn.Module, xs: tuple, pairs: list[tuple[nn.Module, nn.Module]], names: dict[nn.Module, str],
                 rng: dict) -> dict[nn.Module, int]:
-    """One forward, before anything is changed: the model takes `xs`, and each measured module runs in it; returns
-    the order in which they first give their output."""
+    """One forward, before anything is changed: the model takes `xs`, and each measured module of the `(measured,
+    adjusted)` pairs runs in it (warned about if more than once); returns the order in which they first give
+    their output."""
+    measured = [m for m, _ in pairs]
     ran, calls = {}, dict.fromkeys(measured, 0)
 
     def record(hook: Hook, m: nn.Module, inp: tuple, outp: object) -> None:
@@ -178,9 +180,11 @@ def _check_runs(model: nn.Module, xs: tuple, measured: list[nn.Module], names: d
             raise ValueError(f'lsuv_init: {_name(names, m)} did not run in model(xb), so its output cannot be '
                              'measured; pass modules that the forward uses.')
         if calls[m] > 1:
+            fix = ('; it is reused, so its weights are scaled for that call alone' if (m, m) in pairs else
+                   ', for every layer paired with it: give each layer its own module to measure (e.g. one activation '
+                   'per layer), or measure the layers themselves')
             warnings.warn(f'lsuv_init: {_name(names, m)} runs {calls[m]} times in model(xb), and its last call is the '
-                          'one measured, for every layer paired with it: give each layer its own module to measure '
-                          '(e.g. one activation per layer), or measure the layers themselves.', stacklevel=3)
+                          f'one measured{fix}.', stacklevel=3)
     return ran
 
 

@@ -60,7 +60,11 @@ def _module_state(m: torch.nn.Module) -> tuple:
 
 def _put_module(m: torch.nn.Module, children: dict, params: dict, datas: dict, bufs: dict, values: dict) -> None:
     """Puts back what `_module_state` saved, whatever the block replaced, reshaped or moved."""
-    if not isinstance(m, torch.jit.ScriptModule):  # a TorchScript module's own containers cannot be swapped
+    if isinstance(m, torch.jit.ScriptModule):  # its containers take items, not clear() or update()
+        for now, old in ((m._parameters, params), (m._buffers, bufs)):
+            for n, t in old.items():
+                if now[n] is not t: now[n] = t
+    else:
         for now, old in ((m._modules, children), (m._parameters, params), (m._buffers, bufs)):
             now.clear()
             now.update(old)

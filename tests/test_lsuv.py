@@ -330,3 +330,9 @@ def test_a_measured_module_that_runs_several_times_is_warned_about():
     assert runs == ["lsuv_init: '1' (ReLU) runs 2 times in model(xb), and its last call is the one measured, for "
                     'every layer paired with it: give each layer its own module to measure (e.g. one activation per '
                     'layer), or measure the layers themselves.']
+    with warnings.catch_warnings(record=True) as rec:  # a layer reused, measured at its own output
+        warnings.simplefilter('always')
+        lsuv_init(nn.Sequential(a, a), torch.randn(64, 8))
+    assert any(str(w.message).startswith("lsuv_init: '0' (Linear) runs 2 times in model(xb), and its last call is "
+                                         'the one measured; it is reused, so its weights are scaled for that call '
+                                         'alone.') for w in rec)

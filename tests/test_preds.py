@@ -265,3 +265,25 @@ def test_a_bad_dl_is_named_as_dl():
     learn.dls = SimpleNamespace(train=learn.dls.train)
     with pytest.raises(TypeError, match=r'has no .valid'):
         learn.get_preds()
+
+
+@pytest.mark.filterwarnings('ignore:`torch.jit.trace:FutureWarning')  # deprecated, but still used
+@pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning')  # BatchNorm's size check, traced as a constant
+def test_no_trace_puts_back_a_traced_model_that_the_block_cast_and_whose_batchnorm_ran():
+    class CastCB(Callback):  # as DeviceCB moving a model held elsewhere: the block replaces its tensors
+        order = -10
+        def before_fit(self, learn): learn.model.to(torch.float64)
+        def before_batch(self, learn): learn.batch = (learn.batch[0].double(), *learn.batch[1:])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(64, 10))
+    traced = torch.jit.trace(model, torch.randn(2, 1, 8, 8))  # traced in train mode: its BatchNorm updates its stats
+    ds = TensorDataset(torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,)))
+    dls = SimpleNamespace(train=DataLoader(ds, 4), valid=DataLoader(ds, 4))
+    learn = TrainLearner(traced, dls, F.cross_entropy, cbs=[CastCB()])
+    before = {k: v.clone() for k, v in traced.state_dict().items()}
+    learn.get_preds()
+    learn.lr_find(num_it=3, show_plot=False)
+    after = traced.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    traced(torch.randn(2, 1, 8, 8))  # still runs on float32 inputs
