@@ -15,14 +15,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.nn.parameter import is_lazy
 
 from .callbacks import DeviceCB
+from .device import model_device
 from .learner import Callback, Learner, MomentumLearner
 
 __all__ = ['amp_dtype', 'MixedPrecision', 'ChannelsLastCB', 'CompileCB', 'speed_cbs']
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device('cpu')
 
 
 def amp_dtype(device: str | torch.device) -> torch.dtype | None:
@@ -68,7 +64,7 @@ class MixedPrecision(Callback):
             self._loaded = sd
 
     def before_fit(self, learn: Learner) -> None:
-        dev = _model_device(learn.model)
+        dev = model_device(learn.model) or torch.device('cpu')
         self.device_type, self.fit_dtype = dev.type, self.dtype or amp_dtype(dev)
         if self.fit_dtype != torch.float16:
             return

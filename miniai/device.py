@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import chain
 from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ['def_device', 'to_device', 'to_cpu']
+__all__ = ['def_device', 'to_device', 'to_cpu', 'model_device']
 
 
 def _best_device() -> str:
@@ -34,3 +36,9 @@ def to_cpu(x: Any) -> Any:
     if not isinstance(x, torch.Tensor): return x
     res = x.detach().cpu()
     return res.float() if res.dtype in (torch.float16, torch.bfloat16) else res
+
+
+def model_device(model: nn.Module) -> torch.device | None:
+    """The device of the model's first parameter or buffer (None if it has neither)."""
+    t = next(chain(model.parameters(), model.buffers()), None)
+    return None if t is None else t.device

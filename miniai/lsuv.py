@@ -6,14 +6,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from itertools import chain
 from numbers import Real
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
-from .device import to_device
+from .device import model_device, to_device
 from .guards import is_whole
 from .hooks import Hook, Hooks
 from .learner import get_rng_state, set_rng_state
@@ -68,6 +67,11 @@ def _state(m: nn.Module) -> dict[str, Tensor]:
     """A copy of the module's state: its parameters as stored, so also those behind a parametrization (e.g.
     `weight_norm`'s), whose `m.weight` is recomputed on each access and cannot be written back into."""
     return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def _did_not_run(names: dict[nn.Module, str], m: nn.Module) -> ValueError:
+    return ValueError(f'lsuv_init: {_name(names, m)} did not run in model(xb), so its output cannot be measured; pass '
+                      'modules that the forward uses.')
 
 
 def _unscalable(mean: float, std: float, weight: Tensor) -> str | None:
@@ -133,8 +137,7 @@ def lsuv_init(model: nn.Module, xb: Tensor | Sequence[Tensor],
     names = {m: n for n, m in model.named_modules()}
     pairs = _pairs(model, modules, names)
     xs = tuple(xb) if isinstance(xb, (tuple, list)) else (xb,)
-    first = next(chain(model.parameters(), model.buffers()), None)
-    if first is not None: xs = to_device(xs, first.device)
+    if (device := model_device(model)) is not None: xs = to_device(xs, device)
     modes = [(m, m.training) for m in model.modules()]
     bufs = [(b, b.clone()) for b in model.buffers()]
     saved = {m: _state(m) for _, m in pairs}
@@ -177,8 +180,7 @@ def _check_runs(model: nn.Module, xs: tuple, pairs: list[tuple[nn.Module, nn.Mod
             raise
     for m in dict.fromkeys(measured):
         if m not in ran:
-            raise ValueError(f'lsuv_init: {_name(names, m)} did not run in model(xb), so its output cannot be '
-                             'measured; pass modules that the forward uses.')
+            raise _did_not_run(names, m)
         if calls[m] > 1:
             fix = ('; it is reused, so its weights are scaled for that call alone' if (m, m) in pairs else
                    ', for every layer paired with it: give each layer its own module to measure (e.g. one activation '
@@ -212,8 +214,7 @@ def _lsuv_one(model: nn.Module, xs: tuple, measured: nn.Module, adjusted: nn.Mod
             set_rng_state(rng)
             model(*xs)
             if hook.stats is None:
-                raise ValueError(f'lsuv_init: {_name(names, measured)} did not run in model(xb), so its output cannot '
-                                 'be measured; pass modules that the forward uses.')
+                raise _did_not_run(names, measured)
             mean, std, dtype = hook.stats
             if i == 0: tol, start = max(tol, _min_tol(adjusted.weight.dtype, dtype)), (mean, std)
             why = _unscalable(mean, std, adjusted.weight)

@@ -13,7 +13,7 @@ from torch.nn.parameter import is_lazy
 
 from .accel import CompileCB
 from .data import DataLoaders
-from .device import to_device
+from .device import model_device, to_device
 from .distributed import DDPCB
 from .guards import is_whole
 from .learner import Callback, CancelBatchException, Learner
@@ -162,7 +162,7 @@ def _forward(learn: Learner, rec: _Recorder, xb: Tensor | Sequence[Tensor] | Non
                                "cancelled the batch. Pass the model's inputs to run it alone: learn.summary(xb).")
         return
     xs = tuple(xb) if isinstance(xb, (tuple, list)) else (xb,)
-    device = next((t.device for t in (*rec.model.parameters(), *rec.model.buffers())), None)
+    device = model_device(rec.model)
     with no_trace(learn, paused=lambda cb: False), torch.no_grad():
         xs = xs if device is None else to_device(xs, device)
         rec.model.eval()

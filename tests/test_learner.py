@@ -350,6 +350,13 @@ def test_to_device_and_to_cpu_walk_containers():
     assert c['x'].dtype == torch.float32 and isinstance(c['y'], list)
 
 
+def test_model_device_is_its_first_parameters_or_buffers():
+    from miniai.device import model_device
+    assert model_device(nn.Linear(2, 2).to('meta')) == torch.device('meta')
+    assert model_device(nn.BatchNorm1d(2, affine=False).to('meta')) == torch.device('meta')  # buffers only
+    assert model_device(nn.ReLU()) is None
+
+
 def test_single_batch_cb_stops_after_one_batch():
     log = EventLog()
     make_learner([log, SingleBatchCB()]).fit(3)
