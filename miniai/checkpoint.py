@@ -36,9 +36,11 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
-    """The file a checkpoint `path` names: itself, or an existing folder's `checkpoint.pt`."""
+    """The file a checkpoint `path` names: itself, or a folder's `checkpoint.pt` (an existing folder, or a path
+    ending in a slash)."""
+    folder = str(path).endswith(('/', os.sep))
     path = Path(path)
-    return path / 'checkpoint.pt' if path.is_dir() else path
+    return path / 'checkpoint.pt' if folder or path.is_dir() else path
 
 
 _ALLOWED = 'tensors, numbers, strings, lists and dicts'
@@ -291,7 +293,7 @@ class CheckpointCB(Callback):
         self.best = sd['best']
 
     def before_fit(self, learn: Learner) -> None:
-        if self.monitor is not None:
+        if self.monitor is not None and 'train' in learn.phases:  # (a validation-only fit saves nothing)
             check_monitor(learn, self.monitor, 'CheckpointCB')
 
     def after_epoch(self, learn: Learner) -> None:

@@ -128,10 +128,10 @@ def checked_args(args: argparse.Namespace) -> argparse.Namespace:
     elif args.out and (Path(args.out) / 'checkpoint.pt').exists():
         raise SystemExit(f'miniai fit: {args.out} already holds a run; continue it with `miniai fit --resume '
                          f'{args.out}`, or give another --out.')
-    if args.out and Path(args.out).is_file():
-        raise SystemExit(f'miniai fit: --out {args.out} is a file; give a folder (made if missing).')
+    check_out(args.out, 'fit')
     for k, v in FIT_DEFAULTS.items():
         if getattr(args, k) is None: setattr(args, k, v)
+    check_seed(args.seed, '--seed', 'fit')
     recipe = RECIPES[args.recipe]
     for k in ('bs', 'lr', 'label_smoothing', 'tta'):  # unset options take the recipe's values
         if getattr(args, k) is None: setattr(args, k, getattr(recipe, k))
@@ -150,6 +150,21 @@ def checked_args(args: argparse.Namespace) -> argparse.Namespace:
     if not 0 <= args.label_smoothing < 1:
         raise SystemExit(f'miniai fit: --label-smoothing must be in [0, 1) (got {args.label_smoothing}).')
     return args
+
+
+def check_out(out: str | os.PathLike | None, command: str) -> None:
+    """Refuse an `--out` folder that is a file, or under one (before anything trains)."""
+    if out is None:
+        return
+    if file := next((p for p in (Path(out), *Path(out).parents) if p.exists() and not p.is_dir()), None):
+        where = 'is a file' if file == Path(out) else f'is under {file}, which is a file'
+        raise SystemExit(f'miniai {command}: --out {out} {where}; give a folder (made if missing).')
+
+
+def check_seed(seed: int, flag: str, command: str) -> None:
+    """Refuse a seed that torch and the loaders cannot take: a whole number from 0 to 2**64 - 1."""
+    if not 0 <= seed < 2**64:
+        raise SystemExit(f'miniai {command}: {flag} must be a whole number from 0 to 2**64 - 1 (got {seed}).')
 
 
 def checked_device(name: str | None, command: str = 'fit', saved_in: str | None = None,

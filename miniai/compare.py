@@ -253,7 +253,7 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
     import matplotlib
     matplotlib.use('Agg')
     from .callbacks import BatchTransformCB, DeviceCB
-    from .cli import checked_device, new_run_dir
+    from .cli import check_out, check_seed, checked_device, new_run_dir
     from .data import DataLoaders, DeviceLoader, fashion_mnist_arrays
     from .vision import batch_augment, channel_stats, vanilla_cnn
 
@@ -272,6 +272,8 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
     if not seeds:
         raise SystemExit(f'miniai compare: --seeds {args.seeds} gives no seeds: give a count of at least 1, or a '
                          'comma list of seeds.')
+    for seed in seeds:
+        check_seed(seed, '--seeds', 'compare')
     if len(set(seeds)) < len(seeds):
         raise SystemExit(f'miniai compare: --seeds {args.seeds} repeats a seed, which would train the same run '
                          'twice and understate the spread; give each seed once.')
@@ -281,6 +283,7 @@ def compare_command(args: argparse.Namespace) -> list[dict]:
             raise SystemExit(f'miniai compare: {flag} must be at least 1 (got {v}).')
     device = checked_device(args.device, 'compare')
     out = Path(args.out).expanduser() if args.out else None
+    check_out(out, 'compare')
     if out is not None and (out / 'compare.csv').exists():
         raise SystemExit(f'miniai compare: {out} already holds a comparison (compare.csv); give another --out.')
 

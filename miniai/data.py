@@ -290,8 +290,9 @@ class DeviceLoader:
     `r, r+world_size, ...` of the epoch's order, so the ranks' shares are disjoint. A shuffled (training) order
     is first cut to a multiple of `world_size`, so all ranks run the same number of steps; an unshuffled
     (validation) one is not, so every item is seen once.
-    `tfm`, if given, maps each normalised `x` batch on the device (e.g. augmentation).
-    `.n` is the number of items in the split (all ranks together)."""
+    A shuffled order's last batch of a single image (without `drop_last`) is joined to the batch before it:
+    BatchNorm cannot train on one image. `tfm`, if given, maps each normalised `x` batch on the device (e.g.
+    augmentation). `.n` is the number of items in the split (all ranks together)."""
 
     def __init__(self, x: Tensor, y: Tensor, bs: int = 1024, shuffle: bool = False, drop_last: bool = False,
                  mean: float = FMNIST_MEAN, std: float = FMNIST_STD,
@@ -339,7 +340,9 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         n = len(range(self.rank, self._stop(), self.world_size))  # this rank's items
-        return n // self.bs if self.drop_last else math.ceil(n / self.bs)
+        if self.drop_last:
+            return n // self.bs
+        return math.ceil(n / self.bs) - (self.shuffle and n > self.bs and n % self.bs == 1)  # (a lone last image)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs to resume the same shuffles: the seed, the epoch counter and how the shuffles
@@ -367,8 +370,10 @@ class DeviceLoader:
         # 0-dim tensors on the device, not Python numbers: CUDA turns division by a CPU scalar into a multiply
         # by its reciprocal, which can differ in the last bit from the CPU's (and the course path's) division.
         k255, mean, std = torch.tensor([255.0, self.mean, self.std], device=self.device)
-        for i in range(0, len(self) * self.bs, self.bs):
-            b = idx[i:i + self.bs]
+        n_batches = len(self)
+        end = n_batches * self.bs if self.drop_last else len(idx)  # the last batch's end: see `__len__`
+        for i in range(0, n_batches * self.bs, self.bs):
+            b = idx[i:end if i + self.bs >= n_batches * self.bs else i + self.bs]
             x = self.x[b].unsqueeze(1).float().div_(k255).sub_(mean).div_(std)
             yield (x if self.tfm is None else self.tfm(x)), self.y[b]
 

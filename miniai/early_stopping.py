@@ -26,7 +26,7 @@ class EarlyStoppingCB(Callback):
     `learn.load(path)` then `fit(n)` trains on from it); a resume with another monitor or mode is refused.
     `stopped_epoch` is the last epoch trained (None if it did not stop the fit). With `CheckpointCB(monitor=...)`
     the best weights are in its best file. Under DDP every process sees the same, global, values and stops at the
-    same epoch. Not run by `lr_find`.
+    same epoch. Not run by `lr_find`; does nothing in a validation-only fit (`fit(n, train=False)`).
     """
     order = CheckpointCB.order - 1  # after `MetricsCB` has the epoch's row, before the epoch's checkpoint
     skip_in_lr_find = True
@@ -51,12 +51,14 @@ class EarlyStoppingCB(Callback):
         self.best, self.wait, self.stopped_epoch = sd['best'], sd['wait'], sd['stopped_epoch']
 
     def before_fit(self, learn: Learner) -> None:
+        if 'train' not in learn.phases:
+            return  # validation only: nothing to stop, and the training run's count is kept
         check_monitor(learn, self.monitor, 'EarlyStoppingCB')
         self.best, self.wait, self.stopped_epoch = None, 0, None
 
     def after_epoch(self, learn: Learner) -> None:
-        if learn.phase != learn.phases[-1]:
-            return  # once the epoch's last phase is done
+        if learn.phase != learn.phases[-1] or 'train' not in learn.phases:
+            return  # once the epoch's last phase is done, in a fit that trains
         v = monitored_value(learn, self.monitor)
         if v is None:
             warnings.warn(f'EarlyStoppingCB: epoch {learn.epoch} has no {self.monitor!r} (was its phase cancelled?); '

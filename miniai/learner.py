@@ -25,9 +25,10 @@ NaN guard: each training loss is checked after `after_loss` and before `backward
 default): a NaN or infinite loss raises `NonFiniteLossError`, leaving the weights, optimizer state and
 BatchNorm running statistics as they were before that batch.
 
-Checkpoints (`save`, `load`, `fit(n, resume=path)`, `CheckpointCB`) hold the model, the optimizer, the
-counters, the state of every callback that has `state_dict`/`load_state_dict` (keyed by class name and index
-among the callbacks of that class, e.g. `RecorderCB_0`), the global random number generators and the
+Checkpoints (`save`, `load`, `fit(n, resume=path)`, `CheckpointCB`) hold the model, its pending gradients
+(gradient accumulation, `MomentumLearner`), the optimizer (one saved before the run had an optimizer restores a
+fresh one), the counters, the state of every callback that has `state_dict`/`load_state_dict` (keyed by class
+name and index among the callbacks of that class, e.g. `RecorderCB_0`), the global random number generators and the
 loaders' own state (their `state_dict`, or a DataLoader's own generator). `fit(n, resume=path)` keeps `n` as
 the run's TOTAL number of epochs. It checks the checkpoint against the model, optimizer and phases, runs
 `before_fit` as usual (callbacks build their schedulers, reset their records, `DDPCB` shards the loaders),
@@ -84,6 +85,9 @@ class CancelBatchException(Exception):
 
 
 _cancels = {'fit': CancelFitException, 'epoch': CancelEpochException, 'batch': CancelBatchException}
+# Where the run stands, as `save` writes it: a validation-only fit puts it back as it was.
+_POSITION = ('epoch', 'iter', 'phase', 'phases', 'n_epochs', 'n_iter', 'train_iter', 'resume_iter',
+             'should_stop', '_at', '_n_done', '_phase_done')
 
 
 class Callback:
@@ -306,6 +310,10 @@ class Learner:
         if isinstance(loss_func, type):
             raise TypeError(f'Learner: loss_func is the class {loss_func.__name__}; pass an instance, '
                             f'{loss_func.__name__}(), or a function such as F.cross_entropy.')
+        if not callable(loss_func):
+            raise TypeError(f'Learner: loss_func is a {type(loss_func).__name__}; pass a function of (preds, targets) '
+                            'such as F.cross_entropy, or a loss module such as nn.CrossEntropyLoss().')
+        check_lr(lr, who='Learner')
         for cb in as_cbs(cbs):
             self.add_cb(cb)
 
@@ -349,11 +357,11 @@ class Learner:
     def cleanup(self, method_nm: str, error: BaseException | None = None) -> None:
         """Run a `cleanup_*` event: every handler runs even if one fails. Their errors become notes on `error`
         (the exception ending the fit, epoch or batch) if there is one; else the first is raised after all ran."""
-        failed: list[tuple[str, Exception]] = []
+        failed: list[tuple[str, BaseException]] = []
         for m in self._handlers_of(method_nm):
             try:
                 m(self)
-            except Exception as e:
+            except BaseException as e:  # (a Ctrl-C in one handler too: the others still run)
                 failed.append((type(getattr(m, '__self__', m)).__name__, e))
         if not failed:
             return
@@ -464,14 +472,16 @@ class Learner:
             self._check_opt_params()
         if self.opt is None and (train or any(True for _ in self.model.parameters())):
             self.create_opt()  # a model without parameters can still be validated, with no optimizer
-        if self.opt is not None and ck is None:
+        undo = self._undo_fit_start()  # a fit refused in `before_fit` changes nothing
+        if self.opt is not None and (ck is None or ck['opt'] is None):  # (a saved optimizer has its lrs)
             self._set_lrs(lr)
         if ck is not None:
             self._check_opt(ck)
         self._handlers.clear()  # `learn.cbs` may have been edited, or a callback's order changed
         self.cbs.extend(cbs)
+        position = {k: getattr(self, k) for k in _POSITION} if not train else None
         try:
-            self._undo = self._undo_fit_start() if ck is not None else None
+            self._undo = undo
             self.phases = phases
             self.n_epochs, self.epochs = n_epochs, range(ck['epoch'] if ck else 0, n_epochs)
             self.n_iter = n_epochs * len(self.dls.train) if train else 0
@@ -480,16 +490,21 @@ class Learner:
         except BaseException as e:
             self._undo_unrestored(e)
             raise
-        else:
-            self._undo_unrestored()  # a resume cancelled (`CancelFitException`) before its checkpoint was restored
+        else:  # a resume cancelled (`CancelFitException`) before its checkpoint was restored is undone, while
+            # another fit cancelled in `before_fit` ended as fits do: it was not refused
+            self._undo = self._undo if ck is not None else None
+            self._undo_unrestored()
         finally:
             self._ck, self._fitting, self._undo = None, False, None
-            for cb in cbs:
-                self.remove_cb(cb)
+            if position is not None:  # validating only: the run's position (for `save`) is the training's
+                self.__dict__.update(position)
+            self.cbs[:] = [c for c in self.cbs if not any(c is cb for cb in cbs)]  # (one may have removed itself)
+            self._handlers.clear()
 
     def _undo_fit_start(self) -> Callable[[], None]:
         """A function putting back what starting a fit changes (callbacks' attributes and states, the optimizer's
-        param groups, the counters), for a resume refused after `before_fit`; it runs after `cleanup_fit`."""
+        param groups, the counters), for a fit refused in `before_fit` or a resume refused after it; it runs after
+        `cleanup_fit`."""
         attrs = [(d, dict(d)) for cb in self.cbs if (d := getattr(cb, '__dict__', None)) is not None]
         states = []
         for cb in self._stateful_cbs().values():
@@ -543,12 +558,17 @@ class Learner:
             if not hasattr(self.dls, phase):
                 raise TypeError(f'Learner: dls (a {type(self.dls).__name__}) has no .{phase}; give DataLoaders(train, '
                                 'valid), or any object whose .train and .valid are loaders.')
+            if getattr(self.dls, phase) is None:
+                flag = 'valid=False' if phase == 'valid' else 'train=False (to validate only)'
+                raise TypeError(f'Learner: dls.{phase} is None; give a {phase} loader, or fit(..., {flag}).')
             check_loader(getattr(self.dls, phase), f'dls.{phase}')
 
     @with_cbs('fit')
     def _fit(self) -> None:
         ck, mid_epoch = self._ck, False
-        if ck is not None:
+        if ck is None:
+            self._undo = None  # `before_fit` went through: the fit is under way
+        else:
             self._check_loader_state(ck)  # after `before_fit`, which may shard the loaders (`DDPCB`)
             self._restore(ck)  # after `before_fit`: see the module's docstring
             self._undo = None
@@ -731,6 +751,7 @@ class Learner:
                 'opt': self.opt and self.opt.state_dict(), 'opt_type': type(self.opt).__name__,
                 'epoch': epoch, 'phase': phase, 'iter': n_done, 'train_iter': self.train_iter,
                 'n_epochs': self.n_epochs, 'should_stop': self.should_stop,
+                'grads': [p.grad for p in self._plain_model().parameters()],  # pending (accumulation, momentum)
                 'start': start or now, 'rng_now': now['rng'] if n_done else None, 'n_batches': self._n_batches(),
                 'cbs': {k: cb.state_dict() for k, cb in self._stateful_cbs().items()}}
 
@@ -860,9 +881,17 @@ class Learner:
             warnings.warn(f'Checkpoint: callback states without a matching callback (ignored): {lost}; '
                           f'callbacks without a saved state (starting fresh): {fresh}.', stacklevel=3)
         self._plain_model().load_state_dict(ck['model'])
-        if ck['opt'] is not None:
+        for p, g in zip(self._plain_model().parameters(), ck.get('grads', repeat(None))):
+            p.grad = None if g is None else g.to(p.device, p.dtype)
+        opt_sd = ck['opt']
+        if opt_sd is None and self.opt is not None:  # saved before the run had one: the optimizer starts afresh
+            if self._fitting or self.opt is not self._own_lrs[0]:  # (in a resume, as this fit's start set it up)
+                self.opt.state.clear()
+            else:
+                opt_sd = self.new_opt()[0].state_dict()
+        if opt_sd is not None:
             pgs = self.opt.param_groups
-            self.opt.load_state_dict(ck['opt'])
+            self.opt.load_state_dict(opt_sd)
             for old, new in zip(pgs, self.opt.param_groups, strict=True):
                 old.update(new)
             put_param_groups(self.opt, pgs)  # keep the param-group dicts, which callbacks (e.g. RecorderCB) hold
@@ -904,12 +933,3 @@ class MomentumLearner(TrainLearner):
             for p in self.model.parameters():
                 if p.grad is not None:
                     p.grad *= self.mom
-
-    def state_dict(self) -> dict[str, Any]:
-        """A checkpoint, with the gradients: they carry over to the next step, so a resume needs them."""
-        return {**super().state_dict(), 'grads': [p.grad for p in self._plain_model().parameters()]}
-
-    def _restore(self, ck: dict[str, Any]) -> None:
-        super()._restore(ck)
-        for p, g in zip(self._plain_model().parameters(), ck.get('grads', repeat(None))):
-            p.grad = None if g is None else g.to(p.device, p.dtype)

@@ -41,7 +41,7 @@ def _restore_all(steps: Iterable[Callable[[], object]], error: BaseException | N
     for step in steps:
         try:
             step()
-        except Exception as e:  # the other steps still run
+        except BaseException as e:  # the other steps still run (also after a Ctrl-C in one)
             errors.append(e)
     target = error or (errors[0] if errors else None)
     for e in errors[error is None:]:

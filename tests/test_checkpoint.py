@@ -701,3 +701,93 @@ def test_a_validation_only_fit_leaves_the_runs_checkpoint(tmp_path):
     saved = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
     learn.fit(1, train=False)
     assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == saved
+
+
+def test_a_fit_refused_in_before_fit_changes_nothing():
+    """A monitor typo is caught at order 9, after MetricsCB, RecorderCB and the scheduler reset: all put back."""
+    from miniai.early_stopping import EarlyStoppingCB
+    torch.manual_seed(0)
+    learn = make_learner()
+    learn.fit(N_EPOCHS, cbs=[At('after_batch', 1, 1, CancelFitException)])
+    before = copy.deepcopy(learn.state_dict())
+    with pytest.raises(ValueError, match="monitor='accuracy' is not one of this fit's values"):
+        learn.fit(N_EPOCHS, cbs=[EarlyStoppingCB(monitor='accuracy', mode='max')])  # the metric is 'acc'
+    assert_same_checkpoint(before, learn.state_dict())
+    assert len(cb_of(learn, RecorderCB).recs['lr']) == N_BATCHES + 2
+
+
+def test_a_validation_only_fit_keeps_the_run_to_save_and_resume(tmp_path):
+    """Train, validate, save: the checkpoint is the training run's, and resuming it trains nothing more."""
+    from miniai.early_stopping import EarlyStoppingCB
+    torch.manual_seed(0)
+    learn = make_learner(cbs=[EarlyStoppingCB(monitor='train_loss', patience=5)])
+    learn.fit(N_EPOCHS)
+    before, es = copy.deepcopy(learn.state_dict()), cb_of(learn, EarlyStoppingCB).state_dict()
+    learn.fit(1, train=False, cbs=[CheckpointCB(tmp_path / 'v', monitor='train_loss')])  # a train monitor: idle
+    assert not cb_of(learn, MetricsCB).history[-1]['train']  # it validated
+    after = learn.state_dict()
+    for k in ('epoch', 'phase', 'iter', 'train_iter', 'n_epochs', 'should_stop'):
+        assert after[k] == before[k], k
+    assert cb_of(learn, EarlyStoppingCB).state_dict() == es and es['best'] is not None
+    learn.save(tmp_path / 'ck.pt')
+    res = make_learner(cbs=[EarlyStoppingCB(monitor='train_loss', patience=5)])
+    res.fit(N_EPOCHS, resume=tmp_path / 'ck.pt')
+    assert res.train_iter == N_EPOCHS * N_BATCHES and same_weights(learn, res)
+
+
+def test_a_checkpoint_saved_before_the_optimizer_existed_restores_a_fresh_one(tmp_path):
+    """`save` before any fit holds no optimizer: load or resume it, and the run starts over exactly."""
+    torch.manual_seed(0)
+    learn = make_learner()
+    learn.save(tmp_path / 'init.pt')
+    learn.fit(N_EPOCHS)
+    first = weights(learn)
+    learn.load(tmp_path / 'init.pt')
+    assert not learn.opt.state  # the trained run's moments and step counts are gone
+    learn.fit(N_EPOCHS)
+    assert all(torch.equal(a, b) for a, b in zip(first, weights(learn)))
+    learn.fit(N_EPOCHS, resume=tmp_path / 'init.pt')
+    assert all(torch.equal(a, b) for a, b in zip(first, weights(learn)))
+    torch.manual_seed(0)
+    plain = TrainLearner(nn.Linear(6, 3), make_dls(), F.cross_entropy, lr=0.05)  # no schedule: the lrs are fit's
+    plain.save(tmp_path / 'plain.pt')
+    plain.fit(2)
+    first = weights(plain)
+    plain.fit(1, lr=0.5)
+    plain.fit(2, resume=tmp_path / 'plain.pt')  # at learn.lr, as the saved run started, not at the last fit's
+    assert all(torch.equal(a, b) for a, b in zip(first, weights(plain)))
+
+
+class Accumulate(Callback):
+    """Gradient accumulation: steps every third batch, across epoch ends too."""
+    def before_fit(self, learn): self.n = 0
+    def after_backward(self, learn):
+        self.n += 1
+        if self.n % 3: raise CancelBatchException()
+    def state_dict(self): return {'n': self.n}
+    def load_state_dict(self, sd): self.n = sd['n']
+
+
+def test_resume_with_gradients_pending_is_bit_identical(tmp_path):
+    """The checkpoint after epoch 0 (4 batches, a step every 3) holds the gradients of a batch not yet stepped."""
+    torch.manual_seed(0)
+    ref = make_learner(cbs=[Accumulate()])
+    ref.fit(N_EPOCHS)
+    torch.manual_seed(0)
+    learn = make_learner(cbs=[Accumulate(), CheckpointCB(tmp_path / 'ck.pt'), StopAfterEpoch(0, CancelFitException)])
+    learn.fit(N_EPOCHS)
+    assert any(p.grad is not None for p in learn.model.parameters())
+    torch.manual_seed(1234)
+    res = make_learner(cbs=[Accumulate()])
+    res.fit(N_EPOCHS, resume=tmp_path / 'ck.pt')
+    assert same_weights(ref, res)
+
+
+def test_save_to_a_path_ending_in_a_slash_makes_a_folder(tmp_path):
+    learn = make_learner(epochs=1)
+    assert learn.save(f'{tmp_path}/run/') == tmp_path / 'run' / 'checkpoint.pt'
+    assert (tmp_path / 'run' / 'checkpoint.pt').is_file()
+    learn.fit(1, cbs=[CheckpointCB(tmp_path / 'run')])  # the same folder, as CheckpointCB names it
+    with pytest.warns(UserWarning, match=r"without a matching callback \(ignored\): \['CheckpointCB_0'\]"):
+        learn.load(f'{tmp_path}/run/')
+    assert learn.epoch == 1

@@ -188,3 +188,17 @@ def test_the_seed_alone_sets_the_initial_weights_and_the_shuffles(tiny_fmnist, t
     for weights, loader_seed in seen:
         assert loader_seed == 7
         assert all(torch.equal(weights[k], v) for k, v in expected.items())
+
+
+@pytest.mark.parametrize('argv, msg', [
+    (['fit', '--seed', '-1'], 'miniai fit: --seed must be a whole number from 0 to 2\\*\\*64 - 1 \\(got -1\\)'),
+    (['fit', '--seed', str(2**64)], f'--seed must be a whole number from 0 to 2\\*\\*64 - 1 \\(got {2**64}\\)'),
+    (['compare', '--seeds=-1,2'], 'miniai compare: --seeds must be a whole number from 0 to 2\\*\\*64 - 1'),
+    (['fit', '--out', '{file}'], 'miniai fit: --out .*afile is a file; give a folder'),
+    (['fit', '--out', '{file}/sub'], 'miniai fit: --out .*afile/sub is under .*afile, which is a file; give a folder'),
+    (['compare', '--out', '{file}'], 'miniai compare: --out .*afile is a file; give a folder')])
+def test_seeds_and_out_folders_are_checked_before_anything_trains(tmp_path, argv, msg):
+    (tmp_path / 'afile').write_text('')
+    argv = [a.format(file=tmp_path / 'afile') for a in argv]
+    with pytest.raises(SystemExit, match=msg):  # an empty data folder: reached only without a check
+        main([*argv, '--data', str(tmp_path / 'none'), '--device', 'cpu', '--limit-batches', '1'])

@@ -354,6 +354,22 @@ def test_len_matches_batches(drop_last):
     assert sizes == [64] * 15 + ([] if drop_last else [40])
 
 
+def test_a_lone_last_training_image_joins_the_batch_before():
+    """BatchNorm cannot train on a batch of one image: a shuffled order's last such batch joins the one before."""
+    dl = _synthetic(129, bs=64, shuffle=True, seed=0)
+    assert len(dl) == 2 and [len(y) for _, y in dl] == [64, 65] and sorted(_ids(dl)) == list(range(129))
+    assert [len(y) for _, y in _synthetic(129, bs=64)] == [64, 64, 1]  # validation: kept as it is
+    assert [len(y) for _, y in _synthetic(130, bs=64, shuffle=True, seed=0)] == [64, 64, 2]
+    assert [len(y) for _, y in _synthetic(1, bs=64, shuffle=True, seed=0)] == [1]
+    shards = [_synthetic(259, bs=64, shuffle=True, seed=0, rank=r, world_size=2) for r in range(2)]  # 129 each
+    assert [[len(y) for _, y in s] for s in shards] == [[64, 65]] * 2
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.BatchNorm1d(784), torch.nn.Linear(784, 129))
+    from miniai import DataLoaders, TrainLearner
+    learn = TrainLearner(model, DataLoaders(dl, _synthetic(8, bs=64)), torch.nn.functional.cross_entropy)
+    learn.fit(1)  # BatchNorm trains on every batch
+    assert learn.train_iter == 2
+
+
 @pytest.mark.parametrize('n', [1000, 1001])
 def test_shards_are_disjoint_and_cover_the_epoch(n):
     shards = [_synthetic(n, bs=64, shuffle=True, seed=7, rank=r, world_size=2) for r in range(2)]

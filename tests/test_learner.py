@@ -307,6 +307,18 @@ def test_every_cleanup_handler_runs_and_no_error_is_lost():
     assert e.value.__notes__ == ['cleanup_fit of FailingCleanup also failed: RuntimeError: first']
 
 
+class CtrlCInCleanup(Callback):
+    order = -1  # before the EventLog
+    def cleanup_fit(self, learn): raise KeyboardInterrupt
+
+
+def test_a_ctrl_c_in_one_cleanup_handler_still_runs_the_others():
+    log = EventLog()
+    with pytest.raises(KeyboardInterrupt):
+        make_learner([CtrlCInCleanup(), log]).fit(1)
+    assert log.log[-1] == 'cleanup_fit'
+
+
 def test_a_plain_learner_without_traincb_says_what_to_add():
     learn = Learner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy)
     with pytest.raises(AttributeError, match="no attribute 'loss': nothing set it.*add TrainCB"):
@@ -512,6 +524,23 @@ def test_bad_learner_and_fit_arguments_get_clear_errors():
     stream = DataLoader(Stream(), batch_size=None)
     with pytest.raises(TypeError, match=r'dls.train \(a DataLoader\) has no length'):
         TrainLearner(nn.Linear(3, 2), SimpleNamespace(train=stream, valid=stream), F.cross_entropy).fit(1)
+    with pytest.raises(TypeError, match=r'dls.valid is None; give a valid loader, or fit\(\.\.\., valid=False\)'):
+        TrainLearner(nn.Linear(3, 2), SimpleNamespace(train=tiny_dls().train, valid=None), F.cross_entropy).fit(1)
+    with pytest.raises(TypeError, match=r"loss_func is a str; pass a function of \(preds, targets\)"):
+        TrainLearner(nn.Linear(3, 2), tiny_dls(), 'cross_entropy')
+    for lr in (float('nan'), float('inf'), -1.):
+        with pytest.raises(ValueError, match=r'Learner\(lr=.*\): lr must be a finite number >= 0'):
+            TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=lr)
+
+
+class RemovesItself(Callback):
+    def after_epoch(self, learn): learn.remove_cb(self)
+
+
+def test_a_fit_callback_that_removes_itself_leaves_no_callback_behind():
+    learn = make_learner()
+    learn.fit(2, cbs=[RemovesItself(), other := EventLog()])
+    assert learn.cbs == [] and other.log[-1] == 'cleanup_fit'
 
 
 def test_callbacks_are_added_once_and_a_single_one_needs_no_list():
