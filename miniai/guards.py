@@ -3,7 +3,8 @@
 `Learner` checks each training loss before `backward` (`NonFiniteLossError`); `TrainLearner` and `TrainCB`
 check each batch's format (`check_batch`) and turn a failing model or loss call into an error giving the
 shapes, dtypes and devices involved (`call_model`, `call_loss`); `BaseSchedCB` warns when a scheduler was
-built for another number of steps than the fit takes (`check_sched_steps`).
+built for another number of steps than the fit takes (`check_sched_steps`), and `BatchSchedCB` when a fit ended
+short of its schedule's end (`check_sched_end`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ['NonFiniteLossError', 'BatchError', 'DeviceMismatchError', 'check_batch', 'call_model', 'backward_loss',
-           'call_loss', 'check_sched_steps']
+           'call_loss', 'check_sched_steps', 'check_sched_end']
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -130,16 +131,39 @@ def backward_loss(loss: Tensor) -> None:
     loss.backward()
 
 
-def check_sched_steps(sched: Any, n_steps: int, who: str) -> None:
-    """Warn if `sched` was built for another number of steps (`total_steps` or `T_max`) than `n_steps`."""
+def _sched_len(sched: Any) -> tuple[str | None, Any]:
+    """The attribute holding `sched`'s length (`total_steps` or `T_max`) and its value; (None, None) for neither."""
     attr = next((a for a in ('total_steps', 'T_max') if getattr(sched, a, None) is not None), None)
-    total = getattr(sched, attr, None) if attr else None
+    return attr, getattr(sched, attr, None) if attr else None
+
+
+def check_sched_steps(sched: Any, n_steps: int, who: str, per_batch: bool = False) -> None:
+    """Warn if `sched` was built for another number of steps (`total_steps` or `T_max`) than `n_steps` (`per_batch`:
+    the fit's training batches, of which gradient accumulation steps the scheduler after only some)."""
+    attr, total = _sched_len(sched)
     if total is None or not n_steps or total == n_steps:
         return
     past_end = {'T_max': 'past step T_max the cosine climbs back up towards the initial lr',
                 'total_steps': 'stepped past total_steps it raises an error mid-fit'}[attr]
     what = (f'ends early: {past_end}' if total < n_steps
             else 'does not finish: the lr never reaches the end of the schedule')
-    warnings.warn(f'{who}: {type(sched).__name__} has {attr}={total} but this fit takes {n_steps} scheduler '
-                  f'steps, so the schedule {what}. Build it with {attr}={n_steps} (for a per-batch schedule: '
-                  'epochs * len(dls.train)).', stacklevel=4)
+    fix = (f' (epochs * len(dls.train)); but with gradient accumulation over k batches, which steps the optimizer '
+           f'and so the scheduler once every k batches, build it with the optimizer steps the fit takes (about '
+           f'{n_steps}/k), and then this warning is expected' if per_batch and total < n_steps else '')
+    warnings.warn(f'{who}: {type(sched).__name__} has {attr}={total} but this fit takes {n_steps} '
+                  f'{"training batches" if per_batch else "scheduler steps"}, so the schedule {what}. Build it '
+                  f'with {attr}={n_steps}{fix}.', stacklevel=4)
+
+
+def check_sched_end(sched: Any, n_steps: int, who: str) -> None:
+    """After a fit that went through all its `n_steps` training batches: warn if `sched`, stepped after each one that
+    stepped the optimizer, did not reach the end of its `total_steps` (or `T_max`), unless it is longer than
+    `n_steps` (`check_sched_steps` said so before the fit)."""
+    attr, total = _sched_len(sched)
+    steps = getattr(sched, 'last_epoch', None)
+    if total is None or steps is None or not steps < total <= n_steps:
+        return
+    warnings.warn(f'{who}: {type(sched).__name__} has {attr}={total} but this run stepped it {steps} times, one per '
+                  'optimizer step (a batch cancelled before its step, as gradient accumulation does, steps neither), '
+                  f'so the schedule stopped {steps / total:.0%} of the way to its end. Build it with {attr}={steps}: '
+                  'the optimizer steps the fit takes.', stacklevel=4)

@@ -12,10 +12,11 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from itertools import accumulate
+from numbers import Real
 from typing import Any, Literal
 
 from .learner import Callback, Learner, as_float, check_n_epochs
-from .schedulers import get_mom, set_mom, uses_momentum
+from .schedulers import _check_div, _check_lrs, _per_group, get_mom, set_mom, uses_momentum
 
 __all__ = ['Sched', 'annealer', 'sched_lin', 'sched_cos', 'sched_exp', 'sched_no', 'combine_scheds',
            'ParamScheduler', 'fit_one_cycle']
@@ -62,7 +63,8 @@ def sched_no(start: float, end: float, pos: float) -> float:
 def combine_scheds(pcts: Sequence[float], scheds: Sequence[Sched]) -> Sched:
     """One schedule made of `scheds[i]` run over the fraction `pcts[i]` of training, in turn.
 
-    A position on a boundary belongs to the later piece; each piece sees its own position 0 → 1.
+    A position on a boundary belongs to the later piece (also where the sum of the `pcts` before it rounds up:
+    `pcts=[0.1, 0.2, 0.7]` puts 0.3 in the third); each piece sees its own position 0 → 1.
     """
     if len(pcts) != len(scheds):
         raise ValueError(f"combine_scheds: pcts has {len(pcts)} fractions but scheds has {len(scheds)} "
@@ -74,9 +76,15 @@ def combine_scheds(pcts: Sequence[float], scheds: Sequence[Sched]) -> Sched:
     starts = [0., *accumulate(pcts)][:-1]
 
     def _inner(pos: float) -> float:
-        i = min(max(bisect_right(starts, pos) - 1, 0), len(pcts) - 1)
-        return scheds[i]((pos - starts[i]) / pcts[i])
+        i = min(max(bisect_right(starts, pos + 1e-12) - 1, 0), len(pcts) - 1)  # (1e-12: the sums' rounding)
+        return scheds[i](max(pos - starts[i], 0.) / pcts[i])
     return _inner
+
+
+def fit_batch(learn: Learner) -> int:
+    """Index of the current training batch among the fit's `learn.n_iter`: batches cancelled before their
+    optimizer step (gradient accumulation) count, as in fastai; a mid-epoch resume restores it."""
+    return learn.epoch * (learn.n_iter // learn.n_epochs) + learn.iter
 
 
 class ParamScheduler(Callback):
@@ -84,14 +92,16 @@ class ParamScheduler(Callback):
 
     `scheds` maps a param-group key ('lr', 'weight_decay', 'eps', ...) or 'mom' (SGD's `momentum`, or Adam's
     `betas[0]` with beta2 kept) to a schedule, or to a list of schedules, one per param group (discriminative
-    lrs). `hps[name]` records, per training step, the value set in the last param group (as fastai does; a batch
-    cancelled before its step is set again, and recorded once).
+    lrs). `hps[name]` records, per optimizer step, the value set in the last param group (as fastai does; a batch
+    cancelled before its step, as gradient accumulation does, is set again by the next, and recorded once).
 
-    Where batch `i` of the fit's `n` training batches sits: by default `pos = i/n` (`learn.pct_train`,
-    fastai's convention: the last batch stops one step short of `f(1)`). With `endpoint=True`,
+    Where batch `i` of the fit's `n` training batches sits (`i` counts every training batch, cancelled ones too,
+    as fastai does: with gradient accumulation the schedules still run their course): by default `pos = i/n`
+    (fastai's convention: the last batch stops one step short of `f(1)`). With `endpoint=True`,
     `pos = i/(n-1)` (like `np.linspace`): the first batch gets `f(0)` and the last `f(1)`. That is torch's
     `OneCycleLR` convention (step `i` of `total_steps` at `i/(total_steps-1)`), so with it and matching `pcts`
-    a `ParamScheduler` reproduces that curve exactly (see the tests).
+    a `ParamScheduler` reproduces that curve exactly (see the tests). A validation-only fit sets and records
+    nothing.
     """
     skip_in_lr_find = True  # `lr_find` sets the lr itself: pause this callback meanwhile
 
@@ -102,6 +112,7 @@ class ParamScheduler(Callback):
                                 f"sched_cos(1e-3, 1e-2)) or a list of them, one per param group; got {fs!r}")
         self.scheds, self.endpoint = scheds, endpoint
         self.hps: dict[str, list[float]] = {name: [] for name in scheds}
+        self._at: list[int] = []  # the training batch (`fit_batch`) at which each recorded value was set
         self._last: dict[str, list[float]] = {}  # the values last set, in every param group
         self._learn: Learner | None = None  # the Learner fitting, while it fits
 
@@ -110,6 +121,8 @@ class ParamScheduler(Callback):
         return i / max(n - 1, 1) if self.endpoint else i / n if n else 0.
 
     def before_fit(self, learn: Learner) -> None:
+        if 'train' not in learn.phases:
+            return  # validation only (maybe with no optimizer): nothing to set
         pgs = learn.opt.param_groups
         self._fs = {}
         for name, fs in self.scheds.items():
@@ -123,14 +136,14 @@ class ParamScheduler(Callback):
                                      f"hyperparameter {name!r} ('mom' means `momentum` or `betas`); "
                                      f"it has {keys}")
             self._fs[name] = fs if isinstance(fs, (list, tuple)) else [fs] * len(pgs)
-        self.hps, self._last, self._learn = {name: [] for name in self.scheds}, {}, learn
+        self.hps, self._at, self._last, self._learn = {name: [] for name in self.scheds}, [], {}, learn
 
     def cleanup_fit(self, learn: Learner) -> None: self._learn = None
 
     def state_dict(self) -> dict[str, Any]:
-        """The recorded values and those last set in every group, for checkpoints (the position itself is the
-        Learner's `train_iter`)."""
-        return {'hps': self.hps, 'last': self._last}
+        """The recorded values, the training batches they were set at and the values last set in every group, for
+        checkpoints (the position itself is the Learner's)."""
+        return {'hps': self.hps, 'at': self._at, 'last': self._last}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         if set(sd['hps']) != set(self.scheds):
@@ -139,17 +152,18 @@ class ParamScheduler(Callback):
         if self._learn is not None:  # resuming: the saved values must be this fit's schedules' own
             self._check_saved(sd)
         self.hps = {k: list(v) for k, v in sd['hps'].items()}
+        self._at = _saved_at(sd)
         self._last = {k: list(v) for k, v in sd.get('last', {}).items()}  # states from before it was kept: none
 
     def _check_saved(self, sd: dict[str, Any]) -> None:
-        """Raise unless the saved values are this fit's schedules' at their steps: each step's in the last group,
+        """Raise unless the saved values are this fit's schedules' at their batches: each step's in the last group,
         and the last step's in every group."""
-        n = self._learn.n_iter  # (counted once `DDPCB` has sharded the loader)
+        n, at = self._learn.n_iter, _saved_at(sd)  # (n counted once `DDPCB` has sharded the loader)
         checks = [(name, -1, i, v) for name, vals in sd['hps'].items() for i, v in enumerate(vals)]
         checks += [(name, g, len(sd['hps'][name]) - 1, v) for name, vs in sd.get('last', {}).items()
                    for g, v in enumerate(vs)]
         for name, g, i, v in checks:  # (the number of param groups is the optimizer's, checked before)
-            if not math.isclose(v, own := self._fs[name][g](self._pos(i, n)), rel_tol=1e-9, abs_tol=1e-12):
+            if not math.isclose(v, own := self._fs[name][g](self._pos(at[i], n)), rel_tol=1e-9, abs_tol=1e-12):
                 group = f'param group {g}' if g >= 0 else 'the last param group'
                 raise ValueError(f'ParamScheduler: the saved run set {name} to {v:.6g} in {group} at training '
                                  f"step {i}, where this fit's schedule gives {own:.6g}: resume with the schedules "
@@ -159,8 +173,9 @@ class ParamScheduler(Callback):
     def before_batch(self, learn: Learner) -> None:
         if not learn.training:
             return
-        i = learn.train_iter
-        pos = self._pos(i, learn.n_iter)
+        i, b = learn.train_iter, fit_batch(learn)  # (step i's batch may be cancelled: set again, recorded once)
+        pos = self._pos(b, learn.n_iter)
+        _record(self._at, i, b)
         for name, fs in self._fs.items():
             vs = [as_float(f(pos)) for f in fs]
             for pg, v in zip(learn.opt.param_groups, vs, strict=True):
@@ -168,11 +183,40 @@ class ParamScheduler(Callback):
                     set_mom(pg, v)
                 else:
                     pg[name] = v
-            h, self._last[name] = self.hps[name], vs
-            if len(h) > i:  # this step's batch was cancelled before its step: set again, recorded once
-                h[i] = vs[-1]
-            else:
-                h.append(vs[-1])
+            self._last[name] = vs
+            _record(self.hps[name], i, vs[-1])
+
+
+def _record(xs: list, i: int, v: Any) -> None:
+    """`xs[i] = v`, appended where `xs` has no item `i` yet."""
+    if len(xs) > i:
+        xs[i] = v
+    else:
+        xs.append(v)
+
+
+def _saved_at(sd: dict[str, Any]) -> list[int]:
+    """The training batch of each value recorded in `ParamScheduler` state `sd`; a state from before they were kept
+    has one value per batch."""
+    return list(sd.get('at', range(max(map(len, sd['hps'].values()), default=0))))
+
+
+def _check_one_cycle(lr_max: Any, div: float, div_final: float, pct_start: float,
+                     moms: Any) -> float | list[float]:
+    """Raise a ValueError unless `fit_one_cycle`'s arguments make a 1cycle schedule; returns `lr_max` as a float,
+    or a list of them (one per param group, from a list, tuple or 1-d array)."""
+    if not 0 < pct_start < 1:
+        raise ValueError(f"fit_one_cycle: pct_start is the fraction of training spent warming up, in (0, 1); "
+                         f"got {pct_start!r}")
+    _check_div('fit_one_cycle: div', div)
+    _check_div('fit_one_cycle: div_final', div_final)
+    if not (moms is None or (moms == 'auto' if isinstance(moms, str) else isinstance(moms, (tuple, list)) and
+                             len(moms) == 3 and all(isinstance(m, Real) and 0 <= m < 1 for m in moms))):
+        raise ValueError(f'fit_one_cycle: moms is the momentum (or beta1) at the start, the peak lr and the end: three '
+                         f"numbers in [0, 1), e.g. {_MOMS}, or 'auto' or None; got {moms!r}")
+    per_group, name = isinstance(lr_max, (list, tuple)) or getattr(lr_max, 'ndim', None) == 1, 'fit_one_cycle: lr_max'
+    lrs = _check_lrs(name, _per_group(name, lr_max, len(lr_max) if per_group else 1))
+    return lrs if per_group else lrs[0]
 
 
 def _one_cycle(lr_max: float | Sequence[float], div: float, div_final: float, pct_start: float,
@@ -224,14 +268,12 @@ def fit_one_cycle(learn: Learner, n_epochs: int, lr_max: float | Sequence[float]
 
     The lr rises (cosine) from `lr_max/div` to `lr_max` over `pct_start` of the batches, then anneals to
     `lr_max/div_final`; momentum goes the opposite way through `moms` (`None` leaves it alone; 'auto' is
-    (0.95, 0.85, 0.95) if the optimizer uses momentum (`uses_momentum`), else `None`). `lr_max` may be a list,
-    one per param group. `kwargs` go to `learn.fit`. With `resume=path`, momentum is scheduled as the checkpoint's
-    run did ('auto' for the default moms), or the call is refused.
+    (0.95, 0.85, 0.95) if the optimizer uses momentum (`uses_momentum`), else `None`). `lr_max` may be a list
+    (or 1-d array), one per param group. `kwargs` go to `learn.fit`. With `resume=path`, momentum is scheduled
+    as the checkpoint's run did ('auto' for the default moms), or the call is refused.
     """
     check_n_epochs(n_epochs)
-    if not 0 < pct_start < 1:
-        raise ValueError(f"fit_one_cycle: pct_start is the fraction of training spent warming up, in (0, 1); "
-                         f"got {pct_start!r}")
+    lr_max = _check_one_cycle(lr_max, div, div_final, pct_start, moms)
     if (hps := _saved_hps(learn, kwargs.get('resume'))) is not None:
         moms = _resumed_moms(moms, hps)
     elif moms is not None:

@@ -9,9 +9,10 @@ from typing import Any
 
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from .guards import check_sched_steps
+from .guards import check_sched_end, check_sched_steps
 from .learner import Callback, Learner
 from .metrics import MetricsCB, check_monitor, is_loss, monitored_value
+from .param_sched import fit_batch
 from .schedulers import Scheduler, get_mom
 
 __all__ = ['BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'RecorderCB', 'rec_lr', 'rec_mom']
@@ -32,6 +33,8 @@ class BaseSchedCB(Callback):
     built with other arguments than the saved run's. A validation-only fit builds and steps nothing: the scheduler
     of the last fit, and its state, are kept.
     """
+    per_batch = False  # whether it steps after training batches (`check_sched_steps`)
+
     def __init__(self, sched: Callable[..., Any]):
         if not callable(sched):
             raise TypeError(f'{type(self).__name__}: sched is a {type(sched).__name__}; give a callable taking the '
@@ -44,7 +47,7 @@ class BaseSchedCB(Callback):
         schedo = self.sched(learn.opt)
         self.check_sched(learn, schedo)
         self.schedo, self._loaded, self._fitting = schedo, {}, True
-        check_sched_steps(self.schedo, self.n_steps(learn), type(self).__name__)
+        check_sched_steps(self.schedo, self.n_steps(learn), type(self).__name__, self.per_batch)
 
     def cleanup_fit(self, learn: Learner) -> None: self._fitting = False
 
@@ -103,7 +106,11 @@ class BaseSchedCB(Callback):
 
 
 class BatchSchedCB(BaseSchedCB):
-    """Steps the scheduler after every training batch."""
+    """Steps the scheduler after every training batch that steps the optimizer: with gradient accumulation (a batch
+    cancelled after its backward) once every k batches, so build it with the optimizer steps the fit takes. After a
+    fit that went through all its batches, warns if the schedule did not reach its end (`check_sched_end`)."""
+    per_batch = True
+
     def check_sched(self, learn: Learner, schedo: Any) -> None:
         if isinstance(schedo, ReduceLROnPlateau):
             raise ValueError("BatchSchedCB: ReduceLROnPlateau steps once per epoch with a monitored value: use "
@@ -112,14 +119,26 @@ class BatchSchedCB(BaseSchedCB):
     def n_steps(self, learn: Learner) -> int:
         return learn.n_iter
 
+    def before_fit(self, learn: Learner) -> None:
+        self._batch = -1  # the last training batch of this fit (`fit_batch`)
+        super().before_fit(learn)
+
+    def before_batch(self, learn: Learner) -> None:
+        if learn.training: self._batch = fit_batch(learn)
+
     def after_batch(self, learn: Learner) -> None: self._step(learn)
+
+    def after_fit(self, learn: Learner) -> None:
+        if self._fitting and self._batch == learn.n_iter - 1:  # (not when it stopped early)
+            check_sched_end(self.schedo, learn.n_iter, 'BatchSchedCB')
 
 
 class EpochSchedCB(BaseSchedCB):
     """Steps the scheduler after every training epoch; with `monitor` (for `ReduceLROnPlateau`, and only for it),
     once per epoch after its last phase, with the `MetricsCB` value named `monitor` ('valid_loss', 'accuracy',
     'train_loss', ... as for `EarlyStoppingCB`). An epoch without that value (cancelled) does not step, with a
-    warning."""
+    warning; so, without `monitor`, does a training epoch cancelled by `CancelEpochException`, which skips
+    `after_epoch` (warned once per fit: an epoch schedule counts the epochs trained to their end)."""
     order = MetricsCB.order + 1  # after `MetricsCB` has the epoch's row
 
     def __init__(self, sched: Callable[..., Any], monitor: str | None = None):
@@ -168,9 +187,19 @@ class EpochSchedCB(BaseSchedCB):
     def n_steps(self, learn: Learner) -> int:
         return learn.n_epochs
 
+    def before_fit(self, learn: Learner) -> None:
+        self._due, self._warned = None, False  # the training epoch not stepped yet; whether that was warned of
+        super().before_fit(learn)
+
+    def before_epoch(self, learn: Learner) -> None:
+        self._check_stepped()
+        if self._fitting and learn.training and self.monitor is None:
+            self._due = learn.epoch
+
     def after_epoch(self, learn: Learner) -> None:
         if self.monitor is None:
             self._step(learn)
+            self._due = None
         elif 'train' in learn.phases and learn.phase == learn.phases[-1]:  # not in a validation-only fit
             v = monitored_value(learn, self.monitor)
             if v is None:
@@ -178,6 +207,18 @@ class EpochSchedCB(BaseSchedCB):
                               'the scheduler does not step.', stacklevel=2)
             else:
                 self.schedo.step(v)
+
+    def after_fit(self, learn: Learner) -> None: self._check_stepped()
+
+    def _check_stepped(self) -> None:
+        """Warn (once a fit) if the last training epoch did not step: `CancelEpochException` skipped its
+        `after_epoch`."""
+        if self._due is not None and not self._warned:
+            self._warned = True
+            warnings.warn(f'EpochSchedCB: training epoch {self._due} was cancelled (CancelEpochException skips '
+                          'after_epoch), so the scheduler did not step for it, nor will it for other such epochs of '
+                          'this fit (warned once).', stacklevel=4)
+        self._due = None
 
 
 def rec_lr(cb: RecorderCB) -> float:
@@ -195,7 +236,8 @@ def rec_mom(cb: RecorderCB) -> float:
 class RecorderCB(Callback):
     """Records `fn(self)` for each named function at every training step; `self.pg` is the first param group.
 
-    Values are read in `after_step`, so they are those the step just used, whatever the callbacks' order.
+    Values are read in `after_step`, so they are those the step just used, whatever the callbacks' order. A
+    validation-only fit records nothing and keeps the last fit's records.
 
     `rec = RecorderCB(lr=rec_lr, mom=rec_mom)`, then `rec.recs['lr']` or `rec.plot()`.
     """
@@ -214,6 +256,8 @@ class RecorderCB(Callback):
         self.recs = {k: list(v) for k, v in sd['recs'].items()}
 
     def before_fit(self, learn: Learner) -> None:
+        if 'train' not in learn.phases:
+            return  # validation only (maybe with no optimizer): nothing to record; the last fit's records are kept
         self.recs: dict[str, list[float]] = {k: [] for k in self.fns}
         self.pg = learn.opt.param_groups[0]
 

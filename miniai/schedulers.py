@@ -68,6 +68,12 @@ def _check_lrs(name: str, lrs: list[float], zero_ok: bool = False) -> list[float
     return lrs
 
 
+def _check_div(name: str, v: Any) -> None:
+    """Raise a ValueError unless `v`, a factor dividing the lr, is a positive finite number."""
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f'{name} divides the lr: it must be a positive number, got {v!r}')
+
+
 def _steps(name: str, v: Any, whole: bool = True, zero_ok: bool = False) -> int | float:
     """`v`, a number of steps, as a Python int (or float): a ValueError unless it is a positive (`zero_ok`: or
     zero) integer, Python or NumPy, or, where `whole=False`, any such finite number."""
@@ -204,9 +210,8 @@ class OneCycle(Scheduler):
                              '<= 0.5, or three_phase=False')
         if anneal_strategy not in ('cos', 'linear'):
             raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
-        for name, v in (('div_factor', div_factor), ('final_div_factor', final_div_factor)):
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f'{name} divides the lr: it must be a positive number, got {v!r}')
+        _check_div('div_factor', div_factor)
+        _check_div('final_div_factor', final_div_factor)
         n = len(opt.param_groups)
         self.max_lrs = _check_lrs('max_lr', _per_group('max_lr', max_lr, n))
         self.total_steps, self.pct_start, self.anneal_strategy = total_steps, float(pct_start), anneal_strategy

@@ -308,3 +308,103 @@ def test_numpy_lrs_are_plain_floats_in_checkpoints(tmp_path):
     learn.fit(1, lr=np.float64(0.01))
     learn.save(tmp_path / 'ck.pt')
     assert type(learn.lr) is float and type(learn.opt.param_groups[0]['lr']) is float
+
+
+class AccumulateTwo(Callback):
+    """Gradient accumulation: cancels every even training batch after its backward, so the odd ones step."""
+    def after_backward(self, learn):
+        if learn.iter % 2 == 0: raise CancelBatchException()
+
+
+def test_with_gradient_accumulation_the_schedule_follows_the_batches():
+    plain = fit_one_cycle(make_learner(), 2, 0.1)  # 10 batches: hps one per batch
+    learn = make_learner()
+    accum = fit_one_cycle(learn, 2, 0.1, cbs=[AccumulateTwo()])  # steps at batches 1, 3, 6, 8 (4 pends to 6)
+    assert learn.train_iter == 4  # and the last batch, 9, set the values of a 5th step, not taken
+    assert accum.hps == {k: [v[b] for b in (1, 3, 6, 8, 9)] for k, v in plain.hps.items()}  # one value per step
+    assert accum.state_dict()['at'] == [1, 3, 6, 8, 9]
+
+
+class SaveMidAccumulation(Callback):
+    """Saves at the end of batch 2 of epoch 1 (cancelled: its gradients pending), then stops the fit."""
+    def __init__(self, path): self.path = path
+
+    def after_loss(self, learn):
+        if (learn.epoch, learn.iter) == (1, 2): learn.save(self.path)
+
+    def before_batch(self, learn):
+        if (learn.epoch, learn.iter) == (1, 3): raise CancelFitException()
+
+
+def test_accumulated_fit_resumes_mid_epoch_exactly_and_checks_the_saved_values(tmp_path):
+    full_learn = make_learner()
+    full = fit_one_cycle(full_learn, 2, 0.1, cbs=[AccumulateTwo()])
+    fit_one_cycle(make_learner(), 2, 0.1, cbs=[AccumulateTwo(), SaveMidAccumulation(tmp_path / 'ck.pt')])
+    with pytest.raises(ValueError, match=r'saved run set lr to .* at training step 0, where .* gives'):
+        fit_one_cycle(make_learner(), 2, 0.2, cbs=[AccumulateTwo()], resume=tmp_path / 'ck.pt')
+    learn = make_learner()
+    resumed = fit_one_cycle(learn, 2, 0.1, cbs=[AccumulateTwo()], resume=tmp_path / 'ck.pt')
+    assert resumed.hps == full.hps and resumed.state_dict() == full.state_dict()
+    assert torch.equal(learn.model[0].weight, full_learn.model[0].weight)
+
+
+@pytest.mark.filterwarnings('ignore:Checkpoint. callback states without a matching callback')
+def test_a_state_from_before_the_batches_were_kept_resumes(tmp_path):
+    full = fit_one_cycle(make_learner(), 3, 0.1)
+    fit_one_cycle(make_learner(), 3, 0.1, cbs=[CheckpointCB(tmp_path), StopAfter(1)])
+    ck = torch.load(tmp_path / 'checkpoint.pt', weights_only=True)
+    del ck['cbs']['ParamScheduler_0']['at']
+    torch.save(ck, tmp_path / 'old.pt')
+    assert fit_one_cycle(make_learner(), 3, 0.1, resume=tmp_path / 'old.pt').hps == full.hps
+
+
+@pytest.mark.parametrize('kw, msg', [
+    (dict(lr_max=-0.1), 'lr_max is a learning rate: it must be positive, got -0.1'),
+    (dict(lr_max=0.), 'lr_max is a learning rate: it must be positive'),
+    (dict(lr_max=math.nan), 'lr_max is a learning rate'),
+    (dict(lr_max=[0.1, -0.01]), r'lr_max is a learning rate: .*\[0.1, -0.01\]'),
+    (dict(lr_max=np.ones((2, 2))), 'lr_max is a 2-d array'),
+    (dict(div=-25.), 'div divides the lr: it must be a positive number, got -25.0'),
+    (dict(div=0.), 'div divides the lr'),
+    (dict(div_final=0.), 'div_final divides the lr'),
+    (dict(div_final=math.inf), 'div_final divides the lr'),
+    (dict(moms=(0.95, 0.85)), r'moms is .* three numbers in \[0, 1\).*got \(0.95, 0.85\)'),
+    (dict(moms=(1.5, 0.85, 1.5)), r'moms .* three numbers in \[0, 1\)'),
+    (dict(moms=(0.95, -0.1, 0.95)), r'moms .* three numbers in \[0, 1\)'),
+    (dict(moms='on'), "moms .* got 'on'"),
+])
+def test_fit_one_cycle_refuses_bad_arguments_before_building_anything(kw, msg):
+    learn = make_learner()
+    with pytest.raises(ValueError, match=f'fit_one_cycle: {msg}'):
+        fit_one_cycle(learn, 1, **{'lr_max': 0.1, **kw})
+    assert learn.opt is None
+
+
+def test_fit_one_cycle_takes_an_array_of_lr_max_one_per_group():
+    learn, rec = make_learner(splitter=two_groups), GroupsRec()
+    ps = fit_one_cycle(learn, 1, np.array([0.01, 0.1]), valid=False, cbs=[rec])
+    ref = fit_one_cycle(make_learner(splitter=two_groups), 1, [0.01, 0.1], valid=False)
+    assert ps.hps == ref.hps and all(type(g['lr']) is float for r in rec.recs for g in r)
+    assert max(r[0]['lr'] for r in rec.recs) <= 0.01 < max(r[1]['lr'] for r in rec.recs)
+
+
+def test_combine_scheds_boundary_belongs_to_the_later_piece_despite_rounding():
+    f = combine_scheds([0.1, 0.2, 0.7], [sched_no(0.01, 0.01), sched_no(0.1, 0.1), sched_no(0.001, 0.001)])
+    assert (f(0.1), f(0.3 - 1e-9), f(0.3), f(1.)) == (0.1, 0.1, 0.001, 0.001)  # 0.1 + 0.2 > 0.3 in floats
+    ten = combine_scheds([0.1] * 10, [sched_no(i, i) for i in range(10)])
+    assert [ten(i / 10) for i in range(10)] == list(range(10))  # 0.1 + 0.1 + 0.1 > 0.3 too
+    lin = combine_scheds([0.1, 0.2, 0.7], [sched_lin(0, 1)] * 3)
+    assert lin(0.3) == 0 and lin(0.3 - 1e-9) == pytest.approx(1)  # the later piece at its own position 0
+
+
+def test_validation_only_fit_sets_and_records_nothing():
+    ds = TensorDataset(torch.randn(16, 1), torch.randn(16, 1))
+    learn = TrainLearner(nn.Identity(), SimpleNamespace(train=DataLoader(ds, 8), valid=DataLoader(ds, 8)), F.mse_loss)
+    ps = ParamScheduler({'lr': sched_lin(0.1, 0.01)})
+    learn.fit(1, train=False, cbs=[ps])  # a model without parameters: no optimizer
+    assert learn.opt is None and ps.hps == {'lr': []}
+    learn = make_learner()
+    learn.fit(1, cbs=[ps])
+    hps = {k: list(v) for k, v in ps.hps.items()}
+    learn.fit(1, train=False, cbs=[ps])
+    assert ps.hps == hps and len(hps['lr']) == 5  # the last training fit's record is kept

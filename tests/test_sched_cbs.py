@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torcheval.metrics import MulticlassAccuracy
 
 from miniai.checkpoint import CheckpointCB
-from miniai.learner import Callback, CancelEpochException, CancelFitException, TrainLearner
+from miniai.learner import Callback, CancelBatchException, CancelEpochException, CancelFitException, TrainLearner
 from miniai.metrics import MetricsCB
 from miniai.sched import BatchSchedCB, EpochSchedCB, RecorderCB, rec_lr, rec_mom
 from miniai.schedulers import CosineAnnealing, CyclicLR, OneCycle
@@ -256,3 +256,67 @@ def test_a_schedule_shorter_than_the_fit_warns_what_it_does_past_its_end(sched, 
         else:
             lrs = rec.recs['lr']
             assert lrs[4] < lrs[5] < lrs[6] < 0.1  # back up along the cosine after step T_max
+
+
+class AccumulateTwo(Callback):
+    """Gradient accumulation: every other batch of the fit is cancelled after its backward, so steps no optimizer."""
+    def before_fit(self, learn): self.n = 0
+
+    def after_backward(self, learn):
+        self.n += 1
+        if self.n % 2: raise CancelBatchException()
+
+
+def fit_warnings(learn, n_epochs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        learn.fit(n_epochs)
+    return [str(w.message) for w in caught]
+
+
+def test_batch_sched_with_gradient_accumulation_says_what_its_length_should_be():
+    """4 epochs of 3 batches, an optimizer (and scheduler) step every 2: 6 steps."""
+    rec = RecorderCB(lr=rec_lr)
+    said = fit_warnings(make_learner([BatchSchedCB(partial(OneCycle, max_lr=0.1, total_steps=6)), rec,
+                                      AccumulateTwo()]), 4)
+    assert len(said) == 1 and 'takes 12 training batches' in said[0]
+    assert 'with gradient accumulation over k batches' in said[0] and 'about 12/k), and then this warning' in said[0]
+    assert rec.recs['lr'][-1] == pytest.approx(0.1 / 25 / 1e4)  # the schedule ran to its end
+    said = fit_warnings(make_learner([BatchSchedCB(partial(OneCycle, max_lr=0.1, total_steps=12)), AccumulateTwo()]), 4)
+    assert len(said) == 1 and 'total_steps=12 but this run stepped it 6 times' in said[0]
+    assert 'stopped 50% of the way to its end. Build it with total_steps=6' in said[0]
+    assert not fit_warnings(make_learner([BatchSchedCB(partial(OneCycle, max_lr=0.1, total_steps=12))]), 4)
+
+
+def test_batch_sched_end_check_only_after_a_fit_through_all_its_batches():
+    class StopEarly(Callback):
+        def after_epoch(self, learn): learn.should_stop = True
+    learn = make_learner([BatchSchedCB(partial(CosineAnnealing, T_max=12)), StopEarly()])
+    assert not fit_warnings(learn, 4)
+    assert learn.cbs[0].schedo.last_epoch == 3
+
+
+def test_recorder_in_a_validation_only_fit_records_nothing():
+    ds = TensorDataset(torch.randn(16, 1), torch.randn(16, 1))
+    learn = TrainLearner(nn.Identity(), SimpleNamespace(train=DataLoader(ds, 8), valid=DataLoader(ds, 8)), F.mse_loss)
+    rec = RecorderCB(lr=rec_lr)
+    learn.fit(1, train=False, cbs=[rec])  # a model without parameters: no optimizer
+    assert learn.opt is None and rec.recs == {'lr': []}
+    learn = make_learner([rec])
+    learn.fit(1)
+    recs = {k: list(v) for k, v in rec.recs.items()}
+    learn.fit(1, train=False)
+    assert rec.recs == recs and len(recs['lr']) == 3  # the last training fit's records are kept
+
+
+def test_epoch_sched_warns_once_when_a_cancelled_epoch_does_not_step():
+    class ShortEpochs(Callback):
+        def after_batch(self, learn):
+            if learn.training and learn.epoch in (1, 2) and learn.iter == 1: raise CancelEpochException()
+    cb = EpochSchedCB(partial(CosineAnnealing, T_max=4))
+    said = fit_warnings(make_learner([cb, ShortEpochs()]), 4)
+    assert said == ['EpochSchedCB: training epoch 1 was cancelled (CancelEpochException skips after_epoch), so the '
+                    'scheduler did not step for it, nor will it for other such epochs of this fit (warned once).']
+    assert cb.schedo.last_epoch == 2  # epochs 0 and 3 stepped
+    assert len(fit_warnings(make_learner([cb, ShortEpochs()]), 4)) == 1  # once a fit
+    assert not fit_warnings(make_learner([EpochSchedCB(partial(CosineAnnealing, T_max=4))]), 4)
