@@ -9,6 +9,7 @@ short of its schedule's end (`check_sched_end`).
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable
 from numbers import Integral
@@ -111,6 +112,9 @@ def call_loss(loss_func: Callable, preds: Any, *ys: Any) -> Tensor:
     try:
         loss = loss_func(preds, *ys)
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        if not _takes(loss_func, preds, *ys):
+            raise TypeError(f'loss_func {name} cannot be called as {name}(preds, target): {e}. Fix: give a loss '
+                            'function of (preds, targets), e.g. F.cross_entropy.') from e
         hints = (_label_hints(preds, ys[0]) if len(ys) == 1 else []) or [
             f'make the targets the dtype and shape that {name} expects for these predictions']
         if loss_func is F.mse_loss and len(ys) == 1 and isinstance(ys[0], Tensor) and not ys[0].is_floating_point():
@@ -121,6 +125,17 @@ def call_loss(loss_func: Callable, preds: Any, *ys: Any) -> Tensor:
         raise BatchError(f'{name} returned a {type(loss).__name__}; the loss must be a tensor to backpropagate '
                          'from: keep it one (no .item() or float()).')
     return loss
+
+
+def _takes(f: Callable, *args: Any) -> bool:
+    """Whether `f`'s signature takes `args` (True when it cannot be read)."""
+    try:
+        inspect.signature(f).bind(*args)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (some builtins)
+        pass
+    return True
 
 
 def backward_loss(loss: Tensor) -> None:

@@ -356,3 +356,15 @@ def test_a_metric_giving_several_values_is_named():
     metrics = MetricsCB(per_class=MulticlassAccuracy(num_classes=2, average=None))
     with pytest.raises(ValueError, match=r"metric 'per_class' \(MulticlassAccuracy\) gives 2 values.*average="):
         TrainLearner(nn.Linear(4, 2), dls_of(x, y), F.cross_entropy, cbs=[metrics]).fit(1)
+
+
+def test_a_loss_that_cannot_take_preds_and_targets_is_named_not_the_targets():
+    from miniai.guards import call_loss
+    preds, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(TypeError, match=r'loss_func mean_loss cannot be called as mean_loss\(preds, target\): .*'
+                                        r'Fix: give a loss function of \(preds, targets\)'):
+        def mean_loss(preds): return preds.mean()
+        call_loss(mean_loss, preds, y)
+    with pytest.raises(BatchError, match='Fix:'):  # a loss that takes them, and fails on their values: the targets
+        call_loss(F.cross_entropy, preds, y.float()[:2])
+    assert call_loss(nn.CrossEntropyLoss(), preds, y).ndim == 0  # a module's signature is read through forward
