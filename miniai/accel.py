@@ -27,7 +27,7 @@ def amp_dtype(device: str | torch.device) -> torch.dtype | None:
     device = torch.device(device)
     if device.type != 'cuda':
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 class MixedPrecision(Callback):

@@ -4,7 +4,10 @@
 `DDPCB` joins the process group (gloo for CPU tensors, NCCL for CUDA ones), wraps the model in
 `DistributedDataParallel` for the fit, gives each process its share of the data and merges the metrics of
 `MetricsCB` over all processes, so the rows it prints are global. Only the main process prints, draws and
-saves (`is_main_process()`). `miniai fit` adds `DDPCB` by itself when launched with WORLD_SIZE > 1, e.g.
+saves (`is_main_process()`; the others' warnings, which would repeat the main one's, are silenced). A checkpoint
+holds the main process's random state, and every process resumes with it: processes that draw from random
+streams of their own (e.g. seeded with seed + rank) resume with the same draws, not their own. `miniai fit`
+adds `DDPCB` by itself when launched with WORLD_SIZE > 1, e.g.
 
     torchrun --nproc_per_node 2 -m miniai fit --device cpu
     accelerate launch --multi_gpu --num_processes 2 -m miniai fit
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,7 +59,8 @@ def is_main_process() -> bool:
 def init_distributed() -> bool:
     """Join the process group when launched with WORLD_SIZE > 1 (by `torchrun` or `accelerate launch`), with
     gloo for CPU tensors and NCCL for CUDA ones, and make GPU LOCAL_RANK this process's default `cuda`
-    device. Returns whether the run is distributed; calling it again does nothing more."""
+    device. Returns whether the run is distributed; calling it again does nothing more. Silences warnings in
+    the processes other than the main one."""
     if get_world_size() == 1:
         return False
     if not _initialized():
@@ -64,6 +69,8 @@ def init_distributed() -> bool:
             torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
         dist.init_process_group('cpu:gloo,cuda:nccl' if cuda and dist.is_nccl_available() else 'gloo')
         atexit.register(_destroy)
+    if not is_main_process():
+        warnings.simplefilter('ignore')  # only the main process prints: the others' would repeat its own
     return True
 
 
@@ -110,6 +117,10 @@ def shard_loader(dl: Any, rank: int, world_size: int, train: bool = True) -> Any
     world_size, ...`, so each item counts once. The shuffle's seed is `dl`'s generator's, else one drawn from
     torch's global RNG; `DDPCB` gives every process rank 0's. A custom sampler or batch_sampler is refused."""
     if hasattr(dl, 'world_size'):
+        if train and not getattr(dl, 'shuffle', True) and getattr(dl, 'n', 0) % world_size:
+            raise ValueError(f'shard_loader: this unshuffled training {type(dl).__name__} of {dl.n} items would give '
+                             f'the {world_size} processes unequal shares, and DDP needs the same number of batches '
+                             'in each: build it with shuffle=True (its order is then cut to equal shares).')
         dl.rank, dl.world_size = rank, world_size
         return dl
     if not isinstance(dl, DataLoader):

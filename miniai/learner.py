@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn, optim
 from torch.nn.modules.lazy import LazyModuleMixin
@@ -790,7 +791,10 @@ class Learner:
         """Raise a `CheckpointError` if checkpoint `ck`'s loaders differ from this Learner's in their number of
         batches or in how they keep their data order: the resumed run would not see the same data."""
         from .checkpoint import CheckpointError
+        uneven = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1  # validation shares
         for k, n in ck.get('n_batches', {}).items():  # checkpoints from before `n_batches` have none
+            if k == 'valid' and uneven:
+                continue  # its shares may differ by a batch between processes, and the main process saved its own
             if (own := self._n_batches().get(k)) is not None and own != n:
                 raise CheckpointError(f'The checkpoint was saved by a run whose dls.{k} had {n} batches per epoch; '
                                       f'this one has {own}. Resume with the same data and batch size.')

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch.distributed as dist
+from torch import Tensor
 
 from .checkpoint import CheckpointCB
+from .distributed import DDPCB, get_world_size, is_main_process
 from .guards import is_whole
 from .hooks import HooksCallback
 from .learner import Callback, CancelEpochException, CancelFitException, Learner
@@ -50,13 +53,13 @@ class LRFinderCB(Callback):
 
     def __init__(self, start_lr: float = 1e-7, end_lr: float = 10., num_it: int = 100, smooth: float = 0.98,
                  stop_div: bool = True):
-        if not 0 < start_lr < end_lr:
-            raise ValueError(f"LRFinderCB: need 0 < start_lr < end_lr, got {start_lr=}, {end_lr=}")
-        if not isinstance(num_it, int) or num_it < 1:
+        if not 0 < start_lr < end_lr < math.inf:
+            raise ValueError(f"LRFinderCB: need 0 < start_lr < end_lr, both finite; got {start_lr=}, {end_lr=}")
+        if not is_whole(num_it, 1):
             raise ValueError(f"LRFinderCB: num_it is a number of batches, a positive int; got {num_it!r}")
         if not 0 <= smooth < 1:
             raise ValueError(f"LRFinderCB: smooth is the moving average's decay, in [0, 1); got {smooth!r}")
-        self.start_lr, self.end_lr, self.num_it = start_lr, end_lr, num_it
+        self.start_lr, self.end_lr, self.num_it = start_lr, end_lr, int(num_it)
         self.smooth, self.stop_div = smooth, stop_div
         self._nan_guard: bool | None = None
 
@@ -66,6 +69,7 @@ class LRFinderCB(Callback):
         self._avg, self._best = 0., math.inf
         self._nan_guard = learn.nan_guard
         learn.nan_guard = learn.nan_guard and self.stop_div
+        self._ddp = _ddp(learn) is not None  # then every process sees the mean loss, and stops where the others do
 
     def cleanup_fit(self, learn: Learner) -> None:
         if self._nan_guard is not None:  # None: `before_fit` did not get here (an earlier callback's raised)
@@ -81,7 +85,7 @@ class LRFinderCB(Callback):
             pg['lr'] = self.lr
 
     def after_loss(self, learn: Learner) -> None:
-        self._avg = self.smooth * self._avg + (1 - self.smooth) * learn.loss.item()
+        self._avg = self.smooth * self._avg + (1 - self.smooth) * _mean_loss(learn.loss, self._ddp)
         loss = self._avg / (1 - self.smooth ** (len(self.losses) + 1))
         self.lrs.append(self.lr)
         self.losses.append(loss)
@@ -92,6 +96,20 @@ class LRFinderCB(Callback):
     def after_batch(self, learn: Learner) -> None:
         if learn.train_iter >= self.num_it:
             raise CancelFitException()
+
+
+def _ddp(learn: Learner) -> DDPCB | None:
+    """The `DDPCB` training `learn` over several processes, if any."""
+    return next((cb for cb in getattr(learn, 'cbs', ()) if isinstance(cb, DDPCB) and cb.active), None)
+
+
+def _mean_loss(loss: Tensor, over_processes: bool) -> float:
+    """The loss, averaged over the processes of a distributed fit with `over_processes`."""
+    if not over_processes:
+        return loss.item()
+    total = loss.detach().float().clone()
+    dist.all_reduce(total)
+    return total.item() / dist.get_world_size()
 
 
 def _valley(losses: np.ndarray) -> tuple[int, int]:
@@ -191,16 +209,17 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it:
     True, do not run meanwhile; the others (training steps, device, batch transforms, progress bars) do.
     """
     learn.refuse_in_fit('lr_find')
-    if isinstance(num_it, int) and num_it < 2:
+    if is_whole(num_it) and num_it < 2:
         raise ValueError(f"lr_find: num_it is the number of batches to try; it needs at least 2 to suggest an lr, "
                          f"got {num_it!r}")
     learn._check_loaders(('train',))  # as `fit` does: a `.train` loader with a length and batches
-    n = len(learn.dls.train)
+    ddp = _ddp(learn)
+    n = max(1, len(learn.dls.train) // get_world_size()) if ddp and ddp.shard else len(learn.dls.train)  # per process
     cb = LRFinderCB(start_lr, end_lr, num_it, smooth, stop_div)
     with no_trace(learn, paused=_paused_in_lr_find):
-        learn.fit(math.ceil(num_it / n), valid=False, cbs=[cb])
+        learn.fit(math.ceil(cb.num_it / n), valid=False, cbs=[cb])
     res = LRFindResult(cb.lrs, cb.losses)
-    if show_plot:
+    if show_plot and is_main_process():
         res.plot()
     return res
 

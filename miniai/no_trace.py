@@ -19,19 +19,26 @@ __all__ = ['no_trace']
 
 
 def _loader_state(dl) -> tuple:
-    """What running a loader can change: its `state_dict()`, its own generators and its epoch count (`DeviceLoader`)."""
+    """What running a loader can change: its `state_dict()`, its own generators, its epoch count and shard
+    (`DeviceLoader`, which `DDPCB` shards in place), and whether its persistent workers were started yet."""
     sd = copy.deepcopy(dl.state_dict()) if callable(getattr(dl, 'state_dict', None)) else None
-    gens = loader_generators(dl)
-    return dl, sd, [(g, g.get_state()) for g in gens], getattr(dl, 'epoch', None)
+    gens = [(g, g.get_state()) for g in loader_generators(dl)]
+    shard = (dl.rank, dl.world_size) if hasattr(dl, 'world_size') else None
+    unstarted = getattr(dl, 'persistent_workers', False) and getattr(dl, '_iterator', None) is None
+    return dl, sd, gens, getattr(dl, 'epoch', None), shard, unstarted
 
 
-def _set_loader_state(dl, sd, gens, epoch) -> None:
+def _set_loader_state(dl, sd, gens, epoch, shard, unstarted) -> None:
     if sd is not None:
         dl.load_state_dict(sd)
     for g, s in gens:
         g.set_state(s)
     if epoch is not None:
         dl.epoch = epoch
+    if shard is not None:
+        dl.rank, dl.world_size = shard
+    if unstarted:  # workers started in the block, whose RNGs moved on: the next epoch starts them as it would have
+        dl._iterator = None
 
 
 def _restore_all(steps: Iterable[Callable[[], object]], error: BaseException | None = None) -> None:

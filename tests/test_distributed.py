@@ -121,7 +121,45 @@ def worker(out: Path) -> None:
                           valid=DataLoader(synthetic(N_VALID, 1), BS))
     learn, metrics, _ = fit(dls, mlp(), n_epochs=5, cbs=[es])
     res['early'] = dict(stopped=es.stopped_epoch, epochs=sorted({h['epoch'] for h in metrics.history}))
+    res.update(lr_find_preds_and_warnings())
+    res['uneven_resume'] = resume_with_uneven_validation_shares(out / 'uneven.pt')
     torch.save(res, out / f'rank{get_rank()}.pt')
+
+
+def lr_find_preds_and_warnings() -> dict:
+    """`lr_find` over the shards (6 batches per process, 10 asked: two epochs), the shard of a `DeviceLoader`
+    given to `get_preds`, and whether `init_distributed` silences this process's warnings."""
+    from miniai import init_distributed
+    dls = SimpleNamespace(train=DataLoader(synthetic(N_TRAIN, 0), BS, shuffle=True),
+                          valid=DataLoader(synthetic(N_VALID, 1), BS))
+    learn = TrainLearner(mlp(), dls, F.cross_entropy, lr=0.1, opt_func=optim.SGD, cbs=[DeviceCB('cpu'), DDPCB()])
+    found = learn.lr_find(num_it=10, show_plot=False)
+    test_dl = DeviceLoader(torch.zeros(20, 6, 1, dtype=torch.uint8), torch.zeros(20).long(), bs=8, device='cpu')
+    learn.model = nn.Sequential(nn.Flatten(), learn.model)
+    learn.get_preds(test_dl)
+    filters = warnings.filters[:]
+    warnings.resetwarnings()
+    init_distributed()
+    silenced = any(f[0] == 'ignore' for f in warnings.filters)
+    warnings.filters[:] = filters
+    return dict(lr_find=(found.lrs, found.losses), test_dl_shard=(test_dl.rank, test_dl.world_size),
+                silenced=silenced)
+
+
+def resume_with_uneven_validation_shares(ck: Path) -> str:
+    """Resume a run whose 17 validation items, in batches of 8, give the processes 2 and 1 batches."""
+    def learner():
+        dls = SimpleNamespace(train=DataLoader(synthetic(N_TRAIN, 0), BS, shuffle=True),
+                              valid=DataLoader(synthetic(17, 1), BS))
+        return TrainLearner(mlp(), dls, F.cross_entropy, lr=0.1, opt_func=optim.SGD,
+                            cbs=[DeviceCB('cpu'), DDPCB(), CheckpointCB(ck)])
+    learner().fit(1)
+    torch.distributed.barrier()  # the main process has written the checkpoint
+    try:
+        learner().fit(2, resume=ck)
+    except Exception as e:
+        return f'{type(e).__name__}: {e}'
+    return 'resumed'
 
 
 class StopAfterFirstEpoch(Callback):
@@ -290,6 +328,32 @@ def test_get_preds_gives_each_process_its_share(launched):
     with torch.no_grad():
         torch.testing.assert_close(torch.cat([r['preds'][0] for r in ranks]), model.eval()(x[ids]))
     assert torch.equal(torch.cat([r['preds'][1][0] for r in ranks]), y[ids])
+
+
+def test_lr_find_runs_its_batches_on_the_shards_with_the_mean_loss(launched):
+    (lrs0, losses0), (lrs1, losses1) = (r['lr_find'] for r in launched[1])
+    assert len(lrs0) == len(lrs1) == 10  # not the 6 of one epoch of this process's share
+    assert lrs0 == lrs1 and losses0 == losses1  # every process the same curve, so the same suggestions
+
+
+def test_get_preds_puts_back_the_shard_of_the_loader_it_was_given(launched):
+    assert [r['test_dl_shard'] for r in launched[1]] == [(0, 1), (0, 1)]
+
+
+def test_only_the_main_process_warns(launched):
+    assert [r['silenced'] for r in launched[1]] == [False, True]
+
+
+def test_a_resume_with_uneven_validation_shares_goes_through(launched):
+    assert [r['uneven_resume'] for r in launched[1]] == ['resumed', 'resumed']
+
+
+def test_an_unshuffled_device_loader_with_unequal_shares_is_refused_for_training():
+    dl = DeviceLoader(torch.zeros(65, 2, 2, dtype=torch.uint8), torch.zeros(65).long(), bs=8, device='cpu')
+    with pytest.raises(ValueError, match='unshuffled training DeviceLoader of 65 items would give the 2 processes '
+                                         'unequal shares.*build it with shuffle=True'):
+        shard_loader(dl, 0, 2)
+    assert shard_loader(dl, 0, 2, train=False) is dl  # validation: every item once
 
 
 def test_compile_and_channels_last_under_ddp(launched):

@@ -325,7 +325,32 @@ def test_argument_checks():
             LRFinderCB(**kw)
     with pytest.raises(ValueError, match='num_it .* at least 2'):
         make_learner().lr_find(num_it=1)
+    with pytest.raises(ValueError, match='both finite'):
+        LRFinderCB(end_lr=math.inf)
+    assert len(make_learner().lr_find(num_it=np.int64(5), show_plot=False).lrs) == 5  # a NumPy count, as fit takes
     assert lr_find is TrainLearner.lr_find
+
+
+class NoisyItems(torch.utils.data.Dataset):
+    """Items augmented at random in the loader's worker process."""
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(32, 4, generator=g), torch.randint(0, 2, (32,), generator=g)
+    def __len__(self): return 32
+    def __getitem__(self, i): return self.x[i] + 0.1 * torch.randn(4), self.y[i]
+
+
+def test_lr_find_then_fit_equals_fit_with_persistent_workers():
+    """The workers `lr_find` started drew augmentations the fit would have drawn: the fit starts new ones."""
+    def weights(find):
+        dl = DataLoader(NoisyItems(), 8, num_workers=1, persistent_workers=True)
+        torch.manual_seed(0)
+        learn = TrainLearner(nn.Linear(4, 2), SimpleNamespace(train=dl, valid=dl), F.cross_entropy, lr=0.1)
+        if find:
+            learn.lr_find(num_it=3, show_plot=False)
+        learn.fit(1, valid=False)
+        return learn.model.weight.detach().clone()
+    assert torch.equal(weights(False), weights(True))
 
 
 def test_non_persistent_buffers_are_restored():
