@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import optim
 
-from .distributed import is_main_process
+from .distributed import get_world_size, is_main_process
 from .learner import Callback, Learner
 from .metrics import MetricsCB
 
@@ -140,8 +140,9 @@ def checked_args(args: argparse.Namespace) -> argparse.Namespace:
     for flag, v in (('--epochs', args.epochs), ('--bs', args.bs), ('--limit-batches', limit),
                     ('--patience', 1 if args.patience is None else args.patience)):
         if v < 1: raise SystemExit(f'miniai fit: {flag} must be at least 1 (got {v}).')
-    if not 0 < args.lr < math.inf:
-        raise SystemExit(f'miniai fit: --lr must be positive and finite (got {args.lr}).')
+    if not 0 < args.lr <= torch.finfo(torch.float32).max:  # (the weights' dtype takes it in each step)
+        raise SystemExit(f'miniai fit: --lr must be positive and finite, at most {torch.finfo(torch.float32).max:.3g} '
+                         f'(got {args.lr}).')
     if args.wd is not None and not 0 <= args.wd < math.inf:
         raise SystemExit(f'miniai fit: --wd must be 0 or more, and finite (got {args.wd}).')
     if args.clip is not None and not 0 < args.clip < math.inf:
@@ -216,7 +217,7 @@ def fit_or_exit(learn: Learner, args: argparse.Namespace, ckpt: Path) -> None:
     for Ctrl-C); a Ctrl-C at a batch end saves the checkpoint, one mid-batch keeps the last one."""
     from .checkpoint import FitInterrupted, load_checkpoint
     from .guards import NonFiniteLossError
-    resume = f'continue with: miniai fit --resume {ckpt.parent}'
+    resume = f'continue with: {command_line(f"fit --resume {ckpt.parent}", get_world_size())}'
     saved = load_checkpoint(ckpt) if args.resume else {}
     done = (ckpt.parent / 'model.pt').exists()  # a run without its outputs (Ctrl-C at its end) resumes to write them
     if saved.get('should_stop') and done:
@@ -235,7 +236,12 @@ def fit_or_exit(learn: Learner, args: argparse.Namespace, ckpt: Path) -> None:
                          f'(this run used {args.lr}); resuming this one would diverge the same way.') from None
     except FitInterrupted:  # between batches: the state is whole
         if is_main_process():
-            learn.save(ckpt)
+            try:
+                learn.save(ckpt)
+            except KeyboardInterrupt:  # a second Ctrl-C during the (atomic) save
+                print(f'Interrupted again while saving: the last checkpoint, {ckpt}, is kept; {resume}'
+                      if ckpt.is_file() else 'Interrupted again while saving: no checkpoint was saved yet')
+                raise SystemExit(130) from None
             print(f'Interrupted: saved {ckpt}; {resume}')
         raise SystemExit(130) from None
     except KeyboardInterrupt:  # mid-batch (a second Ctrl-C, or a distributed run): a save would not resume exactly
@@ -255,7 +261,7 @@ def fit_command(args: argparse.Namespace) -> dict:
     from .callbacks import DeviceCB, GradClipCB
     from .checkpoint import CheckpointCB, InterruptCB
     from .data import get_dls
-    from .distributed import DDPCB, get_rank, get_world_size, init_distributed
+    from .distributed import DDPCB, get_rank, init_distributed
     from .early_stopping import EarlyStoppingCB
     from .learner import TrainLearner
     from .models import set_seed
@@ -298,7 +304,7 @@ def fit_command(args: argparse.Namespace) -> dict:
     learn = TrainLearner(model, dls, loss_func, lr=args.lr, cbs=cbs, opt_func=opt_func)
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
-        (out / 'args.json').write_text(json.dumps(vars(args), indent=2))
+        (out / 'args.json').write_text(json.dumps({**vars(args), 'processes': get_world_size()}, indent=2))
     fit_or_exit(learn, args, ckpt)
     rows = epoch_rows(metrics.history)
     if is_main_process():
@@ -315,6 +321,11 @@ def fit_command(args: argparse.Namespace) -> dict:
     return {'out': out, 'rows': rows, 'learn': learn}
 
 
+def command_line(rest: str, processes: int) -> str:
+    """The `miniai` command line that runs `rest` in `processes` processes (`torchrun` for more than one)."""
+    return f'torchrun --nproc_per_node {processes} -m miniai {rest}' if processes > 1 else f'miniai {rest}'
+
+
 def resume_args(args: argparse.Namespace) -> argparse.Namespace:
     """The options of the run saved in `args.resume` (its args.json), but `--device` and `--data` if given."""
     from .recipes import RECIPES
@@ -326,6 +337,8 @@ def resume_args(args: argparse.Namespace) -> argparse.Namespace:
         raise SystemExit(f'miniai fit --resume {run}: continues that run with its own options (its args.json); '
                          f'only --device and --data may be given with it, not {flags}. To train with other '
                          'options, start a new run.')
+    if run.is_file():
+        raise SystemExit(f'miniai fit --resume {run}: that is a file; give the run folder that holds it, {run.parent}.')
     if not run.is_dir():
         raise SystemExit(f'miniai fit --resume {run}: no such folder; give the output folder of a `miniai fit` run '
                          '(runs/<timestamp> by default).')
@@ -337,6 +350,10 @@ def resume_args(args: argparse.Namespace) -> argparse.Namespace:
     except json.JSONDecodeError as e:
         raise SystemExit(f'miniai fit --resume {run}: {saved} is not valid JSON ({e}); it should hold the options '
                          'the run was started with.') from None
+    if (n := opts.pop('processes', None)) is not None and n != get_world_size():  # (runs before it was kept: any)
+        raise SystemExit(f'miniai fit --resume {run}: that run trained in {n} process{"es" * (n != 1)}, this one in '
+                         f'{get_world_size()}, so the batches would not be those of the run. Resume it as it was '
+                         f'launched: {command_line(f"fit --resume {run}", n)}')
     choices = {'recipe': RECIPES, 'opt': OPTIMIZERS, 'sched': SCHEDULES}
     if bad := [f'{k}={opts[k]!r}' for k, ok in choices.items() if opts.get(k) is not None and opts[k] not in ok]:
         raise SystemExit(f'miniai fit --resume {run}: {saved} has options this miniai does not know: '

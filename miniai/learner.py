@@ -314,7 +314,14 @@ class Learner:
         if not callable(loss_func):
             raise TypeError(f'Learner: loss_func is a {type(loss_func).__name__}; pass a function of (preds, targets) '
                             'such as F.cross_entropy, or a loss module such as nn.CrossEntropyLoss().')
-        check_lr(lr, who='Learner')
+        if check_lr(lr, who='Learner') is None:
+            raise ValueError('Learner(lr=None): lr is the lr that fits start at; give a number, e.g. lr=1e-3.')
+        if isinstance(opt_func, optim.Optimizer) or not callable(opt_func):
+            name = type(opt_func).__name__
+            what = f'an optimizer already built ({name})' if isinstance(opt_func, optim.Optimizer) else f'a {name}'
+            raise TypeError(f'Learner: opt_func is {what}; pass what builds one: the '
+                            'class (opt_func=optim.AdamW) or a partial (partial(optim.SGD, momentum=0.9)). To use an '
+                            'optimizer you built: learn.opt = opt.')
         for cb in as_cbs(cbs):
             self.add_cb(cb)
 

@@ -244,6 +244,10 @@ class RecorderCB(Callback):
     def __init__(self, **fns: Callable[[RecorderCB], float]):
         if not fns:
             raise ValueError('RecorderCB: name at least one series to record, e.g. RecorderCB(lr=rec_lr, mom=rec_mom)')
+        if bad := [k for k, f in fns.items() if not callable(f)]:
+            raise TypeError(f'RecorderCB: {", ".join(bad)} must be functions of the callback, such as rec_lr or '
+                            "rec_mom (or lambda cb: cb.pg['weight_decay']); got "
+                            f'{", ".join(repr(fns[k]) for k in bad)}')
         self.fns, self.recs = fns, {k: [] for k in fns}
 
     def state_dict(self) -> dict[str, Any]:

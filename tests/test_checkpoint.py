@@ -506,6 +506,32 @@ def test_cli_keeps_the_last_checkpoint_when_stopped_mid_batch(tiny_fmnist, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@main_thread_only
+def test_cli_a_ctrl_c_during_the_interrupt_save_keeps_the_last_checkpoint(tiny_fmnist, tmp_path, monkeypatch,
+                                                                          capsys):
+    from miniai.cli import main
+    from miniai.learner import Learner
+    run = ['fit', '--epochs', '2', '--limit-batches', '2', '--bs', '16', '--device', 'cpu', '--data', str(tiny_fmnist),
+           '--out', str(tmp_path)]
+    after_step, save = RecorderCB.after_step, Learner.save
+    def ctrl_c_at_step_3(self, learn):  # in the second epoch, after the first epoch's checkpoint
+        after_step(self, learn)
+        if learn.train_iter == 3:
+            ctrl_c()
+    def interrupted_save(self, path):
+        if not self._fitting:  # the interrupt's checkpoint, after the fit: a second Ctrl-C while it is written
+            raise KeyboardInterrupt
+        return save(self, path)
+    monkeypatch.setattr(RecorderCB, 'after_step', ctrl_c_at_step_3)
+    monkeypatch.setattr(Learner, 'save', interrupted_save)
+    with pytest.raises(SystemExit) as e:
+        main(run)
+    assert e.value.code == 130
+    out = capsys.readouterr().out
+    assert f'Interrupted again while saving: the last checkpoint, {tmp_path / "checkpoint.pt"}, is kept' in out
+    assert load_checkpoint(tmp_path)['epoch'] == 1
+
+
 def test_checkpointcb_monitor_needs_a_metricscb_in_this_fit(tmp_path):
     torch.manual_seed(0)
     learn = TrainLearner(nn.Linear(6, 3), make_dls(), F.cross_entropy)

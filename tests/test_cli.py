@@ -202,3 +202,19 @@ def test_seeds_and_out_folders_are_checked_before_anything_trains(tmp_path, argv
     argv = [a.format(file=tmp_path / 'afile') for a in argv]
     with pytest.raises(SystemExit, match=msg):  # an empty data folder: reached only without a check
         main([*argv, '--data', str(tmp_path / 'none'), '--device', 'cpu', '--limit-batches', '1'])
+
+
+def test_resume_names_the_processes_and_the_folder_of_a_checkpoint_file(tmp_path):
+    (tmp_path / 'checkpoint.pt').write_bytes(b'')
+    (tmp_path / 'args.json').write_text(json.dumps({'processes': 2}))
+    with pytest.raises(SystemExit, match=re.escape(f'that run trained in 2 processes, this one in 1, so the batches '
+                                                   f'would not be those of the run. Resume it as it was launched: '
+                                                   f'torchrun --nproc_per_node 2 -m miniai fit --resume {tmp_path}')):
+        main(['fit', '--resume', str(tmp_path)])
+    with pytest.raises(SystemExit, match=re.escape(f'that is a file; give the run folder that holds it, {tmp_path}.')):
+        main(['fit', '--resume', str(tmp_path / 'checkpoint.pt')])
+
+
+def test_an_lr_that_overflows_the_weights_dtype_is_refused():
+    with pytest.raises(SystemExit, match=r'--lr must be positive and finite, at most 3.4e\+38 \(got 1e\+300\)'):
+        main(['fit', '--lr', '1e300', '--device', 'cpu'])

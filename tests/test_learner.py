@@ -528,6 +528,12 @@ def test_bad_learner_and_fit_arguments_get_clear_errors():
         TrainLearner(nn.Linear(3, 2), SimpleNamespace(train=tiny_dls().train, valid=None), F.cross_entropy).fit(1)
     with pytest.raises(TypeError, match=r"loss_func is a str; pass a function of \(preds, targets\)"):
         TrainLearner(nn.Linear(3, 2), tiny_dls(), 'cross_entropy')
+    with pytest.raises(ValueError, match=r'Learner\(lr=None\): .* give a number'):
+        TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=None)
+    model = nn.Linear(3, 2)
+    with pytest.raises(TypeError, match=r'opt_func is an optimizer already built \(AdamW\); pass what builds one.*'
+                                        r'learn.opt = opt'):
+        TrainLearner(model, tiny_dls(), F.cross_entropy, opt_func=optim.AdamW(model.parameters()))
     for lr in (float('nan'), float('inf'), -1.):
         with pytest.raises(ValueError, match=r'Learner\(lr=.*\): lr must be a finite number >= 0'):
             TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=lr)

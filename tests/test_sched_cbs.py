@@ -108,6 +108,11 @@ def test_validation_only_fit_keeps_the_scheduler_and_its_state(cb):
     assert cb.schedo is schedo and cb.state_dict() == sd
 
 
+def test_recorder_refuses_a_series_that_is_not_a_function():
+    with pytest.raises(TypeError, match="RecorderCB: lr must be functions of the callback, such as rec_lr.*got 'lr'"):
+        RecorderCB(lr='lr', mom=rec_mom)
+
+
 def test_recorder_needs_a_series_and_the_saved_ones():
     with pytest.raises(ValueError, match=r'at least one series.*RecorderCB\(lr=rec_lr'):
         RecorderCB()
