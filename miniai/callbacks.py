@@ -9,7 +9,7 @@ from numbers import Real
 import torch
 
 from .device import def_device, to_device
-from .guards import backward_loss, call_loss, call_model, check_batch
+from .guards import backward_loss, call_loss, call_model, check_batch, is_whole
 from .learner import Callback, CancelFitException, Learner
 
 __all__ = ['TrainCB', 'DeviceCB', 'SingleBatchCB', 'BatchTransformCB', 'GradClipCB']
@@ -19,7 +19,11 @@ class TrainCB(Callback):
     """Supplies the training steps to a plain `Learner`, as the course's `TrainCB`: the model gets the batch's
     first `n_inp` items, the loss the predictions and every item after them (e.g. `loss(preds, y, w)` for
     batches `(x, y, w)`; `TrainLearner` gives the loss only `y`). Sets `learn.n_inp`."""
-    def __init__(self, n_inp: int = 1): self.n_inp = n_inp
+    def __init__(self, n_inp: int = 1):
+        if not is_whole(n_inp, 1):
+            raise ValueError(f'TrainCB: n_inp is how many of the batch\'s first items the model takes, a whole number '
+                             f'>= 1; got {n_inp!r} (e.g. n_inp=2 for batches (x1, x2, y)).')
+        self.n_inp = int(n_inp)
     def before_fit(self, learn: Learner) -> None: learn.n_inp = self.n_inp
 
     def predict(self, learn: Learner) -> None:
@@ -79,6 +83,9 @@ class GradClipCB(Callback):
     def __init__(self, max_norm: float, norm_type: float = 2.0):
         if isinstance(max_norm, bool) or not isinstance(max_norm, Real) or not max_norm > 0:
             raise ValueError(f'GradClipCB: max_norm must be a positive number, got {max_norm!r} (e.g. 1.0).')
+        if isinstance(norm_type, bool) or not isinstance(norm_type, Real) or not norm_type > 0:
+            raise ValueError(f'GradClipCB: norm_type is the p of the p-norm, a positive number or float(\'inf\') '
+                             f'(the largest |gradient|); got {norm_type!r} (e.g. 2.0).')
         self.max_norm, self.norm_type = max_norm, norm_type
 
     def after_backward(self, learn: Learner) -> None:

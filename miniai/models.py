@@ -70,8 +70,10 @@ def get_model(act: Callable[[], nn.Module] = nn.ReLU, nfs: Sequence[int] | None 
     return nn.Sequential(*layers, conv(nfs[-1], 10, act=None, norm=None, bias=True), nn.Flatten())
 
 
-def set_seed(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch (all devices); `deterministic=True` also asks torch for deterministic kernels.
+def set_seed(seed: int, deterministic: bool | None = None) -> None:
+    """Seed Python, NumPy and torch (all devices); `deterministic=True` also asks torch for deterministic kernels,
+    `False` lets it use nondeterministic ones, and None (the default) leaves torch's setting as it is
+    (`torch.use_deterministic_algorithms`).
 
     On CPU a deterministic fit repeats bit for bit. On CUDA it also sets `CUBLAS_WORKSPACE_CONFIG` and turns
     off cuDNN autotuning; a few CUDA ops have no deterministic version and then raise an error naming the op.
@@ -79,7 +81,7 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
     before anything runs on the GPU); runs repeat only on the same GPU model, driver, CUDA and torch versions;
     and deterministic kernels can be slower.
     """
-    torch.use_deterministic_algorithms(deterministic)
+    if deterministic is not None: torch.use_deterministic_algorithms(deterministic)
     if deterministic: os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
     torch.backends.cudnn.benchmark = False if deterministic else torch.backends.cudnn.benchmark
     torch.manual_seed(seed)

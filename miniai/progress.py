@@ -30,7 +30,8 @@ class ProgressCB(Callback):
     fastprogress's console bars; when output is not a terminal (a log file, CI) no bar is drawn and the
     metrics are printed as plain lines, so logs get no carriage returns. The training loss of every batch
     whose loss counts (`learn.loss_counts`: also one cancelled after its backward) is kept in `losses`, read
-    back from the device at most once every `every` (an int >= 1) batches.
+    back from the device at most once every `every` (an int >= 1) batches; a validation-only fit keeps the last
+    training fit's. The plot puts each valid loss after the training losses recorded by then.
     """
     order = MetricsCB.order + 1
 
@@ -38,14 +39,14 @@ class ProgressCB(Callback):
         if not is_whole(every, 1):
             raise ValueError(f'ProgressCB: every is a number of batches, a whole number >= 1; got {every!r}.')
         self.plot, self.every = plot, int(every)
-        self.bars, self.losses, self._pending, self._kept = False, [], [], False
+        self.bars, self.losses, self._pending, self._kept, self._valid_x = False, [], [], False, []
 
-    def state_dict(self) -> dict[str, list[float]]:
+    def state_dict(self) -> dict[str, list]:
         pending = torch.stack(self._pending).float().cpu().tolist() if self._pending else []
-        return {'losses': self.losses + pending}
+        return {'losses': self.losses + pending, 'valid_x': self._valid_x}
 
-    def load_state_dict(self, sd: dict[str, list[float]]) -> None:
-        self.losses = list(sd['losses'])
+    def load_state_dict(self, sd: dict[str, list]) -> None:
+        self.losses, self._valid_x = list(sd['losses']), list(sd.get('valid_x', ()))  # (older checkpoints have none)
 
     def cleanup_fit(self, learn: Learner) -> None:
         """Keep the losses not read back yet (a fit that stopped early has some), close the bars of such a fit,
@@ -64,14 +65,14 @@ class ProgressCB(Callback):
 
     def before_fit(self, learn: Learner) -> None:
         self.bars = is_main_process() and (in_notebook() or _isatty())
-        self.losses: list[float] = []
+        if 'train' in learn.phases: self.losses = []  # a validation-only fit keeps the training fit's
         self._pending: list[torch.Tensor] = []
-        self._first, self._metrics = True, None
+        self._valid_x: list[int] = []  # the x of each valid row of the metrics' history (which each fit restarts)
+        self._first, self._metrics = True, fit_metrics(learn)
         if not self.bars: return
         from fastprogress.fastprogress import master_bar, progress_bar
         self._progress_bar = progress_bar
         learn.epochs = self.mbar = master_bar(learn.epochs)
-        self._metrics = fit_metrics(learn)
         if self._metrics is not None:  # its rows go into the bar's table (its own `_log`, if set, comes back after)
             self._metrics_log = vars(self._metrics).get('_log')
             self._metrics._log = self._log
@@ -94,28 +95,32 @@ class ProgressCB(Callback):
 
     def _keep(self, learn: Learner) -> None:
         self._pending.append(learn.loss.detach())
-        if len(self._pending) >= self.every: self._flush(learn)
+        if len(self._pending) >= self.every: self._flush()
 
     def _read_pending(self) -> None:
         if self._pending:
             self.losses += torch.stack(self._pending).float().cpu().tolist()
             self._pending.clear()
 
-    def _flush(self, learn: Learner) -> None:
+    def _flush(self) -> None:
         if not self._pending: return
         self._read_pending()
         if self.bars: self.pbar.comment = f'{self.losses[-1]:.3f}'
-        if self.bars and self.plot: self._update_graph(learn)
+        if self.bars and self.plot: self._update_graph()
 
     def after_epoch(self, learn: Learner) -> None:
-        if learn.training: self._flush(learn)
-        elif self.bars and self.plot: self._update_graph(learn)
+        if learn.training:
+            self._flush()
+            return
+        self._read_pending()  # those of a training phase cancelled (`CancelEpochException`) before its after_epoch
+        if self._metrics is not None:  # its valid row, if any (not if all batches were cancelled), goes after the
+            n_rows = sum(not h['train'] for h in self._metrics.history)  # training losses recorded so far
+            self._valid_x += [len(self.losses)] * (n_rows - len(self._valid_x))
+        if self.bars and self.plot: self._update_graph()
 
-    def _update_graph(self, learn: Learner) -> None:
+    def _update_graph(self) -> None:
         graphs = [[list(range(len(self.losses))), self.losses]]
         hist = self._metrics.history if self._metrics is not None else []
-        valid = [h for h in hist if not h['train']]  # an epoch without a valid row (all cancelled) is skipped
-        if valid:
-            n = len(learn.dls.train)
-            graphs.append([[(h['epoch'] + 1) * n for h in valid], [h['loss'] for h in valid]])
+        if valid := [h['loss'] for h in hist if not h['train']]:
+            graphs.append([self._valid_x, valid])
         self.mbar.update_graph(graphs)

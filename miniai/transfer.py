@@ -120,6 +120,10 @@ def image_folder_dls(path: str | os.PathLike, bs: int = 64, valid_pct: float = 0
     if not 0 <= valid_pct < 1:
         raise ValueError(f'image_folder_dls: valid_pct is the share of the images to validate on, from 0 (none) to '
                          f'below 1 (e.g. 0.2); got {valid_pct!r}')
+    if not (stats == 'computed' if isinstance(stats, str) else stats is None or
+            isinstance(stats, Sequence) and len(stats) == 2):
+        raise ValueError(f"image_folder_dls: stats is (mean, std) (e.g. IMAGENET_STATS, the default), 'computed' "
+                         f'(from the training split) or None (no normalisation); got {stats!r}')
     from torch.utils.data import DataLoader, Subset
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2

@@ -29,7 +29,12 @@ def vanilla_cnn(n_classes: int = 10, nfs: Sequence[int] = (8, 16, 32), p_drop: f
                 in_channels: int = 1, img_size: int = 28, n_hidden: int = 256,
                 double: bool = False) -> nn.Sequential:
     """The article's plain CNN for `img_size`² images: `conv_block`s (BatchNorm, max-pool) through `nfs`, then
-    a head Flatten-Dropout-Linear-ReLU-Dropout-Linear (dropout only in the linear layers)."""
+    a head Flatten-Dropout-Linear-ReLU-Dropout-Linear (dropout only in the linear layers). Each block halves the
+    size, so `img_size` is at least `2**len(nfs)`."""
+    if img_size < 2 ** len(nfs):
+        raise ValueError(f'vanilla_cnn: {len(nfs)} conv blocks halve the image {len(nfs)} times, so img_size must '
+                         f'be at least 2**{len(nfs)} = {2 ** len(nfs)}; got {img_size!r}: give fewer nfs or larger '
+                         'images.')
     chans = (in_channels, *nfs)
     blocks = [conv_block(chans[i], chans[i + 1], double) for i in range(len(nfs))]
     n_flat = nfs[-1] * (img_size // 2 ** len(nfs)) ** 2

@@ -23,6 +23,7 @@ from miniai import (  # noqa: E402
     CancelBatchException,
     EpochSchedCB,
     GeneralRelu,
+    GradClipCB,
     Hook,
     Hooks,
     HooksCallback,
@@ -34,6 +35,7 @@ from miniai import (  # noqa: E402
     TrainCB,
     TrainLearner,
     append_stats,
+    get_min,
     get_model,
     rec_lr,
     rec_mom,
@@ -367,3 +369,135 @@ def test_a_mod_filter_that_picks_nothing_is_refused():
     with pytest.raises(ValueError, match="ActivationStats: mod_filter picks none of the model's modules"):
         learn.fit(1)
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_hooks_refuse_a_torchscript_module_and_leave_no_hook_behind():
+    lin = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match='Hooks: the module Linear is a TorchScript module .* takes no hooks'):
+        Hooks([lin, torch.jit.script(nn.Linear(2, 2))], append_stats)
+    assert len(lin._forward_hooks) == 0
+    class Refuses(nn.Linear):
+        def register_forward_hook(self, *args, **kwargs): raise RuntimeError('no hooks here')
+    with pytest.raises(RuntimeError, match='no hooks here'):  # a refusal found only when hooking: rolled back
+        Hooks([lin, Refuses(2, 2)], append_stats)
+    assert len(lin._forward_hooks) == 0
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10), torch.jit.script(nn.ReLU()))
+    with pytest.raises(TypeError, match=r"ActivationStats: module '2' of the model is a TorchScript module .* leave "
+                                        r'it out with mod_filter, e.g. mod_filter=lambda m: not isinstance'):
+        TrainLearner(model, img_dls(), F.cross_entropy, cbs=[ActivationStats()]).fit(1)
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+    stats = ActivationStats(mod_filter=lambda m: not isinstance(m, torch.jit.ScriptModule))  # the fix it names
+    TrainLearner(model, img_dls(), F.cross_entropy, cbs=[stats]).fit(1)
+    assert [len(h.stats[0]) for h in stats] == [4, 4, 4]
+
+
+def test_a_validation_only_fit_keeps_the_activation_stats_of_training():
+    stats = ActivationStats(lambda m: isinstance(m, nn.Linear))
+    valid_stats = HooksCallback(append_stats, lambda m: isinstance(m, nn.Linear), on_train=False, on_valid=True)
+    learn = TrainLearner(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), img_dls(), F.cross_entropy, lr=0.1,
+                         cbs=[stats, valid_stats])
+    learn.fit(2)
+    hooks = stats.hooks
+    learn.fit(1, train=False)
+    assert stats.hooks is hooks and len(hooks[0].stats[0]) == 8  # (as RecorderCB keeps its records)
+    assert len(valid_stats.hooks[0].stats[0]) == len(img_dls().valid)  # it records this fit: afresh
+    stats.plot_stats()
+
+
+def test_get_min_is_the_share_of_all_activations_under_a_quarter():
+    idt = nn.Identity()
+    with Hook(idt, append_stats) as h:
+        idt(torch.cat([torch.zeros(100), torch.full((900,), 50.)]))  # beyond the histogram's range of 10
+        idt(torch.full((1000,), 50.))
+        idt(torch.tensor([0.1, -0.2, 0.3, 5.]))
+    assert get_min(h).tolist() == pytest.approx([0.1, 0., 0.5])
+
+
+def test_activation_stats_plot_the_modules_that_recorded_and_name_the_others():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.aux, self.body = nn.Linear(784, 10), nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+        def forward(self, x): return self.body(x)  # aux is not called
+    stats = ActivationStats(lambda m: isinstance(m, nn.Linear))
+    with pytest.raises(ValueError, match='ActivationStats: no hooked module has recorded a batch, so there is '
+                                         'nothing to plot; fit with training batches first'):
+        stats.plot_stats()
+    TrainLearner(Net(), img_dls(), F.cross_entropy, lr=0.1, cbs=[stats]).fit(1)
+    for plot, n_axes in ((stats.color_dim, 1), (stats.dead_chart, 1), (stats.plot_stats, 2)):
+        with pytest.warns(UserWarning, match="ActivationStats: not plotted, having recorded no batch .*: module 'aux' "
+                                             'of the model; leave them out with mod_filter'):
+            plot()
+        assert len(plt.gcf().axes) == n_axes
+    assert [t.get_text() for t in plt.gcf().axes[0].get_legend().get_texts()] == ['1']  # body.1, 2nd hooked
+    plt.close('all')
+
+
+def test_a_validation_only_fit_keeps_the_progress_losses():
+    prog = ProgressCB()
+    learn = learner([MetricsCB(), prog])
+    learn.fit(2)
+    losses = list(prog.losses)
+    learn.fit(1, train=False)
+    assert len(losses) == 6 and prog.losses == losses and prog.state_dict()['losses'] == losses
+
+
+class _Spy(miniai.Callback):
+    """Keeps the graphs that `prog` draws."""
+    order = ProgressCB.order + 1
+    def __init__(self, prog): self.prog, self.graphs = prog, []
+    def before_fit(self, learn): self.prog.mbar.update_graph = self.graphs.append
+
+
+def test_progress_plots_a_validation_only_fit_with_no_training_loader(monkeypatch):
+    monkeypatch.setattr(miniai.progress, '_isatty', lambda: True)
+    prog = ProgressCB(plot=True)
+    spy = _Spy(prog)
+    learn = learner([MetricsCB(), prog, spy])
+    learn.fit(1)
+    learn.dls = SimpleNamespace(train=None, valid=learn.dls.valid)
+    learn.fit(1, train=False)
+    (train_x, _), (valid_x, valid_y) = spy.graphs[-1]
+    assert train_x == [0, 1, 2] and valid_x == [3] and valid_y == [learn.metrics.history[-1]['loss']]
+
+
+class SkipFirstTrain(miniai.Callback):
+    def before_batch(self, learn):
+        if learn.training and learn.iter == 0: raise CancelBatchException()
+
+
+class ShortEpoch(miniai.Callback):
+    def after_batch(self, learn):
+        if learn.training and learn.iter == 1: raise miniai.CancelEpochException()
+
+
+@pytest.mark.parametrize('cancel', [SkipFirstTrain, ShortEpoch])  # each: 2 of the 3 training batches an epoch
+def test_progress_puts_valid_points_after_the_training_losses_so_far(monkeypatch, tmp_path, cancel):
+    monkeypatch.setattr(miniai.progress, '_isatty', lambda: True)
+    def run(n, **kw):
+        prog = ProgressCB(plot=True)
+        spy = _Spy(prog)
+        learn = learner([MetricsCB(), prog, spy, cancel()])
+        learn.fit(n, **kw)
+        return learn, spy.graphs[-1]
+    learn, (train, valid) = run(2)
+    assert train[0] == [0, 1, 2, 3] and valid[0] == [2, 4]
+    learn, _ = run(1)
+    learn.save(tmp_path / 'ck.pt')
+    _, (train, valid) = run(2, resume=tmp_path / 'ck.pt')  # the first epoch's point comes from the checkpoint
+    assert train[0] == [0, 1, 2, 3] and valid[0] == [2, 4]
+
+
+@pytest.mark.parametrize('n_inp', [0, -1, 1.5, '1', True])
+def test_train_cb_refuses_an_n_inp_below_1(n_inp):
+    with pytest.raises(ValueError, match=rf"TrainCB: n_inp is how many of the batch's first items the model takes, a "
+                                         rf'whole number >= 1; got {n_inp!r}'):
+        TrainCB(n_inp=n_inp)
+
+
+@pytest.mark.parametrize('norm_type', [-1., 0, float('nan'), 'x', True])
+def test_grad_clip_refuses_a_norm_type_torch_does_not_take(norm_type):
+    with pytest.raises(ValueError, match=r"GradClipCB: norm_type is the p of the p-norm, a positive number or "
+                                         rf"float\('inf'\) .*got {norm_type!r}"):
+        GradClipCB(1., norm_type=norm_type)
+    learner([GradClipCB(1., norm_type=float('inf'))]).fit(1)  # the largest |gradient|

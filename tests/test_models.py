@@ -48,8 +48,18 @@ def test_set_seed_repeats_random_streams():
 def test_set_seed_deterministic_flag():
     set_seed(0, deterministic=True)
     try: assert torch.are_deterministic_algorithms_enabled()
-    finally: set_seed(0)
+    finally: set_seed(0, deterministic=False)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_set_seed_leaves_torch_determinism_alone_by_default():
+    try:
+        for on in (True, False):
+            torch.use_deterministic_algorithms(on)
+            set_seed(0)
+            assert torch.are_deterministic_algorithms_enabled() is on
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 def test_get_model_ends_at_10_logits_when_its_convs_reach_1x1():

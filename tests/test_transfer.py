@@ -206,3 +206,10 @@ def test_image_folder_dls_refuses_a_valid_pct_outside_0_to_1(image_folder):
         image_folder_dls(image_folder, bs=4, valid_pct=0.01, size=8)
     dls = image_folder_dls(image_folder, bs=4, valid_pct=0, size=8)  # train on all: fit(valid=False)
     assert len(dls.valid.dataset) == 0 and len(dls.train.dataset) > 0
+
+
+@pytest.mark.parametrize('stats', ['imagenet', ((0.5,) * 3,), 0.5])
+def test_image_folder_dls_refuses_stats_it_does_not_know(image_folder, stats):
+    with pytest.raises(ValueError, match=r"image_folder_dls: stats is \(mean, std\) \(e.g. IMAGENET_STATS, the "
+                                         r"default\), 'computed' \(from the training split\) or None"):
+        image_folder_dls(image_folder, bs=4, size=8, stats=stats)

@@ -37,6 +37,15 @@ def test_vanilla_cnn_shapes_and_layers():
     assert vanilla_cnn(5, nfs=(8, 16), in_channels=3, img_size=32)(torch.randn(2, 3, 32, 32)).shape == (2, 5)
 
 
+def test_vanilla_cnn_refuses_images_too_small_for_its_blocks():
+    with pytest.raises(ValueError, match=r'vanilla_cnn: 3 conv blocks halve the image 3 times, so img_size must be at '
+                                         r'least 2\*\*3 = 8; got 6: give fewer nfs'):
+        vanilla_cnn(img_size=6)
+    with pytest.raises(ValueError, match='at least 2\\*\\*5 = 32; got 28'):
+        vanilla_cnn(nfs=(8, 16, 32, 64, 128))
+    assert vanilla_cnn(img_size=8)(torch.randn(2, 1, 8, 8)).shape == (2, 10)  # the smallest: 8 -> 1
+
+
 def test_conv_block_double():
     blk = conv_block(1, 4, double=True)
     assert [type(m) for m in blk] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU] * 2 + [nn.MaxPool2d]
