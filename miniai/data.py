@@ -397,8 +397,9 @@ def get_dls(bs: int = 1024, path: str | os.PathLike | None = None, fast: bool = 
     `fast=True`: `DeviceLoader`s over the IDX arrays, kept on `device` (default `def_device`); `seed`, `tfm`
     (train only), `rank` and `world_size` are its options. `fast=False`: the course path
     (`load_fashion_mnist`, a per-item `TF.to_tensor` + normalise transform, `DataLoaders.from_dd` with
-    `num_workers`), yielding CPU batches equal to the fast path's for the same items; `seed` seeds its
-    shuffle. An option of the other path is refused."""
+    `num_workers`), yielding CPU batches equal to the fast path's for the same items (but for a lone last
+    training image, which only the fast path joins to the batch before); `seed` seeds its shuffle. An option of
+    the other path is refused."""
     if hasattr(bs, '__getitem__') and hasattr(bs, '__len__') and not hasattr(bs, 'ndim'):  # get_dls(ds, ds, bs)
         raise TypeError('get_dls(bs, path, ...) makes Fashion-MNIST loaders; its first argument is the batch size, '
                         'not a dataset. For your own datasets: DataLoaders(DataLoader(train_ds, bs, shuffle=True), '

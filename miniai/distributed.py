@@ -21,6 +21,7 @@ that schedules sized from `len(dls.train)` count this process's batches) or let 
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -117,10 +118,11 @@ def shard_loader(dl: Any, rank: int, world_size: int, train: bool = True) -> Any
     world_size, ...`, so each item counts once. The shuffle's seed is `dl`'s generator's, else one drawn from
     torch's global RNG; `DDPCB` gives every process rank 0's. A custom sampler or batch_sampler is refused."""
     if hasattr(dl, 'world_size'):
-        if train and not getattr(dl, 'shuffle', True) and getattr(dl, 'n', 0) % world_size:
+        if train and not getattr(dl, 'shuffle', True) and len(set(_shard_batches(dl, world_size))) > 1:
             raise ValueError(f'shard_loader: this unshuffled training {type(dl).__name__} of {dl.n} items would give '
-                             f'the {world_size} processes unequal shares, and DDP needs the same number of batches '
-                             'in each: build it with shuffle=True (its order is then cut to equal shares).')
+                             f'the {world_size} processes {" and ".join(map(str, _shard_batches(dl, world_size)))} '
+                             'batches, and DDP needs the same number in each: build it with shuffle=True (its order '
+                             'is then cut to equal shares).')
         dl.rank, dl.world_size = rank, world_size
         return dl
     if not isinstance(dl, DataLoader):
@@ -139,6 +141,13 @@ def shard_loader(dl: Any, rank: int, world_size: int, train: bool = True) -> Any
         sampler = _EveryNth(len(ds), rank, world_size)
     options = {k: getattr(dl, k) for k in _DL_OPTIONS if hasattr(dl, k)}
     return DataLoader(ds, dl.batch_size, sampler=sampler, **options)
+
+
+def _shard_batches(dl: Any, world_size: int) -> tuple[int, int]:
+    """The batches of the first and last process's shares of unshuffled `DeviceLoader` `dl` (the largest and
+    smallest)."""
+    shares = (len(range(r, dl.n, world_size)) for r in (0, world_size - 1))
+    return tuple(s // dl.bs if dl.drop_last else math.ceil(s / dl.bs) for s in shares)
 
 
 def _shuffle_seed(sampler: RandomSampler) -> int:
@@ -189,7 +198,8 @@ class DDPCB(Callback):
             self.seed = sd['seed']
 
     def before_fit(self, learn: Learner) -> None:
-        self.epochs_done, self.last_fit = self.epochs_done + self.last_fit, 0
+        if 'train' in learn.phases:  # (a validation-only fit leaves the count to the next training fit)
+            self.epochs_done, self.last_fit = self.epochs_done + self.last_fit, 0
         if not self.active:
             return
         if self.shard:

@@ -165,6 +165,8 @@ def check_lr(lr: Any, resume: Any = None, who: str = 'fit') -> float | None:
     if resume is not None:
         raise ValueError('fit(..., lr=..., resume=...): a resumed run goes on with the lrs and schedule it saved; '
                          'drop lr. To train on from a checkpoint at another lr: learn.load(path), then fit(n, lr=...).')
+    if isinstance(lr, torch.Tensor) and lr.numel() == 1 and lr.is_floating_point():  # (capturable optimizers)
+        lr = lr.item()
     if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr < 0:
         raise ValueError(f'{who}(lr={lr!r}): lr must be a finite number >= 0.')
     return float(lr)
@@ -364,7 +366,9 @@ class Learner:
 
     def cleanup(self, method_nm: str, error: BaseException | None = None) -> None:
         """Run a `cleanup_*` event: every handler runs even if one fails. Their errors become notes on `error`
-        (the exception ending the fit, epoch or batch) if there is one; else the first is raised after all ran."""
+        (the exception ending the fit, epoch or batch) if there is one; else the first is raised after all ran. A
+        Ctrl-C in a handler (a `KeyboardInterrupt`, or another non-`Exception`) is raised in any case: over a cancel
+        passing through, the fit would go on."""
         failed: list[tuple[str, BaseException]] = []
         for m in self._handlers_of(method_nm):
             try:
@@ -373,10 +377,12 @@ class Learner:
                 failed.append((type(getattr(m, '__self__', m)).__name__, e))
         if not failed:
             return
-        target = error or failed[0][1]
-        for name, e in failed[error is None:]:
-            target.add_note(f'{method_nm} of {name} also failed: {type(e).__name__}: {e}')
-        if error is None:
+        stop = next((e for _, e in failed if not isinstance(e, Exception)), None)
+        target = stop or error or failed[0][1]
+        for name, e in failed:
+            if e is not target:
+                target.add_note(f'{method_nm} of {name} also failed: {type(e).__name__}: {e}')
+        if target is not error:
             raise target
 
     def __getattr__(self, name: str):
@@ -759,9 +765,17 @@ class Learner:
                 'opt': self.opt and self.opt.state_dict(), 'opt_type': type(self.opt).__name__,
                 'epoch': epoch, 'phase': phase, 'iter': n_done, 'train_iter': self.train_iter,
                 'n_epochs': self.n_epochs, 'should_stop': self.should_stop,
-                'grads': [p.grad for p in self._plain_model().parameters()],  # pending (accumulation, momentum)
+                'grads': self._whole_batch_grads(),
                 'start': start or now, 'rng_now': now['rng'] if n_done else None, 'n_batches': self._n_batches(),
                 'cbs': {k: cb.state_dict() for k, cb in self._stateful_cbs().items()}}
+
+    def _whole_batch_grads(self) -> list[torch.Tensor | None]:
+        """The gradients pending (accumulation, `MomentumLearner`), for a checkpoint; none when a training batch
+        stopped part-way after its backward, as its own are in them and a resume replays it."""
+        params = list(self._plain_model().parameters())
+        if self.training and self.loss_counts and self._n_done <= self.iter:
+            return [None] * len(params)
+        return [p.grad for p in params]
 
     def _plain_model(self) -> nn.Module:
         """The model, unwrapped from `DistributedDataParallel` (during a `DDPCB` fit) and from `torch.compile(model)`
@@ -803,8 +817,12 @@ class Learner:
             if k == 'valid' and uneven:
                 continue  # its shares may differ by a batch between processes, and the main process saved its own
             if (own := self._n_batches().get(k)) is not None and own != n:
+                joined = (" A DeviceLoader now joins a lone last training image to the batch before, so a run saved "
+                          "by an older miniai with one image left over cannot be resumed: learn.load(path), then "
+                          "fit, trains on from it." if k == 'train' and own == n - 1 and hasattr(getattr(self.dls, k),
+                                                                                                  'world_size') else '')
                 raise CheckpointError(f'The checkpoint was saved by a run whose dls.{k} had {n} batches per epoch; '
-                                      f'this one has {own}. Resume with the same data and batch size.')
+                                      f'this one has {own}. Resume with the same data and batch size.{joined}')
         for k in ('train', 'valid'):
             if getattr(self.dls, k, None) is None:
                 continue

@@ -4,7 +4,9 @@ watch the smoothed loss, and pick a learning rate from the curve.
 `learn.lr_find()` leaves no trace: weights, buffers, gradients, the optimizer, the RNGs, the training loader's
 position, the training mode, the device, the Learner's own attributes (counters, checkpoint position) and the
 state of the callbacks that run during it (e.g. `ProgressCB.losses`) are all put back, so `lr_find(); fit()`
-trains exactly as `fit()`, and a checkpoint saved after it is unchanged.
+trains exactly as `fit()`, and a checkpoint saved after it is unchanged. One exception: the random streams of a
+DataLoader's persistent worker processes already running (started by an earlier fit) move on, as they live in
+those processes; workers that `lr_find` starts are stopped after it, so the next fit starts them as it would have.
 """
 
 from __future__ import annotations

@@ -43,17 +43,21 @@ def _set_loader_state(dl, sd, gens, epoch, shard, unstarted) -> None:
 
 def _restore_all(steps: Iterable[Callable[[], object]], error: BaseException | None = None) -> None:
     """Runs every step, also after one raises. Their errors become notes on `error` (the block's, being raised);
-    without one, the first is raised with the others as notes on it."""
+    without one, the first is raised with the others as notes on it. A Ctrl-C in a step is raised in any case."""
     errors = []
     for step in steps:
         try:
             step()
         except BaseException as e:  # the other steps still run (also after a Ctrl-C in one)
             errors.append(e)
-    target = error or (errors[0] if errors else None)
-    for e in errors[error is None:]:
-        target.add_note(f'no_trace: restoring also failed with {e!r}')
-    if error is None and errors:
+    if not errors:
+        return
+    stop = next((e for e in errors if not isinstance(e, Exception)), None)  # a Ctrl-C is raised in any case
+    target = stop or error or errors[0]
+    for e in errors:
+        if e is not target:
+            target.add_note(f'no_trace: restoring also failed with {e!r}')
+    if target is not error:
         raise target
 
 

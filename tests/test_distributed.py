@@ -350,10 +350,12 @@ def test_a_resume_with_uneven_validation_shares_goes_through(launched):
 
 def test_an_unshuffled_device_loader_with_unequal_shares_is_refused_for_training():
     dl = DeviceLoader(torch.zeros(65, 2, 2, dtype=torch.uint8), torch.zeros(65).long(), bs=8, device='cpu')
-    with pytest.raises(ValueError, match='unshuffled training DeviceLoader of 65 items would give the 2 processes '
-                                         'unequal shares.*build it with shuffle=True'):
+    with pytest.raises(ValueError, match='unshuffled training DeviceLoader of 65 items would give the 2 processes 5 '
+                                         'and 4 batches.*build it with shuffle=True'):
         shard_loader(dl, 0, 2)
     assert shard_loader(dl, 0, 2, train=False) is dl  # validation: every item once
+    dl = DeviceLoader(torch.zeros(17, 2, 2, dtype=torch.uint8), torch.zeros(17).long(), bs=16, device='cpu')
+    assert shard_loader(dl, 0, 2) is dl  # shares of 9 and 8 items: one batch each
 
 
 def test_compile_and_channels_last_under_ddp(launched):
@@ -440,9 +442,9 @@ def test_ddpcb_counts_a_fit_from_the_next_one_so_its_checkpoints_hold_their_base
     assert ddp.state_dict() == {'epochs_done': 0, 'last_fit': 3, 'seed': None}
     learn.fit(1, valid=False)
     assert ddp.state_dict()['epochs_done'] == 3
-    learn.fit(1, train=False)  # a validation-only fit counts nothing
+    learn.fit(1, train=False)  # a validation-only fit counts nothing, and leaves the count as the last fit did
     learn.fit(1, train=False)
-    assert ddp.state_dict() == {'epochs_done': 4, 'last_fit': 0, 'seed': None}
+    assert ddp.state_dict() == {'epochs_done': 3, 'last_fit': 1, 'seed': None}
     ddp.load_state_dict({'epochs_done': 2, 'seed': None})  # a state without last_fit: the fit was counted
     assert ddp.state_dict() == {'epochs_done': 2, 'last_fit': 0, 'seed': None}
 

@@ -319,6 +319,19 @@ def test_a_ctrl_c_in_one_cleanup_handler_still_runs_the_others():
     assert log.log[-1] == 'cleanup_fit'
 
 
+class CtrlCInCleanupBatch(Callback):
+    def cleanup_batch(self, learn): raise KeyboardInterrupt
+
+
+def test_a_ctrl_c_in_a_cleanup_handler_is_not_carried_off_by_a_cancel():
+    """The Ctrl-C lands while a `CancelEpochException` passes through `cleanup_batch`: the fit stops there."""
+    log = EventLog('after_batch', CancelEpochException)
+    with pytest.raises(KeyboardInterrupt) as e:
+        make_learner([CtrlCInCleanupBatch(), log]).fit(3)
+    assert isinstance(e.value.__context__, CancelEpochException)
+    assert log.log.count(('before_epoch', True)) == 1 and log.log[-1] == 'cleanup_fit'
+
+
 def test_a_plain_learner_without_traincb_says_what_to_add():
     learn = Learner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy)
     with pytest.raises(AttributeError, match="no attribute 'loss': nothing set it.*add TrainCB"):
@@ -534,6 +547,7 @@ def test_bad_learner_and_fit_arguments_get_clear_errors():
     with pytest.raises(TypeError, match=r'opt_func is an optimizer already built \(AdamW\); pass what builds one.*'
                                         r'learn.opt = opt'):
         TrainLearner(model, tiny_dls(), F.cross_entropy, opt_func=optim.AdamW(model.parameters()))
+    TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=torch.tensor(0.1)).fit(1)  # (capturable ones')
     for lr in (float('nan'), float('inf'), -1.):
         with pytest.raises(ValueError, match=r'Learner\(lr=.*\): lr must be a finite number >= 0'):
             TrainLearner(nn.Linear(3, 2), tiny_dls(), F.cross_entropy, lr=lr)
