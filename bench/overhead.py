@@ -23,6 +23,7 @@ import argparse
 import cProfile
 import pstats
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -165,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
         args.rounds = 1
     args.threads = torch.get_num_threads()
     print(f'torch {torch.__version__}, {args.threads} threads (tiny: 1), device {args.device}')
+    if sys.stdout.isatty():
+        print('note: in a terminal ProgressCB also draws its bars, which the hand-written loop does not; for the '
+              "README's like-for-like figures pipe the output: ... | cat")
     for name in args.cases:
         bench(name, {'tiny': tiny_case, 'seed': seed_case}[name], args)
 

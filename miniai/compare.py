@@ -94,7 +94,8 @@ def train_run(model_fn: Callable[[], nn.Module], dls_fn: Callable[[], Any], opt_
     """One run of the grid: seed, build model and data, train `epochs` with cross-entropy and return its rows.
     `lr=None` takes the lr from `learn.lr_find()`: with `clr`, a triangular `CyclicLR` from `.lower` to
     `.upper` with a step of `clr_step_epochs` epochs; without, the constant `.upper`. Rows' `seconds` are
-    each epoch's training plus validation time (`lr_find`'s not included); `lr` is the (peak) lr used."""
+    each epoch's training plus validation time (`lr_find`'s not included); `lr` is the lr, or the CLR's upper bound,
+    which a fit shorter than `clr_step_epochs` does not reach."""
     from torcheval.metrics import MulticlassAccuracy
     set_seed(seed)
     dls = dls_fn()

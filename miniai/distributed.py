@@ -6,8 +6,11 @@
 `MetricsCB` over all processes, so the rows it prints are global. Only the main process prints, draws and
 saves (`is_main_process()`; the others' warnings, which would repeat the main one's, are silenced). A checkpoint
 holds the main process's random state, and every process resumes with it: processes that draw from random
-streams of their own (e.g. seeded with seed + rank) resume with the same draws, not their own. `miniai fit`
-adds `DDPCB` by itself when launched with WORLD_SIZE > 1, e.g.
+streams of their own (e.g. seeded with seed + rank) resume with the same draws, not their own; and a checkpoint
+saved mid-epoch by `learn.save` (`CheckpointCB` and `miniai fit` save between epochs) holds the main process's
+running metrics only, so the resumed epoch's training row is not the global one. `miniai fit` seeds every
+process alike, so batch augmentation and dropout draw alike at the same position of each process's batch.
+`miniai fit` adds `DDPCB` by itself when launched with WORLD_SIZE > 1, e.g.
 
     torchrun --nproc_per_node 2 -m miniai fit --device cpu
     accelerate launch --multi_gpu --num_processes 2 -m miniai fit

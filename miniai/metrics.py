@@ -12,7 +12,7 @@ import torch
 from torcheval.metrics import Mean, Metric
 
 from .distributed import is_main_process
-from .learner import Callback, Learner
+from .learner import Callback, Learner, copy_state
 
 __all__ = ['MetricsCB', 'format_time', 'fit_metrics', 'check_monitor', 'monitored_value', 'improves', 'check_mode',
            'is_loss']
@@ -97,7 +97,9 @@ class MetricsCB(Callback):
     after its backward, as gradient accumulation does). A phase with no batch that counts gets no row (with a
     warning), so `EarlyStoppingCB` and `CheckpointCB` skip that epoch.
     Names are refused that would clash with the names monitors and metrics.json derive: 'train_loss',
-    'valid_loss' and 'train_<name>' of another metric.
+    'valid_loss' and 'train_<name>' of another metric. The loss mean weighs each batch by its number of targets.
+    A validation-only fit (`fit(n, train=False)`) has its own rows in `history`, while its state (what a checkpoint
+    saved after it holds) stays the training run's.
     """
     def __init__(self, *ms: Metric, **metrics: Metric):
         for o in ms:
@@ -121,17 +123,26 @@ class MetricsCB(Callback):
         self.all_metrics['loss'] = self.loss = Mean()
         self.history: list[dict[str, Any]] = []
         self._counted = False  # whether `after_batch` counted the current batch
+        self._start: float | None = None  # when the current epoch started (`time.perf_counter`)
+        self._elapsed = 0.  # the time a checkpoint's epoch had run when saved mid-epoch
+        self._run: dict[str, Any] | None = None  # the training run's state, during and after a validation-only fit
 
     def state_dict(self) -> dict[str, Any]:
-        """The history, and the metrics' running state (used when a checkpoint was saved mid-epoch)."""
-        return {'history': self.history, 'running': {k: m.state_dict() for k, m in self.all_metrics.items()}}
+        """The history, the metrics' running state and the time the epoch has run (used when a checkpoint was
+        saved mid-epoch); after a validation-only fit, the training run's."""
+        if self._run is not None:
+            return self._run
+        elapsed = 0. if self._start is None else time.perf_counter() - self._start
+        return {'history': self.history, 'running': {k: m.state_dict() for k, m in self.all_metrics.items()},
+                'elapsed': elapsed}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         if sd['running'].keys() != self.all_metrics.keys():
             raise ValueError(f"MetricsCB: the checkpoint's metrics are {sorted(sd['running'])}, this MetricsCB's "
                              f'{sorted(self.all_metrics)}: build it with the same metrics (and names) as the run '
                              'that saved it.')
-        self.history = [dict(r) for r in sd['history']]
+        self.history, self._run = [dict(r) for r in sd['history']], None
+        self._elapsed = sd.get('elapsed', 0.)  # (older checkpoints have none)
         for k, m in self.all_metrics.items():  # a checkpoint saved mid-epoch: its first epoch goes on from these
             m.load_state_dict(sd['running'][k])
             m.to(m.device)
@@ -144,13 +155,17 @@ class MetricsCB(Callback):
 
     def before_fit(self, learn: Learner) -> None:
         learn.metrics = self
+        if 'train' in learn.phases:
+            self._run = None
+        elif self._run is None:  # validating only: keep the training run's state for checkpoints
+            self._run = copy_state(self.state_dict())
         self.history, self._first_row = [], True
         for m in self.all_metrics.values(): m.reset()
 
     def before_epoch(self, learn: Learner) -> None:
         if not learn.resume_iter:  # resuming mid-epoch, they hold the running state a checkpoint gave them
             for m in self.all_metrics.values(): m.reset()
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() - (self._elapsed if learn.resume_iter else 0.)
 
     def after_batch(self, learn: Learner) -> None:
         if learn.loss_counts: self._update(learn)
@@ -172,7 +187,8 @@ class MetricsCB(Callback):
                                 '(e.g. a TrainLearner whose predict keeps the logits), or log only the loss with '
                                 'MetricsCB().')
             for m in self.metrics.values(): m.update(preds.detach(), learn.batch[learn.n_inp])
-        self.loss.update(loss, weight=len(learn.batch[0]))
+        b = learn.batch  # weighed by its targets (an input may be a tuple, or sequence-first)
+        self.loss.update(loss, weight=len(b[learn.n_inp] if len(b) > learn.n_inp else b[0]))
 
     def compute(self) -> dict[str, float]:
         """The current value of every metric and of the loss, as Python floats (one device read each)."""

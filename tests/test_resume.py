@@ -2,6 +2,7 @@
 generator, a compiled model's weights, and loaders unlike the saved run's refused before anything changes."""
 
 import contextlib
+import time
 import warnings
 from functools import partial
 from types import SimpleNamespace
@@ -323,3 +324,56 @@ def test_a_users_lazy_layer_takes_its_own_checkpoint():
     done = LazyScale()
     done(torch.randn(2, 5))
     check_model_state(LazyScale(), done.state_dict())  # no shape guessed from out_features
+
+
+def metrics_learner(dls, cbs=()):
+    from miniai.progress import ProgressCB
+    return TrainLearner(model(), dls, F.cross_entropy, lr=0.1,
+                        cbs=[MetricsCB(acc=MulticlassAccuracy()), ProgressCB(), *cbs])
+
+
+def rows(learn): return [{k: v for k, v in r.items() if k != 'time'} for r in learn.metrics.history]
+
+
+def test_a_save_after_a_validation_only_fit_resumes_the_training_runs_rows(tmp_path):
+    """Stopped mid-epoch, validated, saved: the checkpoint is the training run's, running metrics and all; the
+    validation-only fit shows its own rows meanwhile."""
+    make = partial(metrics_learner)
+    whole = run(make, shuffled)
+    learn = run(make, shuffled, tmp_path / 'direct.pt', stop=5)  # mid-epoch 1
+    learn.fit(1, train=False)
+    assert [r['train'] for r in learn.metrics.history] == [False]
+    learn.save(tmp_path / 'after.pt')
+    resumed = run(make, shuffled, tmp_path / 'after.pt')
+    assert rows(resumed) == rows(whole) and len(rows(whole)) == 6
+    progress = [cb.state_dict() for r in (whole, resumed) for cb in r.cbs if hasattr(cb, 'losses')]
+    assert progress[0] == progress[1]
+
+
+def test_the_loss_mean_weighs_batches_by_their_targets():
+    """Inputs given as a tuple: `len` of the first item counts the tensors, not the items."""
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 2)
+        def forward(self, xs): return self.lin(xs[0] + xs[1])
+    train, valid = data()
+    x, y = valid.tensors
+    batches = [((x[:4], x[:4]), y[:4]), ((x[4:5], x[4:5]), y[4:5])]  # 4 items, then 1
+    learn = TrainLearner(Pair(), SimpleNamespace(train=batches, valid=batches), F.cross_entropy, cbs=[MetricsCB()])
+    learn.fit(1, train=False)
+    with torch.no_grad():
+        expected = F.cross_entropy(learn.model((x[:5], x[:5])), y[:5]).item()
+    assert learn.metrics.history[-1]['loss'] == pytest.approx(expected, rel=1e-6)
+
+
+class Slow(Callback):
+    def after_batch(self, learn):
+        if learn.training: time.sleep(0.02)
+
+
+def test_an_epoch_resumed_mid_way_times_the_batches_before_the_save_too(tmp_path):
+    make = partial(metrics_learner, cbs=[Slow()])
+    run(make, shuffled, tmp_path / 'ck.pt', stop=6)  # 2 of epoch 1's 4 batches done
+    resumed = run(make, shuffled, tmp_path / 'ck.pt')
+    assert resumed.metrics.history[2]['time'] >= 4 * 0.02  # all four batches, not the two after the resume
