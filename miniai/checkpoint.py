@@ -141,8 +141,10 @@ def _check_plain(ck: dict[str, Any]) -> None:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save(obj)` to a temporary file beside `path` (an existing folder: its `checkpoint.pt`), fsync
-    it, then rename it over `path`: a crash mid-write leaves the previous file intact (and no temporary file).
-    A miniai checkpoint (`Learner.state_dict()`) is first checked to hold only what loads back."""
+    it, then rename it over `path`: a crash mid-write leaves the previous file intact. A failed write removes its
+    temporary file; one left by a killed process (SIGKILL, the OOM killer) is removed by the next save of `path`
+    (so one process at a time saves a given file). A miniai checkpoint (`Learner.state_dict()`) is first checked
+    to hold only what loads back."""
     if isinstance(obj, dict) and obj.get('format') == 'miniai.checkpoint':
         _check_plain(obj)
     path = checkpoint_file(path)
@@ -156,6 +158,10 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    leftover = re.compile(rf'\.{re.escape(path.name)}\.[0-9a-f]{{32}}\.tmp')  # of earlier saves, killed mid-write
+    for f in path.parent.iterdir():
+        if leftover.fullmatch(f.name):
+            f.unlink(missing_ok=True)
     if hasattr(os, 'O_DIRECTORY'):  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -171,6 +177,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f'No checkpoint at {path}: give the file written by learn.save or '
                                 'CheckpointCB, or the folder of a `miniai fit` run.')
+    _check_crcs(path)
     try:
         ck = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
@@ -194,7 +201,38 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ck, dict) or ck.get('format') != 'miniai.checkpoint':
         raise CheckpointError(f'{path} is not a miniai checkpoint (written by learn.save). A bare model '
                               'state_dict loads with model.load_state_dict(torch.load(path)).')
+    if 'version' in ck and ck['version'] != _VERSION:
+        raise CheckpointError(f"{path} was saved by another miniai version (checkpoint version {ck['version']!r}); "
+                              f'this one reads version {_VERSION}: load it with the miniai that saved it.')
+    if missing := [k for k in _REQUIRED if k not in ck]:
+        raise CheckpointError(f'{path} says it is a miniai checkpoint but lacks {", ".join(missing)}: it was not '
+                              'written by learn.save (or was edited). Save one with learn.save(path).')
     return ck
+
+
+_VERSION = 1  # of the checkpoints `Learner.state_dict()` writes
+# What every checkpoint holds; 'grads', 'should_stop' and 'n_batches' came later, and may be missing.
+_REQUIRED = ('version', 'model', 'opt', 'opt_type', 'epoch', 'phase', 'iter', 'train_iter', 'n_epochs', 'start',
+             'rng_now', 'cbs')
+
+
+def _check_crcs(path: Path) -> None:
+    """Raise a `CheckpointError` if the zip archive at `path` (torch's format) fails its CRC checks, which
+    `torch.load` skips (a flipped bit would load as a wrong weight); other files are left to `torch.load`."""
+    try:
+        z = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile):
+        return  # not a zip (empty, truncated, text, torch's legacy format): torch.load says what it is
+    with z:
+        try:
+            bad = z.testzip()
+            why = bad and f'its {bad} fails the zip CRC check'
+        except (OSError, zipfile.BadZipFile, EOFError) as e:
+            why = f'its zip records are damaged ({e})'
+    if why:
+        raise CheckpointError(f'{path} is corrupt: {why} (damaged on disk or in a copy), so its contents cannot be '
+                              'trusted. Load another copy: the best checkpoint (best.pt or <stem>_best.pt), an '
+                              'earlier run or a backup.')
 
 
 def _names(keys: list[str], n: int = 10) -> str:

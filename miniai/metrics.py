@@ -123,8 +123,8 @@ class MetricsCB(Callback):
         self.all_metrics['loss'] = self.loss = Mean()
         self.history: list[dict[str, Any]] = []
         self._counted = False  # whether `after_batch` counted the current batch
-        self._start: float | None = None  # when the current epoch started (`time.perf_counter`)
-        self._elapsed = 0.  # the time a checkpoint's epoch had run when saved mid-epoch
+        self._start: float | None = None  # when the running phase started (`time.perf_counter`); None: none runs
+        self._elapsed = 0.  # the time the last phase ran (or a checkpoint's, when saved mid-epoch)
         self._run: dict[str, Any] | None = None  # the training run's state, during and after a validation-only fit
 
     def state_dict(self) -> dict[str, Any]:
@@ -132,7 +132,7 @@ class MetricsCB(Callback):
         saved mid-epoch); after a validation-only fit, the training run's."""
         if self._run is not None:
             return self._run
-        elapsed = 0. if self._start is None else time.perf_counter() - self._start
+        elapsed = self._elapsed if self._start is None else time.perf_counter() - self._start
         return {'history': self.history, 'running': {k: m.state_dict() for k, m in self.all_metrics.items()},
                 'elapsed': elapsed}
 
@@ -167,6 +167,9 @@ class MetricsCB(Callback):
             for m in self.all_metrics.values(): m.reset()
         self._start = time.perf_counter() - (self._elapsed if learn.resume_iter else 0.)
 
+    def cleanup_epoch(self, learn: Learner) -> None:
+        if self._start is not None:  # (None: an earlier callback's `before_epoch` raised)
+            self._elapsed, self._start = time.perf_counter() - self._start, None
     def after_batch(self, learn: Learner) -> None:
         if learn.loss_counts: self._update(learn)
         self._counted = True

@@ -848,3 +848,70 @@ def test_save_to_a_path_ending_in_a_slash_makes_a_folder(tmp_path):
     with pytest.warns(UserWarning, match=r"without a matching callback \(ignored\): \['CheckpointCB_0'\]"):
         learn.load(f'{tmp_path}/run/')
     assert learn.epoch == 1
+
+
+@pytest.mark.skipif(not hasattr(signal, 'SIGKILL'), reason='needs SIGKILL')
+def test_a_save_removes_the_temporary_files_of_saves_killed_mid_write(tmp_path):
+    import subprocess
+    import sys
+    child = f'''if True:
+        import os, signal, torch
+        class Killed:  # the process is killed (OOM killer) while torch.save writes the file
+            def __reduce__(self): os.kill(os.getpid(), signal.SIGKILL)
+        torch.save({{'w': torch.zeros(1)}}, {str(tmp_path / 'ck.pt')!r})
+        from miniai.checkpoint import atomic_save
+        atomic_save({{'w': torch.zeros(1000), 'x': Killed()}}, {str(tmp_path / 'ck.pt')!r})'''
+    assert subprocess.run([sys.executable, '-c', child]).returncode == -signal.SIGKILL
+    leftover = [f.name for f in tmp_path.iterdir() if f.name != 'ck.pt']
+    assert len(leftover) == 1 and leftover[0].startswith('.ck.pt.')
+    others = ['.other.pt.0123456789abcdef0123456789abcdef.tmp', 'ck.pt.bak', '.ck.pt.mine.tmp']
+    for name in others:
+        (tmp_path / name).write_bytes(b'x')
+    atomic_save({'w': torch.ones(1)}, tmp_path / 'ck.pt')
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted(['ck.pt', *others])
+    assert torch.load(tmp_path / 'ck.pt', weights_only=True) == {'w': torch.ones(1)}
+
+
+def flip_a_bit_of(path, member):
+    """Flip a bit in the data of zip `member` of the file at `path` (its local header has a padded extra field)."""
+    import struct
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(member))
+    raw = bytearray(path.read_bytes())
+    n, m = struct.unpack('<HH', raw[info.header_offset + 26:info.header_offset + 30])
+    raw[info.header_offset + 30 + n + m + 10] ^= 0x40
+    path.write_bytes(bytes(raw))
+
+
+def test_a_flipped_bit_in_the_tensor_data_is_refused_as_corrupt(tmp_path):
+    torch.manual_seed(0)
+    learn = make_learner(epochs=1)
+    learn.fit(1)
+    path = learn.save(tmp_path / 'ck.pt')
+    flip_a_bit_of(path, '/data/0')
+    assert torch.load(path, weights_only=True)  # torch.load does not check the CRCs
+    for load in (lambda: load_checkpoint(path), lambda: make_learner().fit(N_EPOCHS, resume=path)):
+        with pytest.raises(CheckpointError, match=rf'{path} is corrupt: its .*data/0 fails the zip CRC check.*'
+                                                  'best checkpoint'):
+            load()
+
+
+def test_a_checkpoint_of_another_version_or_missing_keys_says_so(tmp_path):
+    ck = make_learner().state_dict()
+    torch.save({**ck, 'version': 2}, tmp_path / 'v2.pt')
+    torch.save({k: v for k, v in ck.items() if k not in ('epoch', 'cbs')}, tmp_path / 'cut.pt')
+    for name, match in (('v2.pt', r'saved by another miniai version \(checkpoint version 2\); this one reads '
+                                  'version 1'),
+                        ('cut.pt', 'miniai checkpoint but lacks epoch, cbs: it was not written by learn.save')):
+        for load in (make_learner().load, lambda p: make_learner().fit(N_EPOCHS, resume=p)):
+            with pytest.raises(CheckpointError, match=match):
+                load(tmp_path / name)
+    torch.manual_seed(0)
+    learn = make_learner()
+    learn.fit(N_EPOCHS, cbs=[StopAfterEpoch(0, CancelFitException)])
+    ck = learn.state_dict()
+    old = {k: v for k, v in ck.items() if k not in ('grads', 'should_stop', 'n_batches')}  # an older checkpoint
+    torch.save(old, tmp_path / 'old.pt')
+    assert make_learner().load(tmp_path / 'old.pt').epoch == 1
+    assert_same_run(reference(), resume(tmp_path / 'old.pt'))
