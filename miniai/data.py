@@ -263,7 +263,8 @@ class DataLoaders:
         """Torch DataLoaders over `dd`'s `train` split (shuffled; `drop_last` applies to it only) and its
         `validation`/`valid`/`test` split; batches are `(x, y)` tuples if `as_tuple`, else dicts.
         `kwargs` (`num_workers`, `generator`, ...) go to both DataLoaders; the validation loader gets a generator
-        of its own (seeded as `generator` was), so validation runs do not shift the training shuffles."""
+        of its own (seeded as `generator` was; without one, by a seed drawn from torch's RNG when built), so
+        validation runs do not shift the training shuffles."""
         valid = next((k for k in ('validation', 'valid', 'test') if k in dd), None)
         if 'train' not in dd or valid is None:
             raise ValueError(f"DataLoaders.from_dd: needs a 'train' split and a 'validation', 'valid' or 'test' "
@@ -276,9 +277,14 @@ class DataLoaders:
                               **{**kwargs, 'generator': _reseeded(kwargs.get('generator'))}))
 
 
-def _reseeded(g: torch.Generator | None) -> torch.Generator | None:
-    """A new generator seeded as `g` was (None for None)."""
-    return None if g is None else torch.Generator().manual_seed(g.initial_seed())
+def _reseeded(g: torch.Generator | None) -> torch.Generator:
+    """A new generator seeded as `g` was, or (for None) by a seed drawn from torch's RNG."""
+    return torch.Generator().manual_seed(_drawn_seed() if g is None else g.initial_seed())
+
+
+def _drawn_seed() -> int:
+    """A seed drawn from torch's global RNG (as a DataLoader draws its base seed)."""
+    return torch.empty((), dtype=torch.int64).random_().item()
 
 
 def _check_seed(seed: Any) -> int:

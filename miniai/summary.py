@@ -47,22 +47,30 @@ def _n_params(m: nn.Module) -> int:
 
 def _own_mflops(m: nn.Module, out: tuple[int, ...] | None) -> float:
     """The course's estimate for `m`'s own parameters (not its submodules'), per example: a conv kernel (a
-    parameter of k+2 dims) costs its size times the output's k spatial sizes (h*w for Conv2d); any other parameter
-    costs its size."""
+    parameter of k+2 dims) costs its size times the output's k spatial sizes (h*w for Conv2d, whose output may
+    also be unbatched, [C, H, W]); any other parameter costs its size."""
     n = 0
     for p in m.parameters(recurse=False):
         if is_lazy(p): continue
         k = p.dim() - 2
-        spatial = math.prod(out[-k:]) if k > 0 and out is not None and len(out) == k + 2 else 1
+        ndims = (k + 1, k + 2) if isinstance(m, nn.modules.conv._ConvNd) else (k + 2,)
+        spatial = math.prod(out[-k:]) if k > 0 and out is not None and len(out) in ndims else 1
         n += p.numel() * spatial
     return n / 1e6
 
 
+def _uncalled(m: nn.Module) -> bool:
+    """Whether `m` has no `forward` of its own (`nn.ModuleList`, `nn.ModuleDict`): only its items are called."""
+    return type(m).forward is nn.Module.forward
+
+
 def _listed(model: nn.Module, depth: int, prefix: str = '') -> list[tuple[str, nn.Module]]:
-    """The modules `depth` levels down, and the leaves above that depth; a model without children lists itself."""
+    """The modules `depth` levels down, and the leaves above that depth; a model without children lists itself.
+    A container that is never called stands for its items, at its own depth (`blocks.0`, `blocks.1`, ...)."""
     children = list(model.named_children())
     if depth == 0 or not children: return [(prefix, model)]
-    return [r for n, c in children for r in _listed(c, depth - 1, f'{prefix}.{n}' if prefix else n)]
+    return [r for n, c in children
+            for r in _listed(c, depth if _uncalled(c) else depth - 1, f'{prefix}.{n}' if prefix else n)]
 
 
 def _fmt(shape: tuple[int, ...] | None) -> str: return '-' if shape is None else str(shape)
@@ -181,7 +189,9 @@ def summary(learn_or_model: Learner | nn.Module, xb: Tensor | Sequence[Tensor] |
     its children (`depth=1`, as the course's `learn.summary()`; `depth=2`: their children; ...): input and output
     shapes, parameters and the MFLOPS per example, estimated as the course does (a conv kernel's size times the
     output's spatial size, h*w for a Conv2d, plus the other parameters' sizes), layer by layer: a row adds up
-    the layers that ran inside it, so the total does not depend on `depth`. A module called twice has two rows.
+    the layers that ran inside it, so the total does not depend on `depth`. A module called twice has two rows;
+    a child that is never called itself (an `nn.ModuleList` or `nn.ModuleDict`) is listed as its items, at its
+    depth (`blocks.0`, `blocks.1`, ...).
 
     `xb`: the model's inputs (a tensor, or a tuple of inputs), moved to the model's device. With a Learner and no
     `xb`, the first batch of `learn.dls.train` goes through the Learner's `predict` (every model call in it is

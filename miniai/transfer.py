@@ -8,12 +8,12 @@ import contextlib
 import io
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from .data import DataLoaders
+from .data import DataLoaders, _drawn_seed
 from .guards import is_whole
 
 __all__ = ['IMAGENET_STATS', 'resnet34_for', 'freeze', 'unfreeze', 'resnet_groups', 'discriminative_groups',
@@ -110,13 +110,15 @@ def discriminative_groups(model: nn.Module, lr: float, div: float = 10.) -> list
 
 
 def image_folder_dls(path: str | os.PathLike, bs: int = 64, valid_pct: float = 0.2, size: int = 224,
-                     seed: int = 42, num_workers: int = 0, tfms: Sequence | None = None,
+                     seed: int | None = 42, num_workers: int = 0, tfms: Sequence | Callable | None = None,
                      stats: tuple | str | None = IMAGENET_STATS) -> DataLoaders:
     """`DataLoaders` of `(x [bs,3,size,size], y)` over a class-per-subfolder image dataset, with a random
-    `valid_pct` validation split (0: none) that `seed` fixes (it also fixes the training shuffle). Images are resized to
-    `size`×`size`, made float in [0, 1] and normalised with `stats`: (mean, std), the ImageNet stats by
-    default, 'computed' (`channel_stats` of the training split) or None. `tfms` are extra training-only
-    torchvision v2 transforms (augmentation), run after the resize. `dls.classes` are the folder names."""
+    `valid_pct` validation split (0: none) that `seed` fixes (it also fixes the training shuffle; None: drawn from
+    torch's RNG). Images are resized to `size`×`size`, made float in [0, 1] and normalised with `stats`: (mean,
+    std), the ImageNet stats by default, 'computed' (`channel_stats` of the training split) or None. `tfms` are
+    extra training-only torchvision v2 transforms (augmentation; a list, or one), run after the resize. The
+    validation loader has a generator of its own, so validation passes do not shift the training epochs' draws.
+    `dls.classes` are the folder names."""
     if not 0 <= valid_pct < 1:
         raise ValueError(f'image_folder_dls: valid_pct is the share of the images to validate on, from 0 (none) to '
                          f'below 1 (e.g. 0.2); got {valid_pct!r}')
@@ -138,14 +140,19 @@ def image_folder_dls(path: str | os.PathLike, bs: int = 64, valid_pct: float = 0
     if valid_pct and not n_valid:
         raise ValueError(f'image_folder_dls: valid_pct={valid_pct} of {n} images is no image to validate on; give a '
                          'larger valid_pct, or 0 to train on all of them (then fit(..., valid=False)).')
+    if n_valid == n:
+        raise ValueError(f'image_folder_dls: valid_pct={valid_pct} of {n} images leaves no image to train on; give a '
+                         'smaller valid_pct (e.g. 0.2).')
+    seed = _drawn_seed() if seed is None else seed
     idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     train_idx, valid_idx = idx[n_valid:], idx[:n_valid]
     if stats == 'computed':
         from .vision import channel_stats
         stats = tuple(s.tolist() for s in channel_stats(DataLoader(Subset(folder(), train_idx), bs)))
-    train, valid = Subset(folder(tfms or (), stats), train_idx), Subset(folder(norm=stats), valid_idx)
+    tfms = [tfms] if callable(tfms) else tfms or ()
+    train, valid = Subset(folder(tfms, stats), train_idx), Subset(folder(norm=stats), valid_idx)
     dls = DataLoaders(DataLoader(train, bs, shuffle=True, num_workers=num_workers,
                                  generator=torch.Generator().manual_seed(seed)),
-                      DataLoader(valid, bs, num_workers=num_workers))
+                      DataLoader(valid, bs, num_workers=num_workers, generator=torch.Generator().manual_seed(seed)))
     dls.classes = train.dataset.classes
     return dls

@@ -31,6 +31,12 @@ def vanilla_cnn(n_classes: int = 10, nfs: Sequence[int] = (8, 16, 32), p_drop: f
     """The article's plain CNN for `img_size`² images: `conv_block`s (BatchNorm, max-pool) through `nfs`, then
     a head Flatten-Dropout-Linear-ReLU-Dropout-Linear (dropout only in the linear layers). Each block halves the
     size, so `img_size` is at least `2**len(nfs)`."""
+    for nm, v, eg in (('n_classes', n_classes, 10), ('n_hidden', n_hidden, 256), ('in_channels', in_channels, 1)):
+        if not is_whole(v, 1):
+            raise ValueError(f'vanilla_cnn: {nm} must be a whole number >= 1 (e.g. {eg}); got {v!r}.')
+    if not (len(nfs) and all(is_whole(f, 1) for f in nfs)):
+        raise ValueError(f"vanilla_cnn: nfs is each conv block's number of filters, at least one block of whole "
+                         f'numbers >= 1 (e.g. (8, 16, 32)); got {nfs!r}.')
     if img_size < 2 ** len(nfs):
         raise ValueError(f'vanilla_cnn: {len(nfs)} conv blocks halve the image {len(nfs)} times, so img_size must '
                          f'be at least 2**{len(nfs)} = {2 ** len(nfs)}; got {img_size!r}: give fewer nfs or larger '
@@ -65,6 +71,9 @@ class _ImageBatchTfm:
         return type(b)((self.augment(b[0]), *b[1:]))
 
 
+_PADDING_MODES = ('constant', 'edge', 'reflect', 'symmetric')  # torchvision's `pad`
+
+
 class BatchAugment(_ImageBatchTfm):
     """Random crop with `pad` pixels of padding and random horizontal flip, drawn per item but done for the
     whole batch at once on its device: pad once, then one gather with per-item offsets (a flip is a reversed
@@ -74,6 +83,9 @@ class BatchAugment(_ImageBatchTfm):
     def __init__(self, pad: int = 4, flip: bool = True, padding_mode: str = 'reflect'):
         if not is_whole(pad):
             raise ValueError(f'BatchAugment: pad must be a whole number of pixels >= 0, got {pad!r}.')
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f'BatchAugment: padding_mode must be one of {", ".join(map(repr, _PADDING_MODES))} '
+                             f"(torchvision's pad; 'constant' pads with zeros), got {padding_mode!r}.")
         self.pad, self.flip, self.padding_mode = pad, flip, padding_mode
 
     def augment(self, x: Tensor) -> Tensor:
@@ -84,6 +96,11 @@ class BatchAugment(_ImageBatchTfm):
         p, dev = self.pad, x.device
         rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
         if p:
+            most = min(h, w) - (self.padding_mode == 'reflect') if self.padding_mode in ('reflect', 'symmetric') else p
+            if p > most:
+                raise ValueError(f'BatchAugment: padding_mode={self.padding_mode!r} pads {h}x{w} images by at most '
+                                 f"{most} pixels, got pad={p}; give a smaller pad, or padding_mode='edge' or "
+                                 "'constant'.")
             x = pad(x, [p], padding_mode=self.padding_mode)
         i = torch.randint(0, 2 * p + 1, (n, 1), device=dev) + rows  # [N, H]
         j = torch.randint(0, 2 * p + 1, (n, 1), device=dev)

@@ -559,6 +559,22 @@ def test_from_dd_validation_does_not_shift_training_shuffles(tmp_path):
     assert torch.equal(torch.get_rng_state(), state)  # nor do they draw from torch's global RNG
 
 
+def test_from_dd_without_a_seed_gives_validation_a_generator_drawn_once_from_torchs_rng(tmp_path):
+    path = write_fmnist(tmp_path / 'fm', n_train=10, n_test=10)
+    labels = lambda dl: [y.tolist() for _, y in dl]
+
+    def epochs(validate: bool) -> list:
+        torch.manual_seed(0)
+        dls = get_dls(bs=5, path=path, fast=False)
+        assert dls.train.generator is None and dls.valid.generator is not None
+        e1 = labels(dls.train)
+        state = torch.get_rng_state()
+        if validate: labels(dls.valid)
+        assert torch.equal(torch.get_rng_state(), state)  # a validation pass draws nothing from torch's RNG
+        return [e1, labels(dls.train)]
+    assert epochs(False) == epochs(True)
+
+
 def test_get_dls_refuses_options_it_would_ignore(tmp_path):
     path = write_fmnist(tmp_path / 'fm', n_train=20, n_test=10)
     with pytest.raises(ValueError, match='num_workers=4 needs fast=False'):

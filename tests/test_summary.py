@@ -298,3 +298,38 @@ def test_a_learner_whose_predict_does_not_run_the_model_and_torchscript_models_a
     learn.model = traced  # get_preds (and so no_trace) works on it
     preds, _ = learn.get_preds()
     assert preds.shape == (12, 10)
+
+
+def test_a_never_called_container_is_listed_as_its_items_and_the_totals_stay_the_same():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 4, 3, padding=1)
+            self.blocks = nn.ModuleList([nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()) for _ in range(2)])
+            self.heads = nn.ModuleDict({'a': nn.Linear(4, 3), 'b': nn.Linear(4, 2)})
+        def forward(self, x):
+            x = self.stem(x)
+            for b in self.blocks: x = b(x)
+            x = x.mean((2, 3))
+            return self.heads['a'](x), self.heads['b'](x)
+    torch.manual_seed(0)
+    model, xb = Net(), torch.randn(2, 1, 6, 6)
+    s1, s2 = summary(model, xb), summary(model, xb, depth=2)
+    assert [r.name for r in s1.rows] == ['stem', 'blocks.0', 'blocks.1', 'heads.a', 'heads.b']
+    assert [r.name for r in s2.rows] == ['stem', 'blocks.0.0', 'blocks.0.1', 'blocks.1.0', 'blocks.1.1', 'heads.a',
+                                         'heads.b']
+    assert s1.other_mflops == s2.other_mflops == 0 and sum(r.params for r in s1.rows) == s1.params
+    assert s1.rows[1] == SummaryRow('blocks.0', 'Sequential', (2, 4, 6, 6), (2, 4, 6, 6), 148,
+                                    (144 * 36 + 4) / 1e6)
+    assert s1.mflops == s2.mflops == pytest.approx((36 * 36 + 4 + 2 * (144 * 36 + 4) + 15 + 10) / 1e6)
+    assert '| blocks.1: Sequential |' in str(s1) and 'outside the rows' not in str(s1)
+
+
+def test_a_conv_on_an_unbatched_image_counts_its_kernel_times_the_output_size():
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    unbatched, batched = summary(conv, torch.randn(3, 8, 8)), summary(conv, torch.randn(1, 3, 8, 8))
+    assert unbatched.mflops == batched.mflops == pytest.approx((108 * 8 * 8 + 4) / 1e6)
+    assert unbatched.rows[0].out == (4, 8, 8)
+    # A 3-dim parameter outside a conv is no kernel: nn.Bilinear's weight [4, 2, 3] costs its size.
+    assert summary(nn.Bilinear(2, 3, 4), (torch.randn(5, 2), torch.randn(5, 3))).mflops == \
+        pytest.approx((24 + 4) / 1e6)

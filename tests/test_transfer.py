@@ -213,3 +213,30 @@ def test_image_folder_dls_refuses_stats_it_does_not_know(image_folder, stats):
     with pytest.raises(ValueError, match=r"image_folder_dls: stats is \(mean, std\) \(e.g. IMAGENET_STATS, the "
                                          r"default\), 'computed' \(from the training split\) or None"):
         image_folder_dls(image_folder, bs=4, size=8, stats=stats)
+
+
+def test_image_folder_dls_validation_passes_do_not_shift_the_training_epochs(image_folder):
+    def epochs(validate: bool) -> list:
+        torch.manual_seed(0)
+        dls = image_folder_dls(image_folder, bs=4, size=8, seed=0, tfms=[v2.RandomHorizontalFlip()])
+        e1 = torch.cat([x for x, _ in dls.train])
+        state = torch.get_rng_state()
+        if validate: [None for _ in dls.valid]
+        assert torch.equal(torch.get_rng_state(), state)  # a validation pass draws nothing from torch's RNG
+        return [e1, torch.cat([x for x, _ in dls.train])]
+    (a1, a2), (b1, b2) = epochs(False), epochs(True)
+    assert torch.equal(a1, b1) and torch.equal(a2, b2)
+
+
+def test_image_folder_dls_refuses_no_training_image_and_takes_one_tfm_and_no_seed(image_folder):
+    with pytest.raises(ValueError, match=r'valid_pct=0.99 of 18 images leaves no image to train on; give a smaller '
+                                         r'valid_pct'):
+        image_folder_dls(image_folder, bs=4, valid_pct=0.99, size=8)
+    one = image_folder_dls(image_folder, bs=18, size=8, seed=0, tfms=v2.RandomHorizontalFlip(p=1.))
+    listed = image_folder_dls(image_folder, bs=18, size=8, seed=0, tfms=[v2.RandomHorizontalFlip(p=1.)])
+    assert torch.equal(next(iter(one.train))[0], next(iter(listed.train))[0])
+    torch.manual_seed(0)
+    a = image_folder_dls(image_folder, bs=4, size=8, seed=None).valid.dataset.indices
+    torch.manual_seed(0)
+    assert image_folder_dls(image_folder, bs=4, size=8, seed=None).valid.dataset.indices == a  # drawn from torch's RNG
+    assert len(a) == 4

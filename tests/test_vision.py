@@ -324,3 +324,29 @@ def test_rand_rects_refuse_bad_arguments_and_inputs(cls):
 def test_rand_erase_refuses_integer_images():
     with pytest.raises(TypeError, match=r'RandErase: expected floating-point \(normalised\) images, got torch\.uint8'):
         RandErase()(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize('kw, msg', [
+    (dict(n_hidden=0), r'n_hidden must be a whole number >= 1 \(e.g. 256\); got 0'),
+    (dict(n_classes=0), r'n_classes must be a whole number >= 1 \(e.g. 10\); got 0'),
+    (dict(in_channels=0), r'in_channels must be a whole number >= 1 \(e.g. 1\); got 0'),
+    (dict(nfs=()), r"nfs is each conv block's number of filters, at least one block .* \(e.g. \(8, 16, 32\)\); "
+                   r'got \(\)'),
+    (dict(nfs=(8, 0, 32)), r"nfs is each conv block's number of filters.*got \(8, 0, 32\)")])
+def test_vanilla_cnn_refuses_sizes_that_make_no_useful_model(kw, msg):
+    with pytest.raises(ValueError, match=f'vanilla_cnn: {msg}'):
+        vanilla_cnn(**kw)
+
+
+def test_batch_augment_refuses_an_unknown_padding_mode_and_a_pad_too_large_for_the_images():
+    with pytest.raises(ValueError, match=r"padding_mode must be one of 'constant', 'edge', 'reflect', 'symmetric' "
+                                         r"\(torchvision's pad; 'constant' pads with zeros\), got 'zeros'"):
+        BatchAugment(padding_mode='zeros')
+    x = torch.randn(2, 1, 4, 6)
+    for mode, most in (('reflect', 3), ('symmetric', 4)):
+        with pytest.raises(ValueError, match=f"BatchAugment: padding_mode='{mode}' pads 4x6 images by at most {most} "
+                                             r"pixels, got pad=5; give a smaller pad, or padding_mode='edge' or "):
+            BatchAugment(pad=5, padding_mode=mode)(x)
+        assert BatchAugment(pad=most, padding_mode=mode)(x).shape == x.shape  # the largest that fits
+    for mode in ('edge', 'constant'):
+        assert BatchAugment(pad=5, padding_mode=mode)(x).shape == x.shape
