@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import socket
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -162,9 +161,6 @@ def download_fashion_mnist() -> Path:
     ~/.cache/miniai/fashion-mnist, as the four original IDX files, which later calls then read offline."""
     import datasets
     cache = _cache_dir()
-    if why := _hub_unreachable():  # at once, rather than after the hub client's retries
-        raise MissingDataError(f'Fashion-MNIST IDX files not found in {cache} and the hub cannot be reached ({why}). '
-                               f'{_how_to_get(cache)}')
     try:
         dd = datasets.load_dataset('fashion_mnist')
     except Exception as e:
@@ -176,22 +172,6 @@ def download_fashion_mnist() -> Path:
         _write_idx(cache / f'{xf}.gz', np.stack([np.asarray(im, np.uint8) for im in ds['image']]))
         _write_idx(cache / f'{yf}.gz', np.asarray(ds['label'], np.uint8))
     return cache
-
-
-def _hub_unreachable() -> str | None:
-    """Why the Hugging Face hub cannot be reached, seen at once (its host does not resolve: offline), or None;
-    None too when told to work offline ($HF_HUB_OFFLINE, $HF_DATASETS_OFFLINE), as `datasets` then reads its cache."""
-    if os.environ.get('HF_HUB_OFFLINE') or os.environ.get('HF_DATASETS_OFFLINE'):
-        return None
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-    host = urlparse(constants.ENDPOINT).hostname
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError as e:
-        return f'{host} does not resolve: {e}; offline?'
-    return None
 
 
 def fashion_mnist_arrays(path: str | os.PathLike | None = None) -> dict[str, tuple[Tensor, Tensor]]:
