@@ -223,12 +223,15 @@ def _check_crcs(path: Path) -> None:
         z = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile):
         return  # not a zip (empty, truncated, text, torch's legacy format): torch.load says what it is
-    with z:
-        try:
-            bad = z.testzip()
-            why = bad and f'its {bad} fails the zip CRC check'
-        except (OSError, zipfile.BadZipFile, EOFError) as e:
-            why = f'its zip records are damaged ({e})'
+    except Exception as e:  # (zipfile raises many kinds on damaged records)
+        z, why = None, f'its zip records are damaged ({type(e).__name__}: {e})'
+    if z is not None:
+        with z:
+            try:
+                bad = z.testzip()
+                why = bad and f'its {bad} fails the zip CRC check'
+            except Exception as e:
+                why = f'its zip records are damaged ({type(e).__name__}: {e})'
     if why:
         raise CheckpointError(f'{path} is corrupt: {why} (damaged on disk or in a copy), so its contents cannot be '
                               'trusted. Load another copy: the best checkpoint (best.pt or <stem>_best.pt), an '

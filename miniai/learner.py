@@ -530,11 +530,11 @@ class Learner:
         groups = [(pg, dict(pg)) for pg in pgs]
         counters = {k: getattr(self, k) for k in ('phases', 'n_epochs', 'n_iter', 'train_iter', 'should_stop')}
         def undo() -> None:
-            for d, old in attrs:
-                d.clear()
-                d.update(old)
             for cb, sd in states:  # e.g. metrics reset in place
                 cb.load_state_dict(sd)
+            for d, old in attrs:  # then the attributes, as they were (a state may be only part of them)
+                d.clear()
+                d.update(old)
             pgs[:] = [pg for pg, _ in groups]
             for pg, old in groups:
                 pg.clear()
@@ -827,7 +827,8 @@ class Learner:
             if getattr(self.dls, k, None) is None:
                 continue
             saved, own = _order_kind(ck['start']['dls'].get(k)), _order_kind(self._loader_state(k))
-            if saved != own:
+            if saved != own and not (k == 'valid' and k not in ck['start']['dls']):  # (validation: no order to
+                # replay; an older miniai gave some validation loaders no generator of their own)
                 raise CheckpointError(f'dls.{k} keeps its data order in {own}, but the loader of the run that saved '
                                       f'the checkpoint kept {saved}. Resume with the loaders of that run (same kind, '
                                       'shuffling and generator), under a miniai that keeps them as it did.')

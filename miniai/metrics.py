@@ -84,6 +84,19 @@ def improves(v: float, best: float | None, mode: str, min_delta: float = 0.) -> 
     return v < best - min_delta if mode == 'min' else v > best + min_delta
 
 
+def _n_items(learn: Learner) -> int:
+    """How many items the batch holds, for the loss mean: the first dim of its target (of its first tensor, for a
+    tuple or dict of them), else of the predictions; 1 for an unbatched item. (An input may be a tuple, or
+    sequence-first.)"""
+    b = learn.batch
+    for t in (b[learn.n_inp] if len(b) > learn.n_inp else None, learn.preds):
+        while isinstance(t, (tuple, list, dict)) and t:
+            t = next(iter(t.values())) if isinstance(t, dict) else t[0]
+        if isinstance(t, torch.Tensor) and t.ndim:
+            return len(t)
+    return 1
+
+
 class MetricsCB(Callback):
     """Computes torcheval `metrics` and the loss mean each epoch and logs one row per train and per valid epoch.
 
@@ -190,8 +203,7 @@ class MetricsCB(Callback):
                                 '(e.g. a TrainLearner whose predict keeps the logits), or log only the loss with '
                                 'MetricsCB().')
             for m in self.metrics.values(): m.update(preds.detach(), learn.batch[learn.n_inp])
-        b = learn.batch  # weighed by its targets (an input may be a tuple, or sequence-first)
-        self.loss.update(loss, weight=len(b[learn.n_inp] if len(b) > learn.n_inp else b[0]))
+        self.loss.update(loss, weight=_n_items(learn))
 
     def compute(self) -> dict[str, float]:
         """The current value of every metric and of the loss, as Python floats (one device read each)."""

@@ -895,6 +895,11 @@ def test_a_flipped_bit_in_the_tensor_data_is_refused_as_corrupt(tmp_path):
         with pytest.raises(CheckpointError, match=rf'{path} is corrupt: its .*data/0 fails the zip CRC check.*'
                                                   'best checkpoint'):
             load()
+    raw = bytearray(learn.save(tmp_path / 'records.pt').read_bytes())
+    raw[raw.find(b'PK\x01\x02') + 6] ^= 1 << 6  # the first record's "version needed" field
+    (tmp_path / 'records.pt').write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r'is corrupt: its zip records are damaged \(NotImplementedError'):
+        load_checkpoint(tmp_path / 'records.pt')
 
 
 def test_a_checkpoint_of_another_version_or_missing_keys_says_so(tmp_path):

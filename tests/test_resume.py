@@ -365,6 +365,49 @@ def test_the_loss_mean_weighs_batches_by_their_targets():
     with torch.no_grad():
         expected = F.cross_entropy(learn.model((x[:5], x[:5])), y[:5]).item()
     assert learn.metrics.history[-1]['loss'] == pytest.approx(expected, rel=1e-6)
+    # targets given as a tuple (weighed by its first tensor), and unbatched items (0-d targets: equal weights)
+    two = lambda preds, ys: F.cross_entropy(preds, ys[0]) + F.cross_entropy(preds, ys[1])
+    learn = TrainLearner(nn.Linear(6, 2), SimpleNamespace(train=batches, valid=[(x[:4], (y[:4], y[:4])),
+                         (x[4:5], (y[4:5], y[4:5]))]), two, cbs=[MetricsCB()])
+    learn.fit(1, train=False)
+    with torch.no_grad():
+        expected = two(learn.model(x[:5]), (y[:5], y[:5])).item()
+    assert learn.metrics.history[-1]['loss'] == pytest.approx(expected, rel=1e-6)
+    learn = TrainLearner(nn.Linear(6, 2), SimpleNamespace(train=batches, valid=list(zip(x[:5], y[:5]))),
+                         F.cross_entropy, cbs=[MetricsCB()])
+    learn.fit(1, train=False)
+    with torch.no_grad():
+        expected = F.cross_entropy(learn.model(x[:5]), y[:5]).item()
+    assert learn.metrics.history[-1]['loss'] == pytest.approx(expected, rel=1e-6)
+
+
+class Refuse(Callback):
+    order = 100  # after MetricsCB and ProgressCB have started the fit
+
+    def before_fit(self, learn): raise ValueError('refused')
+
+
+def test_a_fit_refused_after_a_validation_only_fit_leaves_its_rows(tmp_path):
+    learn = run(metrics_learner, shuffled, tmp_path / 'ck.pt', stop=5)
+    learn.fit(1, train=False)
+    for kw in ({}, {'train': False}):
+        with pytest.raises(ValueError, match='refused'):
+            learn.fit(3, cbs=[Refuse()], **kw)
+        assert [r['train'] for r in learn.metrics.history] == [False]
+    learn.save(tmp_path / 'after.pt')
+    assert rows(run(metrics_learner, shuffled, tmp_path / 'after.pt')) == rows(run(metrics_learner, shuffled))
+
+
+def test_a_checkpoint_whose_validation_loader_kept_no_state_resumes(tmp_path):
+    """An older miniai gave `from_dd`'s and `image_folder_dls`'s validation loaders no generator; now they have one.
+    A validation phase has no order to replay, so the resume goes on."""
+    def with_generator(dls):
+        dls.valid.generator = torch.Generator().manual_seed(1)
+        return dls
+    whole = run(metrics_learner, lambda: with_generator(shuffled()))
+    run(metrics_learner, shuffled, tmp_path / 'ck.pt', stop=5)  # saved without one
+    resumed = run(metrics_learner, lambda: with_generator(shuffled()), tmp_path / 'ck.pt')
+    assert rows(resumed) == rows(whole)
 
 
 class Slow(Callback):
