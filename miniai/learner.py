@@ -305,6 +305,7 @@ class Learner:
         self._n_done, self._phase_done, self._ck, self._fitting = 0, False, None, False
         self._undo: Callable[[], None] | None = None  # puts back what a refused resume's start changed
         self.should_stop, self.loss_counts = False, False
+        self._grads_partial = False  # a training batch stopped after its backward: its gradients are in `p.grad`
         self._saves_due: list[str | os.PathLike] | None = None  # `save`s asked for during the batch running
         self._no_trace = False  # in `no_trace` (lr_find, get_preds): `save` writes nothing
         self._norm_bufs: list[torch.Tensor] = []
@@ -480,22 +481,22 @@ class Learner:
         self._check_loaders(phases)
         if self.opt is not None:
             check_optimizer(self.opt, 'learn.opt')
-        if self.opt_is_stale():
-            self.opt = None
-        if self.opt is not None and train:
-            self._check_opt_params()
-        if self.opt is None and (train or any(True for _ in self.model.parameters())):
-            self.create_opt()  # a model without parameters can still be validated, with no optimizer
-        undo = self._undo_fit_start()  # a fit refused in `before_fit` changes nothing
-        if self.opt is not None and (ck is None or ck['opt'] is None):  # (a saved optimizer has its lrs)
-            self._set_lrs(lr)
-        if ck is not None:
-            self._check_opt(ck)
-        self._handlers.clear()  # `learn.cbs` may have been edited, or a callback's order changed
-        self.cbs.extend(cbs)
-        position = {k: getattr(self, k) for k in _POSITION} if not train else None
+        # validating only: the run's position (for `save`) stays the training's, random state included
+        position = None if train else ({k: getattr(self, k) for k in _POSITION}, self._random_state())
+        self._undo = self._undo_fit_start()  # a fit refused (up to its `before_fit`) changes nothing
         try:
-            self._undo = undo
+            if self.opt_is_stale():
+                self.opt = None
+            if self.opt is not None and train:
+                self._check_opt_params()
+            if self.opt is None and (train or any(True for _ in self.model.parameters())):
+                self.create_opt()  # a model without parameters can still be validated, with no optimizer
+            if self.opt is not None and train and (ck is None or ck['opt'] is None):  # (a saved one has its lrs)
+                self._set_lrs(lr)
+            if ck is not None:
+                self._check_opt(ck)
+            self._handlers.clear()  # `learn.cbs` may have been edited, or a callback's order changed
+            self.cbs.extend(cbs)
             self.phases = phases
             self.n_epochs, self.epochs = n_epochs, range(ck['epoch'] if ck else 0, n_epochs)
             self.n_iter = n_epochs * len(self.dls.train) if train else 0
@@ -510,8 +511,9 @@ class Learner:
             self._undo_unrestored()
         finally:
             self._ck, self._fitting, self._undo = None, False, None
-            if position is not None:  # validating only: the run's position (for `save`) is the training's
-                self.__dict__.update(position)
+            if position is not None:
+                self.__dict__.update(position[0])
+                self._set_random_state(position[1])
             self.cbs[:] = [c for c in self.cbs if not any(c is cb for cb in cbs)]  # (one may have removed itself)
             self._handlers.clear()
 
@@ -528,7 +530,8 @@ class Learner:
                 pass
         pgs = self.opt.param_groups if self.opt else []
         groups = [(pg, dict(pg)) for pg in pgs]
-        counters = {k: getattr(self, k) for k in ('phases', 'n_epochs', 'n_iter', 'train_iter', 'should_stop')}
+        counters = {k: getattr(self, k) for k in ('phases', 'n_epochs', 'n_iter', 'train_iter', 'should_stop', 'opt',
+                                                  '_own_lrs', '_opt_func')}
         def undo() -> None:
             for cb, sd in states:  # e.g. metrics reset in place
                 cb.load_state_dict(sd)
@@ -633,7 +636,7 @@ class Learner:
             self.iter, self.batch, self.loss_counts, self._saves_due = i, batch, False, []
             try:
                 self._one_batch()
-                self._n_done = i + 1  # also when the batch was cancelled: a resume goes on after it
+                self._n_done, self._grads_partial = i + 1, False  # also when cancelled: a resume goes on after it
             except BaseException as e:
                 if isinstance(e, CancelEpochException):
                     self._phase_done = True  # a resume goes on with the next phase, as this fit does
@@ -658,13 +661,14 @@ class Learner:
             if guard:
                 self._check_loss()
             self.backward()
-            self.loss_counts = True
+            self.loss_counts = self._grads_partial = True
             self.callback('after_backward')
             self.step()
             self.callback('after_step')
             self.zero_grad()
             self.train_iter += 1
-        self._n_done = self.iter + 1  # the batch is trained: a checkpoint saved in `after_batch` is past it
+        # the batch is trained: a checkpoint saved in `after_batch` is past it
+        self._n_done, self._grads_partial = self.iter + 1, False
 
     def _snapshot_lazy_norms(self) -> None:
         """Add the buffers of the lazy norm layers materialised (in place) by now to the NaN guard's snapshot."""
@@ -773,7 +777,7 @@ class Learner:
         """The gradients pending (accumulation, `MomentumLearner`), for a checkpoint; none when a training batch
         stopped part-way after its backward, as its own are in them and a resume replays it."""
         params = list(self._plain_model().parameters())
-        if self.training and self.loss_counts and self._n_done <= self.iter:
+        if self._grads_partial:
             return [None] * len(params)
         return [p.grad for p in params]
 
@@ -927,6 +931,7 @@ class Learner:
             put_param_groups(self.opt, pgs)  # keep the param-group dicts, which callbacks (e.g. RecorderCB) hold
         self.train_iter, self.epoch = ck['train_iter'], ck['epoch']
         self._at, self._n_done, self._phase_done = (ck['epoch'], ck['phase'], ck['start']), ck['iter'], False
+        self._grads_partial = False
 
 
 class TrainLearner(Learner):

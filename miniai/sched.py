@@ -74,12 +74,24 @@ class BaseSchedCB(Callback):
             self._check_kind(sd['sched'], sd.get('kind'))
             if isinstance(self.schedo, Scheduler):
                 self._check_args(sd['sched'])
+            else:
+                self._check_length(sd['sched'])
             self.schedo.load_state_dict(sd['sched'])
         elif sd.get('kind', _kind(self.schedo)) == _kind(self.schedo):  # `learn.load` between fits
             self.schedo.load_state_dict(sd['sched'])
         else:  # `learn.load` of another kind's state: kept as it is, for `state_dict`
             del self.schedo
             self._loaded = sd
+
+    def _check_length(self, sd: dict[str, Any]) -> None:
+        """Raise if PyTorch's scheduler of state `sd` was built for another number of steps (`total_steps`,
+        `T_max`) than this fit's: loading it would replace this fit's, and the fit would fail, or end, part-way."""
+        for attr in ('total_steps', 'T_max'):
+            if attr in sd and (own := getattr(self.schedo, attr, None)) is not None and sd[attr] != own:
+                raise ValueError(f"{type(self).__name__}: the checkpoint's {type(self.schedo).__name__} was built with "
+                                 f'{attr}={sd[attr]}, this fit\'s with {attr}={own}. A resume continues the saved '
+                                 "schedule: resume with the saved run's n_epochs and scheduler (to train on with a "
+                                 'new schedule: learn.load(path), then fit(n) without resume).')
 
     def _check_kind(self, sd: dict[str, Any], kind: str | None) -> None:
         """Raise if state `sd` is of another kind of scheduler: its class as saved, else (a state from before the

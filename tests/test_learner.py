@@ -493,7 +493,9 @@ def test_every_fit_starts_at_its_lr_or_learn_lr_and_the_splitters_own_lrs_stay()
     learn.fit(1, lr=1e-2)
     assert [pg['lr'] for pg in learn.opt.param_groups] == [1e-4, 1e-2]
     learn.fit(1, cbs=[BatchSchedCB(partial(CosineAnnealing, T_max=len(learn.dls.train), eta_min=1e-6))])
-    learn.fit(1, train=False)  # a plain fit starts at learn.lr, not where the schedule ended
+    learn.fit(1, train=False)  # validating only: the lrs stay the run's
+    assert [pg['lr'] for pg in learn.opt.param_groups] == [1e-6, 1e-6]
+    learn.fit(1)  # a plain fit starts at learn.lr, not where the schedule ended
     assert [pg['lr'] for pg in learn.opt.param_groups] == [1e-4, learn.lr]
 
 

@@ -420,3 +420,65 @@ def test_an_epoch_resumed_mid_way_times_the_batches_before_the_save_too(tmp_path
     run(make, shuffled, tmp_path / 'ck.pt', stop=6)  # 2 of epoch 1's 4 batches done
     resumed = run(make, shuffled, tmp_path / 'ck.pt')
     assert resumed.metrics.history[2]['time'] >= 4 * 0.02  # all four batches, not the two after the resume
+
+
+def dropout_learner(dls, cbs=(), opt_func=torch.optim.SGD):
+    """Dropout (so the global RNG matters) and a per-epoch StepLR (so the lr at the save matters)."""
+    from torch.optim.lr_scheduler import StepLR
+
+    from miniai.sched import EpochSchedCB
+    m = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
+    return TrainLearner(m, dls, F.cross_entropy, lr=0.05, opt_func=opt_func,
+                        cbs=[EpochSchedCB(partial(StepLR, step_size=1, gamma=0.5)), RecorderCB(lr=rec_lr), *cbs])
+
+
+def test_a_validation_only_fit_leaves_the_lrs_and_the_random_state_to_the_run(tmp_path):
+    whole = run(dropout_learner, shuffled)
+    learn = run(dropout_learner, shuffled, tmp_path / 'ck.pt', stop=6)  # mid-epoch 1
+    lr, rng = learn.opt.param_groups[0]['lr'], torch.get_rng_state()
+    learn.fit(1, train=False)
+    assert learn.opt.param_groups[0]['lr'] == lr and torch.equal(torch.get_rng_state(), rng)
+    learn.save(tmp_path / 'after.pt')
+    resumed = run(dropout_learner, shuffled, tmp_path / 'after.pt')
+    assert all(torch.equal(p, q) for p, q in zip(whole.model.parameters(), resumed.model.parameters()))
+
+
+class SaveBeforeEpoch(Callback):
+    def __init__(self, path): self.path = path
+    def before_epoch(self, learn):
+        if learn.training and learn.epoch == 1:
+            learn.save(self.path)
+            raise CancelFitException()
+
+
+def test_a_save_between_a_phase_and_the_next_keeps_the_pending_gradients(tmp_path):
+    """MomentumLearner's gradients carry over: a save at the start of epoch 1 must hold them."""
+    make = lambda dls, cbs=(): MomentumLearner(model(), dls, F.cross_entropy, lr=0.05, cbs=list(cbs))
+    whole = run(make, shuffled)
+    torch.manual_seed(0)
+    make(shuffled(), [SaveBeforeEpoch(tmp_path / 'ck.pt')]).fit(3)
+    assert any(g is not None for g in torch.load(tmp_path / 'ck.pt', weights_only=True)['grads'])
+    resumed = run(make, shuffled, tmp_path / 'ck.pt')
+    assert all(torch.equal(p, q) for p, q in zip(whole.model.parameters(), resumed.model.parameters()))
+
+
+def test_a_resume_with_a_torch_scheduler_of_another_length_is_refused_before_training(tmp_path):
+    sched = lambda n: BatchSchedCB(partial(OneCycleLR, max_lr=0.1, total_steps=n * 4))
+    learn = run(lambda dls: TrainLearner(model(), dls, F.cross_entropy, cbs=[sched(3)]), shuffled, tmp_path / 'ck.pt',
+                stop=5)
+    other = TrainLearner(model(), shuffled(), F.cross_entropy, cbs=[sched(5)])
+    before = [p.detach().clone() for p in other.model.parameters()]
+    with pytest.raises(ValueError, match=r"checkpoint's OneCycleLR was built with total_steps=12, this fit's with "
+                                         r"total_steps=20.*saved run's n_epochs"):
+        other.fit(5, resume=tmp_path / 'ck.pt')
+    assert all(torch.equal(p, q) for p, q in zip(before, other.model.parameters())) and learn.train_iter == 5
+
+
+def test_a_refused_fit_keeps_the_optimizer_that_a_changed_opt_func_would_replace():
+    learn = TrainLearner(model(), shuffled(), F.cross_entropy, opt_func=partial(torch.optim.SGD, momentum=0.9))
+    learn.fit(1)
+    opt, n_state = learn.opt, len(learn.opt.state)
+    learn.opt_func = torch.optim.AdamW
+    with pytest.raises(ValueError, match='refused'):
+        learn.fit(1, cbs=[Refuse()])
+    assert learn.opt is opt and len(opt.state) == n_state > 0
