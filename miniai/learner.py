@@ -361,7 +361,21 @@ class Learner:
         return handlers
 
     def callback(self, method_nm: str) -> None:
-        """Run event `method_nm` on every callback that handles it."""
+        """Run event `method_nm` on every callback that handles it. A `save` asked for in `after_epoch` is written
+        once every callback's `after_epoch` has run (as one during a batch is at the batch's end), so that it holds
+        the whole epoch, whatever the saving callback's order."""
+        if method_nm == 'after_epoch' and self._saves_due is None:
+            self._saves_due = []
+            try:
+                self._run_handlers(method_nm)
+            except BaseException as e:
+                self._write_due(e)
+                raise
+            self._write_due()
+        else:
+            self._run_handlers(method_nm)
+
+    def _run_handlers(self, method_nm: str) -> None:
         for m in self._handlers_of(method_nm):
             m(self)
 
@@ -709,8 +723,9 @@ class Learner:
         """Write a checkpoint (see the module's docstring) to `path` atomically; returns the path. Called during a
         batch (by a callback), it is written when the batch ends, after every callback's `after_batch` and
         `cleanup_batch`, so that it holds the whole batch, whatever the saving callback's order (the file appears
-        then); not if the batch stops part-way (an error, or the fit or epoch cancelled before `after_batch`), with a
-        warning. Inside `lr_find` and `get_preds`, which leave no trace, nothing is written (with a warning)."""
+        then; likewise in `after_epoch`, once every callback's `after_epoch` has run); not if the batch stops
+        part-way (an error, or the fit or epoch cancelled before `after_batch`), with a warning. Inside `lr_find`
+        and `get_preds`, which leave no trace, nothing is written (with a warning)."""
         from .checkpoint import checkpoint_file
         if self._no_trace:
             warnings.warn(f'learn.save({path}) inside lr_find or get_preds was not written: they leave no trace (the '

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
@@ -276,7 +277,13 @@ def fit_one_cycle(learn: Learner, n_epochs: int, lr_max: float | Sequence[float]
     lr_max = _check_one_cycle(lr_max, div, div_final, pct_start, moms)
     if (hps := _saved_hps(learn, kwargs.get('resume'))) is not None:
         moms = _resumed_moms(moms, hps)
-    elif moms is not None:
+    elif kwargs.get('resume') is not None:
+        warnings.warn("fit_one_cycle(..., resume=...): the checkpoint holds no ParamScheduler state (it was saved "
+                      "after fit_one_cycle ended, when its ParamScheduler was no longer on the Learner), so this "
+                      "resume cannot check lr_max, div, div_final, pct_start and moms against the saved run's: give "
+                      "the same ones. Saved during the fit (CheckpointCB, or learn.save from a callback), it holds "
+                      'that state.', stacklevel=2)
+    if hps is None and moms is not None:
         opt = learn.new_opt()[0] if learn.opt is None or learn.opt_is_stale() else learn.opt  # (as) the fit's
         if moms == 'auto':
             moms = _MOMS if uses_momentum(opt) else None

@@ -408,3 +408,16 @@ def test_validation_only_fit_sets_and_records_nothing():
     hps = {k: list(v) for k, v in ps.hps.items()}
     learn.fit(1, train=False, cbs=[ps])
     assert ps.hps == hps and len(hps['lr']) == 5  # the last training fit's record is kept
+
+
+class StopAtBatch(Callback):
+    def after_batch(self, learn):
+        if learn.train_iter == 7: raise CancelFitException()
+
+
+def test_a_resume_from_a_save_made_after_fit_one_cycle_ended_says_its_schedule_is_unchecked(tmp_path):
+    learn = make_learner()
+    learn.fit_one_cycle(3, 0.1, cbs=[StopAtBatch()])
+    learn.save(tmp_path / 'ck.pt')  # its ParamScheduler, a callback of that fit only, is gone
+    with pytest.warns(UserWarning, match='the checkpoint holds no ParamScheduler state .*cannot check lr_max'):
+        make_learner().fit_one_cycle(3, 0.1, resume=tmp_path / 'ck.pt')

@@ -482,3 +482,23 @@ def test_a_refused_fit_keeps_the_optimizer_that_a_changed_opt_func_would_replace
     with pytest.raises(ValueError, match='refused'):
         learn.fit(1, cbs=[Refuse()])
     assert learn.opt is opt and len(opt.state) == n_state > 0
+
+
+class SaveEachEpoch(Callback):
+    order = -5  # before MetricsCB and EarlyStoppingCB: its save must still hold their epoch
+
+    def __init__(self, path): self.path = path
+    def after_epoch(self, learn):
+        if learn.phase == learn.phases[-1]:
+            learn.save(self.path / f'epoch{learn.epoch}.pt')
+
+
+def test_a_save_in_after_epoch_holds_the_whole_epoch_whatever_the_savers_order(tmp_path):
+    from miniai.early_stopping import EarlyStoppingCB
+    make = lambda dls, cbs=(): metrics_learner(dls, [EarlyStoppingCB(patience=5), *cbs])
+    whole = run(make, shuffled)
+    torch.manual_seed(0)
+    make(shuffled(), [SaveEachEpoch(tmp_path)]).fit(3)
+    resumed = run(make, shuffled, tmp_path / 'epoch0.pt')
+    assert rows(resumed) == rows(whole)
+    assert [cb.state_dict() for cb in resumed.cbs[1:]] == [cb.state_dict() for cb in whole.cbs[1:]]
