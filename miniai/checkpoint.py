@@ -7,12 +7,14 @@ only tensors, numbers, strings and plain containers, and are read with `torch.lo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import signal
 import sys
 import threading
+import time
 import uuid
 import zipfile
 from collections import OrderedDict
@@ -139,12 +141,15 @@ def _check_plain(ck: dict[str, Any]) -> None:
                     f'cannot hold: make {owner} return only {_ALLOWED} (e.g. float(x) for a numpy number).')
 
 
+_STALE_S = 60.  # a temporary checkpoint file untouched this long was left by a save killed mid-write
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save(obj)` to a temporary file beside `path` (an existing folder: its `checkpoint.pt`), fsync
     it, then rename it over `path`: a crash mid-write leaves the previous file intact. A failed write removes its
-    temporary file; one left by a killed process (SIGKILL, the OOM killer) is removed by the next save of `path`
-    (so one process at a time saves a given file). A miniai checkpoint (`Learner.state_dict()`) is first checked
-    to hold only what loads back."""
+    temporary file; one left by a killed process (SIGKILL, the OOM killer) is removed by a save of `path` a
+    minute later or more (one being written by another process at the same time is left alone). A miniai
+    checkpoint (`Learner.state_dict()`) is first checked to hold only what loads back."""
     if isinstance(obj, dict) and obj.get('format') == 'miniai.checkpoint':
         _check_plain(obj)
     path = checkpoint_file(path)
@@ -159,9 +164,10 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     leftover = re.compile(rf'\.{re.escape(path.name)}\.[0-9a-f]{{32}}\.tmp')  # of earlier saves, killed mid-write
-    for f in path.parent.iterdir():
-        if leftover.fullmatch(f.name):
-            f.unlink(missing_ok=True)
+    for f in path.parent.iterdir():  # (not one being written now, e.g. by another process of a distributed run)
+        with contextlib.suppress(FileNotFoundError):
+            if leftover.fullmatch(f.name) and time.time() - f.stat().st_mtime > _STALE_S:
+                f.unlink(missing_ok=True)
     if hasattr(os, 'O_DIRECTORY'):  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:

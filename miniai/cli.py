@@ -163,9 +163,11 @@ def check_out(out: str | os.PathLike | None, command: str) -> None:
 
 
 def check_seed(seed: int, flag: str, command: str) -> None:
-    """Refuse a seed that torch and the loaders cannot take: a whole number from 0 to 2**64 - 1."""
-    if not 0 <= seed < 2**64:
-        raise SystemExit(f'miniai {command}: {flag} must be a whole number from 0 to 2**64 - 1 (got {seed}).')
+    """Refuse a seed outside 0 to 2**32 - 1: torch's CPU generator keeps 32 bits of a seed, so seeds 2**32 apart
+    would give the same weights."""
+    if not 0 <= seed < 2**32:
+        raise SystemExit(f'miniai {command}: {flag} must be a whole number from 0 to 2**32 - 1 (got {seed}): torch '
+                         'keeps 32 bits of a seed.')
 
 
 def checked_device(name: str | None, command: str = 'fit', saved_in: str | None = None,

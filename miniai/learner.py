@@ -499,12 +499,12 @@ class Learner:
         position = None if train else ({k: getattr(self, k) for k in _POSITION}, self._random_state())
         self._undo = self._undo_fit_start()  # a fit refused (up to its `before_fit`) changes nothing
         try:
-            if self.opt_is_stale():
+            if train and self.opt_is_stale():  # (validating only, the optimizer stays the run's, or none)
                 self.opt = None
             if self.opt is not None and train:
                 self._check_opt_params()
-            if self.opt is None and (train or any(True for _ in self.model.parameters())):
-                self.create_opt()  # a model without parameters can still be validated, with no optimizer
+            if self.opt is None and train:
+                self.create_opt()
             if self.opt is not None and train and (ck is None or ck['opt'] is None):  # (a saved one has its lrs)
                 self._set_lrs(lr)
             if ck is not None:
@@ -710,9 +710,11 @@ class Learner:
         if all(bool(p.isfinite().all()) for p in self.model.parameters()):
             why = f'so this batch changed no weights. {why}'
         else:
-            why = ('but the weights were already NaN or inf: an earlier step had non-finite gradients from a finite '
-                   'loss (e.g. sqrt or a norm of 0 in the loss: its gradient there is inf; use sqrt(x + eps)). Load '
-                   'a checkpoint saved before it (learn.load) once the loss is fixed.')
+            why = ('but the weights were already NaN or inf: an earlier step made them so, most often with an lr too '
+                   'high (the loss grows batch after batch until the gradients overflow: try a tenth, or '
+                   'learn.lr_find()), else with non-finite gradients from a finite loss (e.g. sqrt or a norm of 0 in '
+                   'the loss: its gradient there is inf; use sqrt(x + eps)). Load a checkpoint saved before it '
+                   '(learn.load) and fit again once the cause is fixed.')
         raise NonFiniteLossError(
             f'The training loss is {loss.flatten()[:4].tolist()} at epoch {self.epoch}, batch {self.iter} '
             f'(training step {self.train_iter}) with lr {lrs[0] if len(lrs) == 1 else lrs}. The fit stopped '

@@ -864,7 +864,9 @@ def test_a_save_removes_the_temporary_files_of_saves_killed_mid_write(tmp_path):
     assert subprocess.run([sys.executable, '-c', child]).returncode == -signal.SIGKILL
     leftover = [f.name for f in tmp_path.iterdir() if f.name != 'ck.pt']
     assert len(leftover) == 1 and leftover[0].startswith('.ck.pt.')
-    others = ['.other.pt.0123456789abcdef0123456789abcdef.tmp', 'ck.pt.bak', '.ck.pt.mine.tmp']
+    os.utime(tmp_path / leftover[0], (0, 0))  # left long ago
+    others = ['.other.pt.0123456789abcdef0123456789abcdef.tmp', 'ck.pt.bak', '.ck.pt.mine.tmp',
+              '.ck.pt.0123456789abcdef0123456789abcdef.tmp']  # the last: another process's save, being written
     for name in others:
         (tmp_path / name).write_bytes(b'x')
     atomic_save({'w': torch.ones(1)}, tmp_path / 'ck.pt')

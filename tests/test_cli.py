@@ -191,9 +191,9 @@ def test_the_seed_alone_sets_the_initial_weights_and_the_shuffles(tiny_fmnist, t
 
 
 @pytest.mark.parametrize('argv, msg', [
-    (['fit', '--seed', '-1'], 'miniai fit: --seed must be a whole number from 0 to 2\\*\\*64 - 1 \\(got -1\\)'),
-    (['fit', '--seed', str(2**64)], f'--seed must be a whole number from 0 to 2\\*\\*64 - 1 \\(got {2**64}\\)'),
-    (['compare', '--seeds=-1,2'], 'miniai compare: --seeds must be a whole number from 0 to 2\\*\\*64 - 1'),
+    (['fit', '--seed', '-1'], 'miniai fit: --seed must be a whole number from 0 to 2\\*\\*32 - 1 \\(got -1\\)'),
+    (['fit', '--seed', str(2**32)], f'--seed must be a whole number from 0 to 2\\*\\*32 - 1 \\(got {2**32}\\)'),
+    (['compare', '--seeds=0,4294967296'], 'miniai compare: --seeds must be a whole number from 0 to 2\\*\\*32 - 1'),
     (['fit', '--out', '{file}'], 'miniai fit: --out .*afile is a file; give a folder'),
     (['fit', '--out', '{file}/sub'], 'miniai fit: --out .*afile/sub is under .*afile, which is a file; give a folder'),
     (['compare', '--out', '{file}'], 'miniai compare: --out .*afile is a file; give a folder')])

@@ -502,3 +502,20 @@ def test_a_save_in_after_epoch_holds_the_whole_epoch_whatever_the_savers_order(t
     resumed = run(make, shuffled, tmp_path / 'epoch0.pt')
     assert rows(resumed) == rows(whole)
     assert [cb.state_dict() for cb in resumed.cbs[1:]] == [cb.state_dict() for cb in whole.cbs[1:]]
+
+
+def test_a_validation_only_fit_builds_and_replaces_no_optimizer(tmp_path):
+    make = lambda dls, cbs=(): TrainLearner(model(), dls, F.cross_entropy, lr=0.06, opt_func=torch.optim.AdamW,
+                                            cbs=[BatchSchedCB(partial(OneCycleLR, max_lr=0.1, total_steps=12)), *cbs])
+    whole = run(make, shuffled)
+    torch.manual_seed(0)
+    learn = make(shuffled())
+    learn.fit(1, train=False)
+    assert learn.opt is None
+    learn.save(tmp_path / 'ck.pt')
+    resumed = run(make, shuffled, tmp_path / 'ck.pt')
+    assert all(torch.equal(p, q) for p, q in zip(whole.model.parameters(), resumed.model.parameters()))
+    opt = whole.opt
+    whole.opt_func = torch.optim.SGD
+    whole.fit(1, train=False)
+    assert whole.opt is opt and len(opt.state) > 0  # the next training fit builds the SGD
