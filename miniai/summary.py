@@ -154,7 +154,12 @@ def _forward(learn: Learner, rec: _Recorder, xb: Tensor | Sequence[Tensor] | Non
     batch of `learn.dls.train` through the Learner's `predict` and callbacks, as `get_preds` runs them."""
     if xb is None:
         with no_trace(learn, paused=_paused):
-            learn._check_loaders(('train',))
+            try:
+                learn._check_loaders(('train',))
+            except TypeError as e:
+                e.add_note('summary runs the first training batch; without a training loader, give it a batch of '
+                           'inputs: learn.summary(xb).')
+                raise
             batch = next(iter(learn.dls.train))
             learn.dls = DataLoaders(learn.dls.train, [batch])
             try:

@@ -333,3 +333,12 @@ def test_a_conv_on_an_unbatched_image_counts_its_kernel_times_the_output_size():
     # A 3-dim parameter outside a conv is no kernel: nn.Bilinear's weight [4, 2, 3] costs its size.
     assert summary(nn.Bilinear(2, 3, 4), (torch.randn(5, 2), torch.randn(5, 3))).mflops == \
         pytest.approx((24 + 4) / 1e6)
+
+
+def test_without_a_training_loader_it_says_to_give_a_batch():
+    learn = TrainLearner(nn.Linear(3, 2), SimpleNamespace(train=None, valid=[(torch.randn(4, 3), torch.zeros(4))]),
+                         F.cross_entropy)
+    with pytest.raises(TypeError, match='dls.train is None') as e:
+        learn.summary()
+    assert 'give it a batch of inputs: learn.summary(xb)' in e.value.__notes__[0]
+    assert learn.summary(torch.randn(4, 3)).rows[0].params == 8
