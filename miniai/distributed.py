@@ -24,7 +24,7 @@ that schedules sized from `len(dls.train)` count this process's batches) or let 
 from __future__ import annotations
 
 import atexit
-import math
+import copy
 import os
 import warnings
 from collections.abc import Iterator
@@ -147,10 +147,13 @@ def shard_loader(dl: Any, rank: int, world_size: int, train: bool = True) -> Any
 
 
 def _shard_batches(dl: Any, world_size: int) -> tuple[int, int]:
-    """The batches of the first and last process's shares of unshuffled `DeviceLoader` `dl` (the largest and
-    smallest)."""
-    shares = (len(range(r, dl.n, world_size)) for r in (0, world_size - 1))
-    return tuple(s // dl.bs if dl.drop_last else math.ceil(s / dl.bs) for s in shares)
+    """The batches of the first and last process's shares of `DeviceLoader` `dl` (the largest and smallest)."""
+    lens = []
+    for r in (0, world_size - 1):
+        share = copy.copy(dl)
+        share.rank, share.world_size = r, world_size
+        lens.append(len(share))
+    return tuple(lens)
 
 
 def _shuffle_seed(sampler: RandomSampler) -> int:

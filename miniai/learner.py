@@ -50,7 +50,7 @@ import random
 import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
-from functools import wraps
+from functools import partial, wraps
 from itertools import islice, repeat
 from numbers import Real
 from operator import attrgetter, index
@@ -126,6 +126,29 @@ class with_cbs:
                 raise
             o.cleanup(f'cleanup_{nm}')
         return _f
+
+
+def run_all(steps: Iterable[tuple[str, Callable[[], object]]], error: BaseException | None,
+            note: Callable[[str, BaseException], str]) -> None:
+    """Run every `(name, step)`, also after one raises (a Ctrl-C too). Their errors become notes (`note(name, e)`)
+    on `error`, the exception passing through, if there is one; else the first is raised with the others as
+    notes. A Ctrl-C (a `KeyboardInterrupt`, or another non-`Exception`) is raised in any case: over a cancel
+    passing through, the fit would go on."""
+    failed = []
+    for name, step in steps:
+        try:
+            step()
+        except BaseException as e:
+            failed.append((name, e))
+    if not failed:
+        return
+    stop = next((e for _, e in failed if not isinstance(e, Exception)), None)
+    target = stop or error or failed[0][1]
+    for name, e in failed:
+        if e is not target:
+            target.add_note(note(name, e))
+    if target is not error:
+        raise target
 
 
 def check_callback(cb: Any) -> None:
@@ -384,21 +407,8 @@ class Learner:
         (the exception ending the fit, epoch or batch) if there is one; else the first is raised after all ran. A
         Ctrl-C in a handler (a `KeyboardInterrupt`, or another non-`Exception`) is raised in any case: over a cancel
         passing through, the fit would go on."""
-        failed: list[tuple[str, BaseException]] = []
-        for m in self._handlers_of(method_nm):
-            try:
-                m(self)
-            except BaseException as e:  # (a Ctrl-C in one handler too: the others still run)
-                failed.append((type(getattr(m, '__self__', m)).__name__, e))
-        if not failed:
-            return
-        stop = next((e for _, e in failed if not isinstance(e, Exception)), None)
-        target = stop or error or failed[0][1]
-        for name, e in failed:
-            if e is not target:
-                target.add_note(f'{method_nm} of {name} also failed: {type(e).__name__}: {e}')
-        if target is not error:
-            raise target
+        run_all([(type(getattr(m, '__self__', m)).__name__, partial(m, self)) for m in self._handlers_of(method_nm)],
+                error, lambda name, e: f'{method_nm} of {name} also failed: {type(e).__name__}: {e}')
 
     def __getattr__(self, name: str):
         # `predict`, `get_loss`, ... of a plain Learner are events, so that e.g. `TrainCB` can supply them.

@@ -13,7 +13,7 @@ import torch
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
-from .learner import Callback, Learner, copy_state, loader_generators, put_param_groups
+from .learner import Callback, Learner, copy_state, loader_generators, put_param_groups, run_all
 
 __all__ = ['no_trace']
 
@@ -42,23 +42,8 @@ def _set_loader_state(dl, sd, gens, epoch, shard, unstarted) -> None:
 
 
 def _restore_all(steps: Iterable[Callable[[], object]], error: BaseException | None = None) -> None:
-    """Runs every step, also after one raises. Their errors become notes on `error` (the block's, being raised);
-    without one, the first is raised with the others as notes on it. A Ctrl-C in a step is raised in any case."""
-    errors = []
-    for step in steps:
-        try:
-            step()
-        except BaseException as e:  # the other steps still run (also after a Ctrl-C in one)
-            errors.append(e)
-    if not errors:
-        return
-    stop = next((e for e in errors if not isinstance(e, Exception)), None)  # a Ctrl-C is raised in any case
-    target = stop or error or errors[0]
-    for e in errors:
-        if e is not target:
-            target.add_note(f'no_trace: restoring also failed with {e!r}')
-    if target is not error:
-        raise target
+    """Runs every step (see `run_all`); their errors become notes on `error`, the block's, being raised."""
+    run_all([('', step) for step in steps], error, lambda _, e: f'no_trace: restoring also failed with {e!r}')
 
 
 def _module_state(m: torch.nn.Module) -> tuple:
