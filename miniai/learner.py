@@ -329,6 +329,7 @@ class Learner:
         self._undo: Callable[[], None] | None = None  # puts back what a refused resume's start changed
         self.should_stop, self.loss_counts = False, False
         self._grads_partial = False  # a training batch stopped after its backward: its gradients are in `p.grad`
+        self._run_states: dict[str, Any] | None = None  # the run's callback states, kept by a validation-only fit
         self._saves_due: list[str | os.PathLike] | None = None  # `save`s asked for during the batch running
         self._no_trace = False  # in `no_trace` (lr_find, get_preds): `save` writes nothing
         self._norm_bufs: list[torch.Tensor] = []
@@ -492,7 +493,11 @@ class Learner:
         optimizer set by hand is kept).
 
         `resume`: a checkpoint of this run (a file, or a folder with `checkpoint.pt`) to continue from;
-        `n_epochs` is still the run's total, and what the checkpoint had done is skipped."""
+        `n_epochs` is still the run's total, and what the checkpoint had done is skipped.
+
+        `train=False` validates only: the callbacks show that fit's records (e.g. `MetricsCB.history`), while the
+        run's position, random state, lrs and optimizer stay, and checkpoints saved until the next training fit
+        hold the callback states the run had, so they resume it exactly."""
         self.refuse_in_fit('fit')
         n_epochs = check_n_epochs(n_epochs)
         phases = ('train',) * train + ('valid',) * valid
@@ -508,6 +513,10 @@ class Learner:
         # validating only: the run's position (for `save`) stays the training's, random state included
         position = None if train else ({k: getattr(self, k) for k in _POSITION}, self._random_state())
         self._undo = self._undo_fit_start()  # a fit refused (up to its `before_fit`) changes nothing
+        if train:
+            self._run_states = None
+        elif self._run_states is None:  # checkpoints keep the run's states, not this fit's records
+            self._run_states = {k: copy_state(cb.state_dict()) for k, cb in self._stateful_cbs().items()}
         try:
             if train and self.opt_is_stale():  # (validating only, the optimizer stays the run's, or none)
                 self.opt = None
@@ -555,7 +564,7 @@ class Learner:
         pgs = self.opt.param_groups if self.opt else []
         groups = [(pg, dict(pg)) for pg in pgs]
         counters = {k: getattr(self, k) for k in ('phases', 'n_epochs', 'n_iter', 'train_iter', 'should_stop', 'opt',
-                                                  '_own_lrs', '_opt_func')}
+                                                  '_own_lrs', '_opt_func', '_run_states')}
         def undo() -> None:
             for cb, sd in states:  # e.g. metrics reset in place
                 cb.load_state_dict(sd)
@@ -791,14 +800,14 @@ class Learner:
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint holds, as plain containers, numbers, strings and tensors."""
         epoch, phase, n_done, start = self._resume_point()
-        now = self._random_state()
+        now, run = self._random_state(), self._run_states or {}  # (after a validation-only fit: the run's states)
         return {'format': 'miniai.checkpoint', 'version': 1, 'model': self._plain_model().state_dict(),
                 'opt': self.opt and self.opt.state_dict(), 'opt_type': type(self.opt).__name__,
                 'epoch': epoch, 'phase': phase, 'iter': n_done, 'train_iter': self.train_iter,
                 'n_epochs': self.n_epochs, 'should_stop': self.should_stop,
                 'grads': self._whole_batch_grads(),
                 'start': start or now, 'rng_now': now['rng'] if n_done else None, 'n_batches': self._n_batches(),
-                'cbs': {k: cb.state_dict() for k, cb in self._stateful_cbs().items()}}
+                'cbs': {k: run[k] if k in run else cb.state_dict() for k, cb in self._stateful_cbs().items()}}
 
     def _whole_batch_grads(self) -> list[torch.Tensor | None]:
         """The gradients pending (accumulation, `MomentumLearner`), for a checkpoint; none when a training batch
@@ -958,7 +967,7 @@ class Learner:
             put_param_groups(self.opt, pgs)  # keep the param-group dicts, which callbacks (e.g. RecorderCB) hold
         self.train_iter, self.epoch = ck['train_iter'], ck['epoch']
         self._at, self._n_done, self._phase_done = (ck['epoch'], ck['phase'], ck['start']), ck['iter'], False
-        self._grads_partial = False
+        self._grads_partial, self._run_states = False, None
 
 
 class TrainLearner(Learner):

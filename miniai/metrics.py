@@ -12,7 +12,7 @@ import torch
 from torcheval.metrics import Mean, Metric
 
 from .distributed import is_main_process
-from .learner import Callback, Learner, copy_state
+from .learner import Callback, Learner
 
 __all__ = ['MetricsCB', 'format_time', 'fit_metrics', 'check_monitor', 'monitored_value', 'improves', 'check_mode',
            'is_loss']
@@ -111,8 +111,8 @@ class MetricsCB(Callback):
     warning), so `EarlyStoppingCB` and `CheckpointCB` skip that epoch.
     Names are refused that would clash with the names monitors and metrics.json derive: 'train_loss',
     'valid_loss' and 'train_<name>' of another metric. The loss mean weighs each batch by its number of targets.
-    A validation-only fit (`fit(n, train=False)`) has its own rows in `history`, while its state (what a checkpoint
-    saved after it holds) stays the training run's.
+    A validation-only fit (`fit(n, train=False)`) has its own rows in `history` (a checkpoint saved after it
+    holds the training run's: see `Learner.fit`).
     """
     def __init__(self, *ms: Metric, **metrics: Metric):
         for o in ms:
@@ -138,13 +138,10 @@ class MetricsCB(Callback):
         self._counted = False  # whether `after_batch` counted the current batch
         self._start: float | None = None  # when the running phase started (`time.perf_counter`); None: none runs
         self._elapsed = 0.  # the time the last phase ran (or a checkpoint's, when saved mid-epoch)
-        self._run: dict[str, Any] | None = None  # the training run's state, during and after a validation-only fit
 
     def state_dict(self) -> dict[str, Any]:
         """The history, the metrics' running state and the time the epoch has run (used when a checkpoint was
-        saved mid-epoch); after a validation-only fit, the training run's."""
-        if self._run is not None:
-            return self._run
+        saved mid-epoch)."""
         elapsed = self._elapsed if self._start is None else time.perf_counter() - self._start
         return {'history': self.history, 'running': {k: m.state_dict() for k, m in self.all_metrics.items()},
                 'elapsed': elapsed}
@@ -154,7 +151,7 @@ class MetricsCB(Callback):
             raise ValueError(f"MetricsCB: the checkpoint's metrics are {sorted(sd['running'])}, this MetricsCB's "
                              f'{sorted(self.all_metrics)}: build it with the same metrics (and names) as the run '
                              'that saved it.')
-        self.history, self._run = [dict(r) for r in sd['history']], None
+        self.history = [dict(r) for r in sd['history']]
         self._elapsed = sd.get('elapsed', 0.)  # (older checkpoints have none)
         for k, m in self.all_metrics.items():  # a checkpoint saved mid-epoch: its first epoch goes on from these
             m.load_state_dict(sd['running'][k])
@@ -168,10 +165,6 @@ class MetricsCB(Callback):
 
     def before_fit(self, learn: Learner) -> None:
         learn.metrics = self
-        if 'train' in learn.phases:
-            self._run = None
-        elif self._run is None:  # validating only: keep the training run's state for checkpoints
-            self._run = copy_state(self.state_dict())
         self.history, self._first_row = [], True
         for m in self.all_metrics.values(): m.reset()
 

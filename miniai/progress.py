@@ -40,17 +40,14 @@ class ProgressCB(Callback):
             raise ValueError(f'ProgressCB: every is a number of batches, a whole number >= 1; got {every!r}.')
         self.plot, self.every = plot, int(every)
         self.bars, self.losses, self._pending, self._kept, self._valid_x = False, [], [], False, []
-        self._run_valid_x: list[int] | None = None  # the training run's, during and after a validation-only fit
 
     def state_dict(self) -> dict[str, list]:
-        """The losses and the valid points' x (after a validation-only fit, the training run's)."""
+        """The losses and the valid points' x."""
         pending = torch.stack(self._pending).float().cpu().tolist() if self._pending else []
-        valid_x = self._valid_x if self._run_valid_x is None else self._run_valid_x
-        return {'losses': self.losses + pending, 'valid_x': valid_x}
+        return {'losses': self.losses + pending, 'valid_x': self._valid_x}
 
     def load_state_dict(self, sd: dict[str, list]) -> None:
         self.losses, self._valid_x = list(sd['losses']), list(sd.get('valid_x', ()))  # (older checkpoints have none)
-        self._run_valid_x = None
 
     def cleanup_fit(self, learn: Learner) -> None:
         """Keep the losses not read back yet (a fit that stopped early has some), close the bars of such a fit,
@@ -69,10 +66,7 @@ class ProgressCB(Callback):
 
     def before_fit(self, learn: Learner) -> None:
         self.bars = is_main_process() and (in_notebook() or _isatty())
-        if 'train' in learn.phases:
-            self.losses, self._run_valid_x = [], None
-        elif self._run_valid_x is None:  # a validation-only fit keeps the training fit's (for checkpoints too)
-            self._run_valid_x = self._valid_x
+        if 'train' in learn.phases: self.losses = []  # a validation-only fit keeps the training fit's
         self._pending: list[torch.Tensor] = []
         self._valid_x: list[int] = []  # the x of each valid row of the metrics' history (which each fit restarts)
         self._first, self._metrics = True, fit_metrics(learn)

@@ -343,6 +343,8 @@ def test_a_save_after_a_validation_only_fit_resumes_the_training_runs_rows(tmp_p
     learn = run(make, shuffled, tmp_path / 'direct.pt', stop=5)  # mid-epoch 1
     learn.fit(1, train=False)
     assert [r['train'] for r in learn.metrics.history] == [False]
+    learn.summary(torch.randn(2, 6))  # leaves no trace: the rows shown stay this fit's
+    assert [r['train'] for r in learn.metrics.history] == [False]
     learn.save(tmp_path / 'after.pt')
     resumed = run(make, shuffled, tmp_path / 'after.pt')
     assert rows(resumed) == rows(whole) and len(rows(whole)) == 6
